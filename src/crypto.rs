@@ -67,9 +67,18 @@ impl FromStr for CipherSuite {
 
 /// TLS 1.3 signature schemes we sign and verify with, by IANA name.
 const SIGNATURE_SCHEMES: [(SignatureScheme, &str); 12] = [
-    (SignatureScheme::ECDSA_NISTP256_SHA256, "ecdsa_secp256r1_sha256"),
-    (SignatureScheme::ECDSA_NISTP384_SHA384, "ecdsa_secp384r1_sha384"),
-    (SignatureScheme::ECDSA_NISTP521_SHA512, "ecdsa_secp521r1_sha512"),
+    (
+        SignatureScheme::ECDSA_NISTP256_SHA256,
+        "ecdsa_secp256r1_sha256",
+    ),
+    (
+        SignatureScheme::ECDSA_NISTP384_SHA384,
+        "ecdsa_secp384r1_sha384",
+    ),
+    (
+        SignatureScheme::ECDSA_NISTP521_SHA512,
+        "ecdsa_secp521r1_sha512",
+    ),
     (SignatureScheme::ED25519, "ed25519"),
     (SignatureScheme::RSA_PSS_SHA256, "rsa_pss_rsae_sha256"),
     (SignatureScheme::RSA_PSS_SHA384, "rsa_pss_rsae_sha384"),
@@ -129,7 +138,12 @@ impl Default for Algorithms {
             signature_schemes: SIGNATURE_SCHEMES
                 .iter()
                 .map(|(s, _)| *s)
-                .filter(|s| !matches!(s, SignatureScheme::RSA_PKCS1_SHA256 | SignatureScheme::RSA_PKCS1_SHA384))
+                .filter(|s| {
+                    !matches!(
+                        s,
+                        SignatureScheme::RSA_PKCS1_SHA256 | SignatureScheme::RSA_PKCS1_SHA384
+                    )
+                })
                 .collect(),
         }
     }
@@ -193,7 +207,10 @@ mod tests {
 
     #[test]
     fn provider_holds_exactly_the_configured_groups() {
-        let p = provider(&[Group::SecP384r1MLKEM1024, Group::X25519], &CipherSuite::ALL);
+        let p = provider(
+            &[Group::SecP384r1MLKEM1024, Group::X25519],
+            &CipherSuite::ALL,
+        );
         let names: Vec<u16> = p.kx_groups.iter().map(|g| u16::from(g.name())).collect();
         assert_eq!(names, [0x11ed, 0x001d]);
     }

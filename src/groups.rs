@@ -336,6 +336,9 @@ mod tests {
             .iter()
             .map(|g| GroupId::from(g.name()).to_string())
             .collect();
-        assert_eq!(names, ["X25519MLKEM768", "X25519", "secp256r1", "secp384r1"]);
+        assert_eq!(
+            names,
+            ["X25519MLKEM768", "X25519", "secp256r1", "secp384r1"]
+        );
     }
 }

@@ -142,12 +142,19 @@ impl Policy {
                 groups: groups.to_vec(),
             });
         }
-        if self.mode != PolicyMode::PqPreferred && (self.sunset.is_some() || !self.rules.is_empty()) {
+        if self.mode != PolicyMode::PqPreferred && (self.sunset.is_some() || !self.rules.is_empty())
+        {
             return Err(PolicyError::RulesNeedPqPreferred(self.mode));
         }
         if !client_certs {
-            if let Some(rule) = self.rules.iter().find(|r| matches!(r.matcher, Matcher::Identity(_))) {
-                return Err(PolicyError::IdentityRuleWithoutClientCerts(rule.to_string()));
+            if let Some(rule) = self
+                .rules
+                .iter()
+                .find(|r| matches!(r.matcher, Matcher::Identity(_)))
+            {
+                return Err(PolicyError::IdentityRuleWithoutClientCerts(
+                    rule.to_string(),
+                ));
             }
         }
         Ok(())
@@ -171,7 +178,11 @@ impl Policy {
         match self.mode {
             PolicyMode::ClassicalAllowed => first_any
                 .map(|group| Permit::new(group, GroupSet::Any))
-                .ok_or_else(|| refuse(RefusalReason::NoCommonGroup { allowed: groups.to_vec() })),
+                .ok_or_else(|| {
+                    refuse(RefusalReason::NoCommonGroup {
+                        allowed: groups.to_vec(),
+                    })
+                }),
             PolicyMode::PqRequired => first_pq
                 .map(|group| Permit::new(group, GroupSet::PqOnly))
                 .ok_or_else(|| refuse(no_pq_reason(hello, pq_groups()))),
@@ -180,7 +191,9 @@ impl Policy {
                     return Ok(Permit::new(group, GroupSet::PqOnly));
                 }
                 let Some(group) = first_any else {
-                    return Err(refuse(RefusalReason::NoCommonGroup { allowed: groups.to_vec() }));
+                    return Err(refuse(RefusalReason::NoCommonGroup {
+                        allowed: groups.to_vec(),
+                    }));
                 };
                 let check = self.fallback(hello);
                 let permit = Permit {
@@ -372,7 +385,9 @@ impl FromStr for FallbackRule {
                 bad("not a CIDR or address (e.g. 10.0.0.0/8, 2001:db8::/32, 192.0.2.7)")
             })?),
             "sni" => Matcher::Sni(NamePattern::parse(value).ok_or_else(|| bad("empty name"))?),
-            "id" => Matcher::Identity(NamePattern::parse(value).ok_or_else(|| bad("empty identity"))?),
+            "id" => {
+                Matcher::Identity(NamePattern::parse(value).ok_or_else(|| bad("empty identity"))?)
+            }
             _ => return Err(bad("kind must be `cidr`, `sni` or `id`")),
         };
         Ok(Self { action, matcher })
@@ -533,7 +548,10 @@ pub enum PolicyError {
     #[error("groups: {0}")]
     Groups(crate::groups::GroupError),
     /// A pq mode with no pq group to use.
-    #[error("policy {mode} needs a post-quantum group, but groups has none ({}); add X25519MLKEM768", display_list(groups))]
+    #[error(
+        "policy {mode} needs a post-quantum group, but groups has none ({}); add X25519MLKEM768",
+        display_list(groups)
+    )]
     NoPqGroup {
         /// The policy mode.
         mode: PolicyMode,

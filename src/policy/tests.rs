@@ -86,17 +86,29 @@ fn every_mode_against_every_offer() {
     let table: &[(PolicyMode, &[Group], Want)] = &[
         // The server's order wins among what the client offered.
         (PqRequired, PQ_FIRST, Ends(X25519MLKEM768, false)),
-        (PqRequired, CLASSICAL_FIRST_LISTS_PQ, Ends(SecP256r1MLKEM768, false)),
+        (
+            PqRequired,
+            CLASSICAL_FIRST_LISTS_PQ,
+            Ends(SecP256r1MLKEM768, false),
+        ),
         (PqRequired, CLASSICAL_ONLY, NoPq),
         (PqRequired, PQ_ONLY_FOREIGN, NoCommon),
         (PqRequired, NOTHING_KNOWN, NoPq),
         (PqPreferred, PQ_FIRST, Ends(X25519MLKEM768, false)),
-        (PqPreferred, CLASSICAL_FIRST_LISTS_PQ, Ends(SecP256r1MLKEM768, false)),
+        (
+            PqPreferred,
+            CLASSICAL_FIRST_LISTS_PQ,
+            Ends(SecP256r1MLKEM768, false),
+        ),
         (PqPreferred, CLASSICAL_ONLY, Ends(X25519, true)),
         (PqPreferred, PQ_ONLY_FOREIGN, NoCommon),
         (PqPreferred, NOTHING_KNOWN, NoCommon),
         (ClassicalAllowed, PQ_FIRST, Ends(X25519MLKEM768, false)),
-        (ClassicalAllowed, CLASSICAL_FIRST_LISTS_PQ, Ends(SecP256r1MLKEM768, false)),
+        (
+            ClassicalAllowed,
+            CLASSICAL_FIRST_LISTS_PQ,
+            Ends(SecP256r1MLKEM768, false),
+        ),
         (ClassicalAllowed, CLASSICAL_ONLY, Ends(X25519, false)),
         (ClassicalAllowed, PQ_ONLY_FOREIGN, NoCommon),
         (ClassicalAllowed, NOTHING_KNOWN, NoCommon),
@@ -111,7 +123,10 @@ fn every_mode_against_every_offer() {
 fn classical_allowed_follows_server_order_not_pq() {
     let server = [X25519, X25519MLKEM768];
     let p = Policy::new(PolicyMode::ClassicalAllowed);
-    assert_eq!(p.decide(&server, &hello(PQ_FIRST, V4, None)).unwrap().group, X25519);
+    assert_eq!(
+        p.decide(&server, &hello(PQ_FIRST, V4, None)).unwrap().group,
+        X25519
+    );
     // pq-preferred overrides the order: pq whenever the client lists one.
     let p = Policy::new(PolicyMode::PqPreferred);
     assert_eq!(
@@ -123,43 +138,231 @@ fn classical_allowed_follows_server_order_not_pq() {
 #[test]
 fn every_rule_against_every_offer() {
     // (sunset passed?, rules, peer, sni, offer, want)
-    type Row<'a> = (Option<bool>, &'a [&'a str], IpAddr, Option<&'a str>, &'a [Group], Want);
+    type Row<'a> = (
+        Option<bool>,
+        &'a [&'a str],
+        IpAddr,
+        Option<&'a str>,
+        &'a [Group],
+        Want,
+    );
     let legacy = "allow-classical sni:legacy.example.com";
     let prod = "require-pq sni:*.prod.example.com";
     let table: &[Row] = &[
         // Sunset.
-        (Some(false), &[], V4, None, CLASSICAL_ONLY, Ends(X25519, true)),
+        (
+            Some(false),
+            &[],
+            V4,
+            None,
+            CLASSICAL_ONLY,
+            Ends(X25519, true),
+        ),
         (Some(true), &[], V4, None, CLASSICAL_ONLY, Sunset),
-        (Some(true), &[], V4, None, PQ_FIRST, Ends(X25519MLKEM768, false)),
-        (Some(true), &[], V4, None, CLASSICAL_FIRST_LISTS_PQ, Ends(SecP256r1MLKEM768, false)),
+        (
+            Some(true),
+            &[],
+            V4,
+            None,
+            PQ_FIRST,
+            Ends(X25519MLKEM768, false),
+        ),
+        (
+            Some(true),
+            &[],
+            V4,
+            None,
+            CLASSICAL_FIRST_LISTS_PQ,
+            Ends(SecP256r1MLKEM768, false),
+        ),
         // CIDR exceptions, IPv4 and IPv6.
-        (Some(true), &["allow-classical cidr:10.0.0.0/8"], V4, None, CLASSICAL_ONLY, Ends(X25519, true)),
-        (Some(true), &["allow-classical cidr:10.0.0.0/8"], V4_OTHER, None, CLASSICAL_ONLY, Sunset),
-        (Some(true), &["allow-classical cidr:2001:db8::/32"], V6, None, CLASSICAL_ONLY, Ends(X25519, true)),
-        (Some(true), &["allow-classical cidr:2001:db8::/32"], V4, None, CLASSICAL_ONLY, Sunset),
-        (None, &["require-pq cidr:10.1.2.3"], V4, None, CLASSICAL_ONLY, Rule),
-        (None, &["require-pq cidr:10.1.2.3"], V4_OTHER, None, CLASSICAL_ONLY, Ends(X25519, true)),
-        (None, &["require-pq cidr:10.0.0.0/8"], V4, None, PQ_FIRST, Ends(X25519MLKEM768, false)),
+        (
+            Some(true),
+            &["allow-classical cidr:10.0.0.0/8"],
+            V4,
+            None,
+            CLASSICAL_ONLY,
+            Ends(X25519, true),
+        ),
+        (
+            Some(true),
+            &["allow-classical cidr:10.0.0.0/8"],
+            V4_OTHER,
+            None,
+            CLASSICAL_ONLY,
+            Sunset,
+        ),
+        (
+            Some(true),
+            &["allow-classical cidr:2001:db8::/32"],
+            V6,
+            None,
+            CLASSICAL_ONLY,
+            Ends(X25519, true),
+        ),
+        (
+            Some(true),
+            &["allow-classical cidr:2001:db8::/32"],
+            V4,
+            None,
+            CLASSICAL_ONLY,
+            Sunset,
+        ),
+        (
+            None,
+            &["require-pq cidr:10.1.2.3"],
+            V4,
+            None,
+            CLASSICAL_ONLY,
+            Rule,
+        ),
+        (
+            None,
+            &["require-pq cidr:10.1.2.3"],
+            V4_OTHER,
+            None,
+            CLASSICAL_ONLY,
+            Ends(X25519, true),
+        ),
+        (
+            None,
+            &["require-pq cidr:10.0.0.0/8"],
+            V4,
+            None,
+            PQ_FIRST,
+            Ends(X25519MLKEM768, false),
+        ),
         // SNI exceptions, exact and wildcard.
-        (Some(true), &[legacy], V4, Some("LEGACY.example.com"), CLASSICAL_ONLY, Ends(X25519, true)),
-        (Some(true), &[legacy], V4, Some("other.example.com"), CLASSICAL_ONLY, Sunset),
+        (
+            Some(true),
+            &[legacy],
+            V4,
+            Some("LEGACY.example.com"),
+            CLASSICAL_ONLY,
+            Ends(X25519, true),
+        ),
+        (
+            Some(true),
+            &[legacy],
+            V4,
+            Some("other.example.com"),
+            CLASSICAL_ONLY,
+            Sunset,
+        ),
         (Some(true), &[legacy], V4, None, CLASSICAL_ONLY, Sunset),
-        (None, &[prod], V4, Some("api.prod.example.com"), CLASSICAL_ONLY, Rule),
-        (None, &[prod], V4, Some("a.b.prod.example.com"), CLASSICAL_ONLY, Ends(X25519, true)),
-        (None, &[prod], V4, Some("prod.example.com"), CLASSICAL_ONLY, Ends(X25519, true)),
-        (None, &[prod], V4, Some("api.prod.example.com"), PQ_FIRST, Ends(X25519MLKEM768, false)),
+        (
+            None,
+            &[prod],
+            V4,
+            Some("api.prod.example.com"),
+            CLASSICAL_ONLY,
+            Rule,
+        ),
+        (
+            None,
+            &[prod],
+            V4,
+            Some("a.b.prod.example.com"),
+            CLASSICAL_ONLY,
+            Ends(X25519, true),
+        ),
+        (
+            None,
+            &[prod],
+            V4,
+            Some("prod.example.com"),
+            CLASSICAL_ONLY,
+            Ends(X25519, true),
+        ),
+        (
+            None,
+            &[prod],
+            V4,
+            Some("api.prod.example.com"),
+            PQ_FIRST,
+            Ends(X25519MLKEM768, false),
+        ),
         // First match wins.
-        (Some(true), &["require-pq cidr:10.1.0.0/16", "allow-classical cidr:10.0.0.0/8"], V4, None, CLASSICAL_ONLY, Rule),
-        (Some(true), &["allow-classical cidr:10.0.0.0/8", "require-pq cidr:10.1.0.0/16"], V4, None, CLASSICAL_ONLY, Ends(X25519, true)),
+        (
+            Some(true),
+            &[
+                "require-pq cidr:10.1.0.0/16",
+                "allow-classical cidr:10.0.0.0/8",
+            ],
+            V4,
+            None,
+            CLASSICAL_ONLY,
+            Rule,
+        ),
+        (
+            Some(true),
+            &[
+                "allow-classical cidr:10.0.0.0/8",
+                "require-pq cidr:10.1.0.0/16",
+            ],
+            V4,
+            None,
+            CLASSICAL_ONLY,
+            Ends(X25519, true),
+        ),
         // Identity rules: undecidable from the ClientHello when they could change the outcome.
-        (Some(true), &["allow-classical id:spiffe://corp/legacy/*"], V4, None, CLASSICAL_ONLY, Identity),
-        (None, &["require-pq id:spiffe://corp/prod/*"], V4, None, CLASSICAL_ONLY, Identity),
-        (None, &["allow-classical id:spiffe://corp/legacy/*"], V4, None, CLASSICAL_ONLY, Ends(X25519, true)),
-        (Some(true), &["require-pq id:spiffe://corp/prod/*"], V4, None, CLASSICAL_ONLY, Sunset),
-        (Some(true), &["allow-classical cidr:10.0.0.0/8", "require-pq id:x"], V4, None, CLASSICAL_ONLY, Ends(X25519, true)),
-        (Some(true), &["allow-classical id:spiffe://corp/legacy/*"], V4, None, PQ_FIRST, Ends(X25519MLKEM768, false)),
+        (
+            Some(true),
+            &["allow-classical id:spiffe://corp/legacy/*"],
+            V4,
+            None,
+            CLASSICAL_ONLY,
+            Identity,
+        ),
+        (
+            None,
+            &["require-pq id:spiffe://corp/prod/*"],
+            V4,
+            None,
+            CLASSICAL_ONLY,
+            Identity,
+        ),
+        (
+            None,
+            &["allow-classical id:spiffe://corp/legacy/*"],
+            V4,
+            None,
+            CLASSICAL_ONLY,
+            Ends(X25519, true),
+        ),
+        (
+            Some(true),
+            &["require-pq id:spiffe://corp/prod/*"],
+            V4,
+            None,
+            CLASSICAL_ONLY,
+            Sunset,
+        ),
+        (
+            Some(true),
+            &["allow-classical cidr:10.0.0.0/8", "require-pq id:x"],
+            V4,
+            None,
+            CLASSICAL_ONLY,
+            Ends(X25519, true),
+        ),
+        (
+            Some(true),
+            &["allow-classical id:spiffe://corp/legacy/*"],
+            V4,
+            None,
+            PQ_FIRST,
+            Ends(X25519MLKEM768, false),
+        ),
         // No common group stays a refusal whatever the rules say.
-        (None, &["allow-classical cidr:0.0.0.0/0"], V4, None, NOTHING_KNOWN, NoCommon),
+        (
+            None,
+            &["allow-classical cidr:0.0.0.0/0"],
+            V4,
+            None,
+            NOTHING_KNOWN,
+            NoCommon,
+        ),
     ];
     for (sunset, rules, peer, sni, offer, want) in table {
         let p = policy(PolicyMode::PqPreferred, *sunset, rules);
@@ -189,12 +392,18 @@ fn identity_check_applies_rules_then_default() {
         allowed.unwrap().to_string(),
         "allow-classical id:spiffe://corp/legacy/*"
     );
-    let refused = check.check(&["spiffe://corp/legacy/bad".into()]).unwrap_err();
+    let refused = check
+        .check(&["spiffe://corp/legacy/bad".into()])
+        .unwrap_err();
     assert!(matches!(refused.reason, RefusalReason::Rule(_)));
     let refused = check.check(&[]).unwrap_err();
     assert!(matches!(refused.reason, RefusalReason::SunsetPassed(_)));
 
-    let p = policy(PolicyMode::PqPreferred, None, &["require-pq id:*.prod.corp"]);
+    let p = policy(
+        PolicyMode::PqPreferred,
+        None,
+        &["require-pq id:*.prod.corp"],
+    );
     let permit = p.decide(SERVER, &hello(CLASSICAL_ONLY, V4, None)).unwrap();
     let check = permit.identity_check.unwrap();
     assert!(!check.requires_certificate());
@@ -227,7 +436,9 @@ fn refusals_say_what_to_fix() {
         err.to_string(),
         "client offered no post-quantum group (offered: X25519, secp256r1); policy pq-required"
     );
-    let err = p.decide(SERVER, &hello(PQ_ONLY_FOREIGN, V4, None)).unwrap_err();
+    let err = p
+        .decide(SERVER, &hello(PQ_ONLY_FOREIGN, V4, None))
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         "no group in common: server allows X25519MLKEM768, SecP256r1MLKEM768 (offered: MLKEM1024); policy pq-required"
@@ -238,7 +449,10 @@ fn refusals_say_what_to_fix() {
         &["require-pq sni:*.prod.example.com"],
     );
     let err = p
-        .decide(SERVER, &hello(CLASSICAL_ONLY, V4, Some("a.prod.example.com")))
+        .decide(
+            SERVER,
+            &hello(CLASSICAL_ONLY, V4, Some("a.prod.example.com")),
+        )
         .unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -271,7 +485,10 @@ fn client_offer_and_check_follow_the_mode() {
     let x25519 = GroupId::from(X25519);
     assert!(PolicyMode::PqRequired.check_negotiated(x25519).is_err());
     assert_eq!(PolicyMode::PqPreferred.check_negotiated(x25519), Ok(true));
-    assert_eq!(PolicyMode::ClassicalAllowed.check_negotiated(x25519), Ok(false));
+    assert_eq!(
+        PolicyMode::ClassicalAllowed.check_negotiated(x25519),
+        Ok(false)
+    );
     assert_eq!(
         PolicyMode::PqRequired.check_negotiated(X25519MLKEM768.into()),
         Ok(false)
@@ -286,7 +503,10 @@ fn validation_names_the_fix() {
         err.to_string(),
         "policy pq-required needs a post-quantum group, but groups has none (X25519, secp256r1); add X25519MLKEM768"
     );
-    assert!(matches!(p.validate(&[], false), Err(PolicyError::Groups(_))));
+    assert!(matches!(
+        p.validate(&[], false),
+        Err(PolicyError::Groups(_))
+    ));
     assert!(Policy::new(PolicyMode::ClassicalAllowed)
         .validate(&[X25519], false)
         .is_ok());
@@ -297,7 +517,11 @@ fn validation_names_the_fix() {
         Err(PolicyError::RulesNeedPqPreferred(_))
     ));
 
-    let p = policy(PolicyMode::PqPreferred, None, &["allow-classical id:spiffe://x/*"]);
+    let p = policy(
+        PolicyMode::PqPreferred,
+        None,
+        &["allow-classical id:spiffe://x/*"],
+    );
     assert!(matches!(
         p.validate(SERVER, false),
         Err(PolicyError::IdentityRuleWithoutClientCerts(_))
@@ -330,7 +554,10 @@ fn rules_parse_and_print_back() {
         "require-pq sni:",
     ] {
         let err = bad.parse::<FallbackRule>().unwrap_err().to_string();
-        assert!(err.starts_with(&format!("invalid fallback rule `{bad}`")), "{err}");
+        assert!(
+            err.starts_with(&format!("invalid fallback rule `{bad}`")),
+            "{err}"
+        );
     }
     assert_eq!("PQ-Required".parse(), Ok(PolicyMode::PqRequired));
     assert!("strict"

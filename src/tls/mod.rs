@@ -1,0 +1,18 @@
+//! PQ TLS for both sides: the server's per-ClientHello policy, the client's connector, and
+//! what each records of a handshake.
+
+mod client;
+mod info;
+mod server;
+mod verify;
+
+pub use client::{ClientError, ClientTlsConfig, PqConnector, PqStream, Trust};
+pub use info::ConnectionInfo;
+pub use server::{AcceptError, ClientAuth, PqAcceptor, ServerError, ServerTlsConfig};
+
+/// ALPN protocols offered by default: h2, then HTTP/1.1.
+pub const DEFAULT_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
+
+/// Handshake timeout by default: long enough for a slow mobile link, short enough that a
+/// slowloris client cannot hold a slot for long.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);

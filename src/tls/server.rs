@@ -1,0 +1,416 @@
+//! The server side: per-ClientHello policy over rustls.
+//!
+//! rustls 0.23 picks the group by the client's order and has no server-preference switch, so
+//! preference and policy are ours: [`PqAcceptor`] reads the ClientHello with
+//! `LazyConfigAcceptor`, asks [`Policy::decide`] for the group, and completes the handshake
+//! with a cached `ServerConfig` whose provider holds *only that group*. rustls then either
+//! finds the client's key share for it or sends a HelloRetryRequest, which is how
+//! `pq-preferred` upgrades a client whose first share is classical.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rustls::server::{Acceptor, ClientHello, ServerSessionMemoryCache, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{RootCertStore, SignatureScheme};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::LazyConfigAcceptor;
+use tracing::{debug, warn};
+
+use super::info::ConnectionInfo;
+use super::verify::{ClientVerifier, IdentityGate};
+use crate::certs::Identity;
+use crate::crypto::{provider, Algorithms};
+use crate::groups::{display_list, Group, GroupId};
+use crate::metrics::Metrics;
+use crate::policy::{ClientHelloSummary, Permit, Policy, PolicyError, Refusal};
+
+/// Everything the server side is configured with.
+#[derive(Clone, Debug)]
+pub struct ServerTlsConfig {
+    /// Certificate chain and key.
+    pub identity: Identity,
+    /// Groups (in order of preference), suites and signature schemes.
+    /// Default is [`Algorithms::default`].
+    pub algorithms: Algorithms,
+    /// The policy. Default is `pq-preferred` with no sunset and no rules.
+    pub policy: Policy,
+    /// Whether and how client certificates are checked. Default is [`ClientAuth::None`].
+    pub client_auth: ClientAuth,
+    /// ALPN protocols in order of preference. Default is [`super::DEFAULT_ALPN`].
+    pub alpn: Vec<Vec<u8>>,
+    /// Time allowed from TCP accept to a completed handshake.
+    /// Default is [`super::DEFAULT_HANDSHAKE_TIMEOUT`].
+    pub handshake_timeout: Duration,
+}
+
+impl ServerTlsConfig {
+    /// A config with every default, serving `identity`.
+    pub fn new(identity: Identity) -> Self {
+        Self {
+            identity,
+            algorithms: Algorithms::default(),
+            policy: Policy::default(),
+            client_auth: ClientAuth::None,
+            alpn: super::DEFAULT_ALPN.iter().map(|p| p.to_vec()).collect(),
+            handshake_timeout: super::DEFAULT_HANDSHAKE_TIMEOUT,
+        }
+    }
+}
+
+/// Client-certificate authentication (mTLS).
+#[derive(Clone, Debug)]
+pub enum ClientAuth {
+    /// No client certificate is requested.
+    None,
+    /// A certificate is requested and verified if sent, but a client may send none.
+    Optional(Arc<RootCertStore>),
+    /// A certificate issued under these roots is required.
+    Required(Arc<RootCertStore>),
+}
+
+/// Accepts TCP connections into PQ TLS under a policy. Cheap to share behind an `Arc`.
+pub struct PqAcceptor {
+    groups: Vec<Group>,
+    policy: Policy,
+    identity: Identity,
+    /// One config per group: the handshake can only end on that group.
+    configs: HashMap<Group, Arc<rustls::ServerConfig>>,
+    /// Config used to refuse: holds no group the refused client offered (see `refusal_group`).
+    refusal_group: Group,
+    parts: ConfigParts,
+    handshake_timeout: Duration,
+    metrics: Arc<Metrics>,
+}
+
+/// What every per-group config shares, so that a session ticket issued under one config
+/// resumes under another.
+struct ConfigParts {
+    algorithms: Algorithms,
+    schemes: Arc<[SignatureScheme]>,
+    verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    certified_key: Arc<CertifiedKey>,
+    alpn: Vec<Vec<u8>>,
+    ticketer: Arc<dyn rustls::server::ProducesTickets>,
+    session_storage: Arc<dyn rustls::server::StoresServerSessions + Send + Sync>,
+}
+
+impl PqAcceptor {
+    /// Validates the config and builds the rustls configs it needs.
+    pub fn new(config: ServerTlsConfig) -> Result<Self, ServerError> {
+        let ServerTlsConfig {
+            identity,
+            algorithms,
+            policy,
+            client_auth,
+            alpn,
+            handshake_timeout,
+        } = config;
+        let client_certs = !matches!(client_auth, ClientAuth::None);
+        policy.validate(&algorithms.groups, client_certs)?;
+        if algorithms.cipher_suites.is_empty() {
+            return Err(ServerError::NoCipherSuites);
+        }
+        // Classical groups in a pq-required list can never be chosen; keep only usable ones.
+        let groups: Vec<Group> = match policy.mode {
+            crate::PolicyMode::PqRequired => algorithms
+                .groups
+                .iter()
+                .copied()
+                .filter(|g| g.is_pq())
+                .collect(),
+            _ => algorithms.groups.clone(),
+        };
+        let verify_provider = provider(&groups, &algorithms.cipher_suites);
+        let verifier: Arc<dyn rustls::server::danger::ClientCertVerifier> = match &client_auth {
+            ClientAuth::None => WebPkiClientVerifier::no_client_auth(),
+            ClientAuth::Optional(roots) => {
+                WebPkiClientVerifier::builder_with_provider(roots.clone(), verify_provider)
+                    .allow_unauthenticated()
+                    .build()?
+            }
+            ClientAuth::Required(roots) => {
+                WebPkiClientVerifier::builder_with_provider(roots.clone(), verify_provider)
+                    .build()?
+            }
+        };
+        let parts = ConfigParts {
+            schemes: algorithms.signature_schemes.clone().into(),
+            algorithms,
+            verifier,
+            certified_key: identity.certified_key().clone(),
+            alpn,
+            ticketer: rustls::crypto::aws_lc_rs::Ticketer::new()?,
+            session_storage: ServerSessionMemoryCache::new(4096),
+        };
+        let configs = groups
+            .iter()
+            .map(|g| Ok((*g, parts.build(*g, None)?)))
+            .collect::<Result<HashMap<_, _>, ServerError>>()?;
+        let refusal_group = groups
+            .iter()
+            .copied()
+            .find(|g| g.is_pq())
+            .unwrap_or(groups[0]);
+        Ok(Self {
+            groups,
+            policy,
+            identity,
+            configs,
+            refusal_group,
+            parts,
+            handshake_timeout,
+            metrics: Arc::default(),
+        })
+    }
+
+    /// Handshake counters: completed per group, HelloRetryRequests, classical fallbacks,
+    /// refusals, failures, timeouts.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The groups in use, in order of preference.
+    pub fn groups(&self) -> &[Group] {
+        &self.groups
+    }
+
+    /// The policy in use.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Runs the TLS handshake on an accepted TCP connection under the policy, within the
+    /// handshake timeout.
+    ///
+    /// A refused ClientHello is answered with a `handshake_failure` alert (an identity
+    /// refusal with `access_denied`), logged at warn with the reason, and counted.
+    pub async fn accept(
+        &self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+    ) -> Result<(TlsStream<TcpStream>, ConnectionInfo), AcceptError> {
+        match tokio::time::timeout(self.handshake_timeout, self.handshake(tcp, peer)).await {
+            Ok(Ok(done)) => Ok(done),
+            Ok(Err(e)) => {
+                match &e {
+                    AcceptError::Refused(r) => {
+                        self.metrics.policy_refusal();
+                        warn!(client.addr = %peer, reason = %r, "Handshake refused by policy");
+                    }
+                    other => {
+                        self.metrics.handshake_failure();
+                        debug!(client.addr = %peer, error = %other, "Handshake failed");
+                    }
+                }
+                Err(e)
+            }
+            Err(_) => {
+                self.metrics.handshake_timeout();
+                debug!(client.addr = %peer, timeout = ?self.handshake_timeout, "Handshake timed out");
+                Err(AcceptError::Timeout(self.handshake_timeout))
+            }
+        }
+    }
+
+    async fn handshake(
+        &self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+    ) -> Result<(TlsStream<TcpStream>, ConnectionInfo), AcceptError> {
+        let start = LazyConfigAcceptor::new(Acceptor::default(), tcp)
+            .await
+            .map_err(AcceptError::ClientHello)?;
+        let client_hello = start.client_hello();
+        let hello = summarize(&client_hello, peer, SystemTime::now());
+        let scheme = self.identity.scheme_for(client_hello.signature_schemes());
+
+        let permit = match self.policy.decide(&self.groups, &hello) {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                // rustls sends the alert: this config holds no group the client offered.
+                let _ = start
+                    .into_stream(self.configs[&self.refusal_group].clone())
+                    .await;
+                return Err(AcceptError::Refused(refusal));
+            }
+        };
+        let (config, gate) = match &permit.identity_check {
+            None => (self.configs[&permit.group].clone(), None),
+            Some(check) => {
+                let gate = Arc::new(IdentityGate::new(check.clone()));
+                (
+                    self.parts.build(permit.group, Some(gate.clone()))?,
+                    Some(gate),
+                )
+            }
+        };
+        let tls = start.into_stream(config).await.map_err(|e| {
+            match gate.as_ref().and_then(|g| g.take_refusal()) {
+                Some(refusal) => AcceptError::Refused(refusal),
+                None => AcceptError::Handshake {
+                    offered: hello.offered_groups.clone(),
+                    error: e,
+                },
+            }
+        })?;
+        let (_, conn) = tls.get_ref();
+        let client_identity = conn
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|ee| crate::certs::identities(ee).into_iter().next());
+        let mut info =
+            ConnectionInfo::from_state(conn, peer, hello.sni.clone(), scheme, client_identity);
+        info.classical_fallback = permit.classical_fallback;
+        self.record(&info, &permit, conn);
+        Ok((tls, info))
+    }
+
+    fn record(&self, info: &ConnectionInfo, permit: &Permit, conn: &rustls::ServerConnection) {
+        let group = ConnectionInfo::group_id(conn).unwrap_or(GroupId(0));
+        self.metrics.handshake(
+            group,
+            info.hello_retry,
+            info.resumed,
+            permit.classical_fallback,
+        );
+        if permit.classical_fallback {
+            warn!(
+                client.addr = %info.peer_addr,
+                server.name = info.sni.as_deref().unwrap_or(""),
+                client.id = info.client_identity.as_deref().unwrap_or(""),
+                tls.group = %info.group,
+                authz.rule = permit.rule.as_ref().map(ToString::to_string).unwrap_or_default(),
+                "Classical key exchange: client offered no post-quantum group"
+            );
+        } else {
+            debug!(
+                client.addr = %info.peer_addr,
+                tls.group = %info.group,
+                tls.hello_retry = info.hello_retry,
+                tls.suite = %info.cipher_suite,
+                "Handshake complete"
+            );
+        }
+    }
+}
+
+impl fmt::Debug for PqAcceptor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PqAcceptor")
+            .field("groups", &display_list(&self.groups))
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConfigParts {
+    /// A rustls config whose handshakes can only end on `group`.
+    fn build(
+        &self,
+        group: Group,
+        gate: Option<Arc<IdentityGate>>,
+    ) -> Result<Arc<rustls::ServerConfig>, ServerError> {
+        let verifier = Arc::new(ClientVerifier {
+            inner: self.verifier.clone(),
+            schemes: self.schemes.clone(),
+            identity: gate,
+        });
+        let mut config = rustls::ServerConfig::builder_with_provider(provider(
+            &[group],
+            &self.algorithms.cipher_suites,
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(Arc::new(StaticCert(self.certified_key.clone())));
+        config.alpn_protocols = self.alpn.clone();
+        config.ticketer = self.ticketer.clone();
+        config.session_storage = self.session_storage.clone();
+        Ok(Arc::new(config))
+    }
+}
+
+/// Serves the one configured chain whatever the ClientHello says.
+#[derive(Debug)]
+struct StaticCert(Arc<CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for StaticCert {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+/// Reduces a ClientHello to what the policy needs.
+fn summarize(hello: &ClientHello<'_>, peer: SocketAddr, time: SystemTime) -> ClientHelloSummary {
+    ClientHelloSummary {
+        sni: hello.server_name().map(str::to_owned),
+        offered_groups: hello
+            .named_groups()
+            .unwrap_or_default()
+            .iter()
+            .map(|g| GroupId::from(*g))
+            .collect(),
+        alpn: hello
+            .alpn()
+            .into_iter()
+            .flatten()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect(),
+        peer: peer.ip(),
+        time,
+    }
+}
+
+/// A server config that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The policy does not fit the groups or client auth.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// No cipher suite configured.
+    #[error(
+        "cipher_suites is empty; name at least one TLS 1.3 suite, e.g. TLS_AES_128_GCM_SHA256"
+    )]
+    NoCipherSuites,
+    /// The client CA cannot be used.
+    #[error("client CA: {0}")]
+    ClientCa(#[from] rustls::server::VerifierBuilderError),
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// Why a connection did not become a TLS session.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AcceptError {
+    /// The policy refused the ClientHello (or the client certificate's identity).
+    #[error("unauthorized: {0}")]
+    Refused(Refusal),
+    /// The peer sent no valid ClientHello (garbage, TLS 1.2-only, closed early).
+    #[error("peer sent no valid ClientHello: {0}")]
+    ClientHello(io::Error),
+    /// The handshake failed after the ClientHello (certificate, alert, peer abort).
+    #[error(
+        "handshake failed (client offered: {}): {error}",
+        display_list(offered)
+    )]
+    Handshake {
+        /// What the client offered.
+        offered: Vec<GroupId>,
+        /// What went wrong.
+        error: io::Error,
+    },
+    /// The handshake took longer than the timeout.
+    #[error("handshake not completed within {0:?}")]
+    Timeout(Duration),
+    /// A per-connection config could not be built.
+    #[error(transparent)]
+    Config(#[from] ServerError),
+}
