@@ -35,8 +35,23 @@ pub struct Fetched {
 /// # Ok(()) }
 /// ```
 pub async fn get(connector: &PqConnector, url: Uri) -> Result<Fetched, ClientError> {
-    let http = |e: hyper::Error| ClientError::Http(e.to_string());
     let stream = connector.clone().call(url.clone()).await?;
+    let server = stream.info().sni.clone().unwrap_or_default();
+    // In TLS 1.3 the server checks the client certificate after the client has finished its
+    // handshake: its refusal (alert) surfaces on the first read, inside hyper's error.
+    let http = |e: hyper::Error| {
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                if io.kind() == std::io::ErrorKind::InvalidData {
+                    let io = std::io::Error::new(io.kind(), io.to_string());
+                    return ClientError::handshake(&server, connector.offered_groups(), io);
+                }
+            }
+            source = s.source();
+        }
+        ClientError::Http(e.to_string())
+    };
     let info = Arc::new(stream.info().clone());
     let authority = url
         .authority()
@@ -46,25 +61,40 @@ pub async fn get(connector: &PqConnector, url: Uri) -> Result<Fetched, ClientErr
         let (mut sender, conn) = http2::handshake(TokioExecutor::new(), stream)
             .await
             .map_err(http)?;
-        tokio::spawn(conn);
+        let conn = tokio::spawn(conn);
         let req = Request::get(url).body(Empty::<Bytes>::new());
-        sender
+        let sent = sender
             .send_request(req.map_err(|e| ClientError::Http(e.to_string()))?)
-            .await
-            .map_err(http)?
+            .await;
+        or_connection_error(sent, conn).await.map_err(http)?
     } else {
         let (mut sender, conn) = http1::handshake(stream).await.map_err(http)?;
-        tokio::spawn(conn);
+        let conn = tokio::spawn(conn);
         let path = url.path_and_query().map_or("/", |p| p.as_str());
         let req = Request::get(path)
             .header(header::HOST, authority)
             .body(Empty::<Bytes>::new());
-        sender
+        let sent = sender
             .send_request(req.map_err(|e| ClientError::Http(e.to_string()))?)
-            .await
-            .map_err(http)?
+            .await;
+        or_connection_error(sent, conn).await.map_err(http)?
     };
     let status = resp.status();
     let body = resp.into_body().collect().await.map_err(http)?.to_bytes();
     Ok(Fetched { info, status, body })
+}
+
+/// A failed request reports the connection's own error when there is one: that is where
+/// hyper keeps the TLS alert; the request side only says "connection error".
+async fn or_connection_error<T>(
+    sent: Result<T, hyper::Error>,
+    conn: tokio::task::JoinHandle<Result<(), hyper::Error>>,
+) -> Result<T, hyper::Error> {
+    match sent {
+        Ok(resp) => Ok(resp),
+        Err(e) => match conn.await {
+            Ok(Err(conn_error)) => Err(conn_error),
+            _ => Err(e),
+        },
+    }
 }

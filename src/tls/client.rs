@@ -1,11 +1,12 @@
 //! The client side: a rustls ClientConfig from the same group/policy vocabulary, a
 //! connector for hyper-util's client, and the client's own check of what was negotiated.
 
+use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ use tokio_rustls::TlsConnector;
 use tracing::{debug, warn};
 
 use super::info::ConnectionInfo;
-use super::verify::{ServerCertCheck, ServerVerifier};
+use super::verify::{ServerCertCheck, ServerVerifier, USED_SCHEME};
 use crate::certs::{CertError, Identity};
 use crate::crypto::{provider, Algorithms};
 use crate::groups::{display_list, Group, GroupId};
@@ -89,11 +90,11 @@ pub struct PqConnector {
 
 struct Inner {
     base: Arc<rustls::ClientConfig>,
-    check: Arc<ServerCertCheck>,
-    schemes: Arc<[SignatureScheme]>,
     policy: PolicyMode,
     offered: Vec<Group>,
     sni: Option<String>,
+    /// Our client certificate's identity, reported as `client_identity`.
+    own_identity: Option<String>,
     timeout: Duration,
     metrics: Arc<Metrics>,
 }
@@ -120,16 +121,15 @@ impl PqConnector {
                 .build()?,
             ),
         };
-        let check = Arc::new(check);
         let schemes: Arc<[SignatureScheme]> = alg.signature_schemes.clone().into();
         let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(ServerVerifier {
-                check: check.clone(),
-                schemes: schemes.clone(),
-                used: Mutex::new(None),
-            }));
+            .with_custom_certificate_verifier(Arc::new(ServerVerifier { check, schemes }));
+        let own_identity = config.identity.as_ref().and_then(|id| {
+            let ee = id.certified_key().cert.first()?;
+            crate::certs::identities(ee).into_iter().next()
+        });
         let mut base = match config.identity {
             Some(id) => builder
                 .with_client_cert_resolver(Arc::new(StaticClientCert(id.certified_key().clone()))),
@@ -139,11 +139,10 @@ impl PqConnector {
         Ok(Self {
             inner: Arc::new(Inner {
                 base: Arc::new(base),
-                check,
-                schemes,
                 policy: config.policy,
                 offered,
                 sni: config.sni,
+                own_identity,
                 timeout: config.handshake_timeout,
                 metrics: Arc::default(),
             }),
@@ -197,31 +196,24 @@ impl PqConnector {
             addr: host.to_owned(),
             error,
         })?;
-        // One verifier per connection, so it can record the server's signature scheme.
-        let verifier = Arc::new(ServerVerifier {
-            check: inner.check.clone(),
-            schemes: inner.schemes.clone(),
-            used: Mutex::new(None),
-        });
-        let mut config = (*inner.base).clone();
-        config
-            .dangerous()
-            .set_certificate_verifier(verifier.clone());
-        let tls = TlsConnector::from(Arc::new(config))
-            .connect(server_name.clone(), tcp)
-            .await
-            .map_err(|error| {
-                inner.metrics.handshake_failure();
-                ClientError::handshake(name, &inner.offered, error)
-            })?;
+        let connect = TlsConnector::from(inner.base.clone()).connect(server_name.clone(), tcp);
+        let (tls, scheme) = USED_SCHEME
+            .scope(Cell::new(None), async {
+                let tls = connect.await;
+                (tls, USED_SCHEME.with(Cell::get))
+            })
+            .await;
+        let tls = tls.map_err(|error| {
+            inner.metrics.handshake_failure();
+            ClientError::handshake(name, &inner.offered, error)
+        })?;
         let (_, conn) = tls.get_ref();
         let sni = match &server_name {
             ServerName::DnsName(d) => Some(d.as_ref().to_owned()),
             _ => None,
         };
-        let own_identity = None;
         let mut info =
-            ConnectionInfo::from_state(conn, peer, sni, verifier.used_scheme(), own_identity);
+            ConnectionInfo::from_state(conn, peer, sni, scheme, inner.own_identity.clone());
         let group = ConnectionInfo::group_id(conn).unwrap_or(GroupId(0));
         let fallback = inner.policy.check_negotiated(group).inspect_err(|_| {
             inner.metrics.policy_refusal();
@@ -423,25 +415,24 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    fn handshake(server: &str, offered: &[Group], error: io::Error) -> Self {
-        let rustls_error = error
-            .get_ref()
-            .and_then(|e| e.downcast_ref::<rustls::Error>());
-        let hint = match rustls_error {
-            Some(rustls::Error::AlertReceived(AlertDescription::HandshakeFailure)) => format!(
+    pub(crate) fn handshake(server: &str, offered: &[Group], error: io::Error) -> Self {
+        let hint = match alert_of(&error) {
+            Some(AlertDescription::HandshakeFailure) => format!(
                 " (the server accepts none of the groups we offered ({}), or its policy refused them)",
                 display_list(offered)
             ),
-            Some(rustls::Error::AlertReceived(AlertDescription::AccessDenied)) => {
+            Some(AlertDescription::AccessDenied) => {
                 " (the server's policy refused this client's identity)".to_owned()
             }
-            Some(rustls::Error::AlertReceived(AlertDescription::CertificateRequired)) => {
+            Some(AlertDescription::CertificateRequired) => {
                 " (the server requires a client certificate)".to_owned()
             }
-            Some(rustls::Error::InvalidCertificate(_)) => {
-                " (the server's certificate did not verify against the trusted CAs)".to_owned()
-            }
-            _ => String::new(),
+            _ => match error.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+                Some(rustls::Error::InvalidCertificate(_)) => {
+                    " (the server's certificate did not verify against the trusted CAs)".to_owned()
+                }
+                _ => String::new(),
+            },
         };
         Self::Handshake {
             server: server.to_owned(),
@@ -451,11 +442,33 @@ impl ClientError {
         }
     }
 
-    /// The rustls error behind a handshake failure, if there is one.
-    pub fn rustls_error(&self) -> Option<&rustls::Error> {
+    /// The TLS alert the server sent, when a handshake failed on one.
+    pub fn alert(&self) -> Option<AlertDescription> {
         match self {
-            Self::Handshake { error, .. } => error.get_ref().and_then(|e| e.downcast_ref()),
+            Self::Handshake { error, .. } => alert_of(error),
             _ => None,
         }
     }
+}
+
+/// The alert behind an I/O error from tokio-rustls. During the handshake it wraps the
+/// rustls error; after it (a TLS 1.3 client-certificate refusal arrives on the first read)
+/// only rustls's message survives: `received fatal alert: <Description>`.
+fn alert_of(error: &io::Error) -> Option<AlertDescription> {
+    if let Some(rustls::Error::AlertReceived(a)) = error.get_ref().and_then(|e| e.downcast_ref()) {
+        return Some(*a);
+    }
+    let msg = error.to_string();
+    let name = msg.strip_prefix("received fatal alert: ")?;
+    [
+        AlertDescription::HandshakeFailure,
+        AlertDescription::AccessDenied,
+        AlertDescription::CertificateRequired,
+        AlertDescription::BadCertificate,
+        AlertDescription::UnknownCA,
+        AlertDescription::ProtocolVersion,
+        AlertDescription::IllegalParameter,
+    ]
+    .into_iter()
+    .find(|a| format!("{a:?}") == name)
 }

@@ -3,6 +3,7 @@
 //! [`super::ConnectionInfo`]), and apply the policy's identity check to client certificates.
 //! Path building and signature checks stay in rustls/webpki.
 
+use std::cell::Cell;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -44,17 +45,17 @@ pub(crate) enum ServerCertCheck {
     Insecure(WebPkiSupportedAlgorithms),
 }
 
-/// Client-side verifier; one per connection so it can record the scheme the server used.
-pub(crate) struct ServerVerifier {
-    pub(crate) check: Arc<ServerCertCheck>,
-    pub(crate) schemes: Arc<[SignatureScheme]>,
-    pub(crate) used: Mutex<Option<SignatureScheme>>,
+tokio::task_local! {
+    /// The scheme the server signed its CertificateVerify with, for the handshake running
+    /// in this task. A task-local rather than per-connection verifiers because rustls only
+    /// resumes a session under the very same verifier (`Arc` identity).
+    pub(crate) static USED_SCHEME: Cell<Option<SignatureScheme>>;
 }
 
-impl ServerVerifier {
-    pub(crate) fn used_scheme(&self) -> Option<SignatureScheme> {
-        *self.used.lock().unwrap_or_else(PoisonError::into_inner)
-    }
+/// Client-side verifier, shared by all connections of a connector.
+pub(crate) struct ServerVerifier {
+    pub(crate) check: ServerCertCheck,
+    pub(crate) schemes: Arc<[SignatureScheme]>,
 }
 
 impl ServerCertVerifier for ServerVerifier {
@@ -66,7 +67,7 @@ impl ServerCertVerifier for ServerVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        match &*self.check {
+        match &self.check {
             ServerCertCheck::WebPki(v) => {
                 v.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
             }
@@ -93,16 +94,18 @@ impl ServerCertVerifier for ServerVerifier {
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
         check_scheme(&self.schemes, dss.scheme)?;
-        let valid = match &*self.check {
+        let valid = match &self.check {
             ServerCertCheck::WebPki(v) => v.verify_tls13_signature(message, cert, dss),
             ServerCertCheck::Insecure(algs) => verify_tls13_signature(message, cert, dss, algs),
         }?;
-        *self.used.lock().unwrap_or_else(PoisonError::into_inner) = Some(dss.scheme);
+        // Outside a recording scope (a caller using the rustls config directly) there is
+        // nothing to record.
+        let _ = USED_SCHEME.try_with(|used| used.set(Some(dss.scheme)));
         Ok(valid)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        let offered = match &*self.check {
+        let offered = match &self.check {
             ServerCertCheck::WebPki(v) => v.supported_verify_schemes(),
             ServerCertCheck::Insecure(algs) => algs.supported_schemes(),
         };
@@ -115,7 +118,7 @@ impl fmt::Debug for ServerVerifier {
         f.debug_struct("ServerVerifier")
             .field(
                 "insecure",
-                &matches!(*self.check, ServerCertCheck::Insecure(_)),
+                &matches!(self.check, ServerCertCheck::Insecure(_)),
             )
             .finish_non_exhaustive()
     }

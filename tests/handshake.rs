@@ -1,0 +1,382 @@
+//! Real handshakes over 127.0.0.1 between our server and our client.
+
+mod support;
+
+use std::time::{Duration, SystemTime};
+
+use mcp_pqtls::certs::KeyAlg;
+use mcp_pqtls::policy::{Policy, PolicyMode};
+use mcp_pqtls::tls::ClientError;
+use mcp_pqtls::Group::{self, *};
+use rustls::AlertDescription;
+use support::{connector, fetch, Pki, Server};
+
+fn policy(mode: PolicyMode) -> Policy {
+    Policy::new(mode)
+}
+
+fn with_rules(sunset_passed: bool, rules: &[&str]) -> Policy {
+    Policy {
+        mode: PolicyMode::PqPreferred,
+        sunset: sunset_passed.then(|| SystemTime::now() - Duration::from_secs(60)),
+        rules: rules.iter().map(|r| r.parse().unwrap()).collect(),
+    }
+}
+
+fn alert(err: &ClientError) -> Option<AlertDescription> {
+    err.alert()
+}
+
+#[tokio::test]
+async fn every_group_in_the_catalogue_negotiates() {
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    for group in Group::ALL {
+        let server =
+            Server::start(pki.server(&[group], policy(PolicyMode::ClassicalAllowed))).await;
+        let client = connector(pki.client(&[group], PolicyMode::ClassicalAllowed));
+        let (ours, theirs) = fetch(&client, &server).await.unwrap();
+        assert_eq!(ours.group, group.name());
+        assert_eq!(ours.pq, group.is_pq());
+        assert_eq!(theirs["group"], group.name());
+        assert_eq!(theirs["pq"], group.is_pq());
+        assert_eq!(server.acceptor.metrics().snapshot().handshakes(group), 1);
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn pq_required_server_refuses_classical_client_before_any_request() {
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let server =
+        Server::start(pki.server(&[X25519MLKEM768, X25519], policy(PolicyMode::PqRequired))).await;
+    let client = connector(pki.client(&[X25519, Secp256r1], PolicyMode::ClassicalAllowed));
+    let err = fetch(&client, &server).await.unwrap_err();
+    assert_eq!(
+        alert(&err),
+        Some(AlertDescription::HandshakeFailure),
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("accepts none of the groups we offered (X25519, secp256r1)"),
+        "{msg}"
+    );
+    assert_eq!(server.requests(), 0, "no request may reach the service");
+    let m = server.acceptor.metrics().snapshot();
+    assert_eq!(m.policy_refusals, 1);
+    assert_eq!(m.handshakes_by_group, vec![]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn pq_preferred_server_retries_a_classical_first_share_to_pq() {
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let server =
+        Server::start(pki.server(&[X25519MLKEM768, X25519], policy(PolicyMode::PqPreferred))).await;
+    // Client order puts X25519 first, so its only key share is X25519.
+    let client = connector(pki.client(&[X25519, X25519MLKEM768], PolicyMode::ClassicalAllowed));
+    let (ours, theirs) = fetch(&client, &server).await.unwrap();
+    assert_eq!(ours.group, "X25519MLKEM768");
+    assert!(ours.hello_retry);
+    assert_eq!(theirs["group"], "X25519MLKEM768");
+    assert_eq!(theirs["hello_retry"], true);
+    assert_eq!(server.acceptor.metrics().snapshot().hello_retries, 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn server_preference_wins_over_client_order() {
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let server =
+        Server::start(pki.server(&[MLKEM1024, X25519MLKEM768], policy(PolicyMode::PqRequired)))
+            .await;
+    let client = connector(pki.client(&[X25519MLKEM768, MLKEM1024], PolicyMode::PqRequired));
+    let (ours, _) = fetch(&client, &server).await.unwrap();
+    assert_eq!(ours.group, "MLKEM1024");
+    assert!(ours.hello_retry, "client's first share was X25519MLKEM768");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn pq_preferred_server_accepts_classical_client_visibly() {
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let server =
+        Server::start(pki.server(&[X25519MLKEM768, X25519], policy(PolicyMode::PqPreferred))).await;
+    let client = connector(pki.client(&[X25519], PolicyMode::ClassicalAllowed));
+    let (ours, theirs) = fetch(&client, &server).await.unwrap();
+    assert_eq!(ours.group, "X25519");
+    assert_eq!(theirs["classical_fallback"], true);
+    assert_eq!(server.acceptor.metrics().snapshot().classical_fallbacks, 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn pq_required_client_never_offers_classical() {
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let server = Server::start(pki.server(&[X25519], policy(PolicyMode::ClassicalAllowed))).await;
+    let client = connector(pki.client(&[X25519MLKEM768, X25519], PolicyMode::PqRequired));
+    assert_eq!(client.offered_groups(), [X25519MLKEM768]);
+    let err = fetch(&client, &server).await.unwrap_err();
+    assert!(
+        err.to_string().contains("handshake with localhost failed"),
+        "{err}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn pq_preferred_client_counts_a_classical_result() {
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let server = Server::start(pki.server(&[X25519], policy(PolicyMode::ClassicalAllowed))).await;
+    let client = connector(pki.client(&[X25519MLKEM768, X25519], PolicyMode::PqPreferred));
+    let (ours, _) = fetch(&client, &server).await.unwrap();
+    assert_eq!(ours.group, "X25519");
+    assert!(ours.classical_fallback);
+    assert_eq!(client.metrics().snapshot().classical_fallbacks, 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn sunset_passed_refuses_classical() {
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let server = Server::start(pki.server(&[X25519MLKEM768, X25519], with_rules(true, &[]))).await;
+    let classical = connector(pki.client(&[X25519], PolicyMode::ClassicalAllowed));
+    let err = fetch(&classical, &server).await.unwrap_err();
+    assert_eq!(alert(&err), Some(AlertDescription::HandshakeFailure));
+    // pq clients are unaffected.
+    let pq = connector(pki.client(&[X25519MLKEM768], PolicyMode::PqRequired));
+    assert_eq!(fetch(&pq, &server).await.unwrap().0.group, "X25519MLKEM768");
+    assert_eq!(server.acceptor.metrics().snapshot().policy_refusals, 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn cidr_exception_allows_classical_after_sunset() {
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let groups = [X25519MLKEM768, X25519];
+    let classical = connector(pki.client(&[X25519], PolicyMode::ClassicalAllowed));
+
+    let server = Server::start(pki.server(
+        &groups,
+        with_rules(true, &["allow-classical cidr:127.0.0.0/8"]),
+    ))
+    .await;
+    assert_eq!(fetch(&classical, &server).await.unwrap().0.group, "X25519");
+    server.stop().await;
+
+    let server = Server::start(pki.server(
+        &groups,
+        with_rules(true, &["allow-classical cidr:10.0.0.0/8"]),
+    ))
+    .await;
+    assert!(fetch(&classical, &server).await.is_err());
+    server.stop().await;
+
+    let server =
+        Server::start(pki.server(&groups, with_rules(false, &["require-pq cidr:127.0.0.1"]))).await;
+    assert!(fetch(&classical, &server).await.is_err());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn sni_exception_matches_wildcards() {
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let groups = [X25519MLKEM768, X25519];
+    let server = Server::start(pki.server(
+        &groups,
+        with_rules(true, &["allow-classical sni:*.legacy.test"]),
+    ))
+    .await;
+    let client_for = |sni: &str| {
+        let mut c = pki.client(&[X25519], PolicyMode::ClassicalAllowed);
+        c.trust = mcp_pqtls::tls::Trust::InsecureSkipVerify; // the dev cert names localhost only
+        c.sni = Some(sni.to_owned());
+        connector(c)
+    };
+    let (ours, theirs) = fetch(&client_for("api.legacy.test"), &server)
+        .await
+        .unwrap();
+    assert_eq!(ours.group, "X25519");
+    assert_eq!(theirs["sni"], "api.legacy.test");
+    assert!(fetch(&client_for("api.prod.test"), &server).await.is_err());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn identity_exception_allows_classical_for_matching_client_certificate() {
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let groups = [X25519MLKEM768, X25519];
+    let server = Server::start(pki.mtls_server(
+        &groups,
+        with_rules(true, &["allow-classical id:spiffe://mcp-pqtls.dev/*"]),
+    ))
+    .await;
+    let mut with_cert = pki.client(&[X25519], PolicyMode::ClassicalAllowed);
+    with_cert.identity = Some(pki.client_identity());
+    let (ours, theirs) = fetch(&connector(with_cert), &server).await.unwrap();
+    assert_eq!(ours.group, "X25519");
+    assert_eq!(theirs["client_identity"], "spiffe://mcp-pqtls.dev/client");
+    server.stop().await;
+
+    // Same client, a rule that requires pq for its identity: refused with access_denied.
+    let server = Server::start(pki.mtls_server(
+        &groups,
+        with_rules(false, &["require-pq id:spiffe://mcp-pqtls.dev/client"]),
+    ))
+    .await;
+    let mut with_cert = pki.client(&[X25519], PolicyMode::ClassicalAllowed);
+    with_cert.identity = Some(pki.client_identity());
+    let err = fetch(&connector(with_cert), &server).await.unwrap_err();
+    assert_eq!(alert(&err), Some(AlertDescription::AccessDenied), "{err}");
+    assert_eq!(server.acceptor.metrics().snapshot().policy_refusals, 1);
+    assert_eq!(server.requests(), 0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn mtls_records_client_identity_and_refuses_clients_without_a_certificate() {
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let server =
+        Server::start(pki.mtls_server(&[X25519MLKEM768], policy(PolicyMode::PqRequired))).await;
+    let mut with_cert = pki.client(&[X25519MLKEM768], PolicyMode::PqRequired);
+    with_cert.identity = Some(pki.client_identity());
+    let (_, theirs) = fetch(&connector(with_cert), &server).await.unwrap();
+    assert_eq!(theirs["client_identity"], "spiffe://mcp-pqtls.dev/client");
+
+    let without = connector(pki.client(&[X25519MLKEM768], PolicyMode::PqRequired));
+    let err = fetch(&without, &server).await.unwrap_err();
+    assert_eq!(
+        alert(&err),
+        Some(AlertDescription::CertificateRequired),
+        "{err}"
+    );
+    assert_eq!(server.requests(), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn certificates_of_every_key_algorithm_serve_and_verify() {
+    for (alg, scheme) in [
+        (KeyAlg::EcdsaP256, "ecdsa_secp256r1_sha256"),
+        (KeyAlg::EcdsaP384, "ecdsa_secp384r1_sha384"),
+        (KeyAlg::Ed25519, "ed25519"),
+        (KeyAlg::Rsa2048, "rsa_pss_rsae_sha512"),
+        (KeyAlg::MlDsa44, "mldsa44"),
+        (KeyAlg::MlDsa65, "mldsa65"),
+        (KeyAlg::MlDsa87, "mldsa87"),
+    ] {
+        let pki = Pki::new(alg);
+        assert_eq!(pki.server_identity().info().key_algorithm, alg.name());
+        let server =
+            Server::start(pki.mtls_server(&[X25519MLKEM768], policy(PolicyMode::PqRequired))).await;
+        let mut c = pki.client(&[X25519MLKEM768], PolicyMode::PqRequired);
+        c.identity = Some(pki.client_identity());
+        let (ours, theirs) = fetch(&connector(c), &server)
+            .await
+            .unwrap_or_else(|e| panic!("{alg}: {e}"));
+        assert_eq!(ours.signature_scheme.as_deref(), Some(scheme), "{alg}");
+        assert_eq!(theirs["signature_scheme"], scheme, "{alg}");
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn untrusted_server_certificate_is_refused_by_the_client() {
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let other = Pki::new(KeyAlg::EcdsaP256);
+    let server = Server::start(pki.server(&[X25519MLKEM768], policy(PolicyMode::PqRequired))).await;
+    let client = connector(other.client(&[X25519MLKEM768], PolicyMode::PqRequired));
+    let err = fetch(&client, &server).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("did not verify against the trusted CAs"),
+        "{err}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn second_connection_resumes_on_a_pq_group() {
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let server = Server::start(pki.server(&[X25519MLKEM768], policy(PolicyMode::PqRequired))).await;
+    let client = connector(pki.client(&[X25519MLKEM768], PolicyMode::PqRequired));
+    let (first, _) = fetch(&client, &server).await.unwrap();
+    assert!(!first.resumed);
+    let (second, theirs) = fetch(&client, &server).await.unwrap();
+    assert!(second.resumed);
+    assert_eq!(theirs["resumed"], true);
+    assert_eq!(theirs["group"], "X25519MLKEM768");
+    assert_eq!(theirs["signature_scheme"], serde_json::Value::Null);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn silent_client_is_cut_off_at_the_handshake_timeout() {
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let mut config = pki.server(&[X25519MLKEM768], policy(PolicyMode::PqRequired));
+    config.handshake_timeout = Duration::from_millis(200);
+    let server = Server::start(config).await;
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut buf = [0u8; 1];
+    // The server closes the connection: read returns EOF (not a hang).
+    let n = tokio::io::AsyncReadExt::read(&mut tcp, &mut buf)
+        .await
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert_eq!(server.acceptor.metrics().snapshot().handshake_timeouts, 1);
+    // Others are still served.
+    let client = connector(pki.client(&[X25519MLKEM768], PolicyMode::PqRequired));
+    assert!(fetch(&client, &server).await.is_ok());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn garbage_instead_of_a_client_hello_is_dropped_and_counted() {
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let server = Server::start(pki.server(&[X25519MLKEM768], policy(PolicyMode::PqRequired))).await;
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::io::AsyncReadExt::read_to_end(&mut tcp, &mut buf).await;
+    assert_eq!(server.acceptor.metrics().snapshot().handshake_failures, 1);
+    assert_eq!(server.requests(), 0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_lets_in_flight_requests_finish() {
+    use std::convert::Infallible;
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let acceptor = std::sync::Arc::new(
+        mcp_pqtls::tls::PqAcceptor::new(
+            pki.server(&[X25519MLKEM768], policy(PolicyMode::PqRequired)),
+        )
+        .unwrap(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (entered_tx, entered_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let service = hyper::service::service_fn(move |_req| {
+        let entered = entered_tx.clone();
+        async move {
+            let _ = entered.send(()).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok::<_, Infallible>(http::Response::new(http_body_util::Full::new(
+                bytes::Bytes::from("done"),
+            )))
+        }
+    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(mcp_pqtls::serve(listener, acceptor, service, stopped));
+    let client = connector(pki.client(&[X25519MLKEM768], PolicyMode::PqRequired));
+    let url: http::Uri = format!("https://localhost:{port}/").parse().unwrap();
+    let request = tokio::spawn(async move { mcp_pqtls::get(&client, url).await });
+    let mut entered_rx = entered_rx;
+    entered_rx.recv().await.unwrap();
+    stop.send(()).unwrap();
+    let fetched = request.await.unwrap().unwrap();
+    assert_eq!(&fetched.body[..], b"done");
+    server.await.unwrap().unwrap();
+}
