@@ -1,0 +1,214 @@
+//! Every catalogue group against OpenSSL 3.5, both directions, application data included.
+//! Our SecP384r1MLKEM1024 is the point: a mis-ordered or corrupted share fails the Finished
+//! check, so a completed exchange of HTTP with OpenSSL proves the layout is the standard one.
+//!
+//! OpenSSL 3.5 is built into a cache outside the repo by `interop/install-openssl.sh` when
+//! missing (a few minutes, once per machine).
+
+mod support;
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use mcp_pqtls::certs::KeyAlg;
+use mcp_pqtls::policy::{Policy, PolicyMode};
+use mcp_pqtls::Group;
+use support::{connector, Pki, Server};
+
+fn openssl() -> PathBuf {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/install-openssl.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "interop/install-openssl.sh failed");
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Kills the child on drop, so a failing assertion leaves no server behind.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn our_client_negotiates_every_group_with_openssl_s_server() {
+    let openssl = openssl();
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    for group in Group::ALL {
+        let port = free_port();
+        let _server = Child(
+            Command::new(&openssl)
+                .args(["s_server", "-quiet", "-www", "-tls1_3", "-accept"])
+                .arg(port.to_string())
+                .args(["-groups", group.name(), "-cert"])
+                .arg(pki.path("server.pem"))
+                .arg("-key")
+                .arg(pki.path("server.key"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let client = connector(pki.client(&[group], PolicyMode::ClassicalAllowed));
+        let url: http::Uri = format!("https://localhost:{port}/").parse().unwrap();
+        let mut fetched = None;
+        for _ in 0..100 {
+            match mcp_pqtls::get(&client, url.clone()).await {
+                Ok(f) => {
+                    fetched = Some(f);
+                    break;
+                }
+                Err(mcp_pqtls::tls::ClientError::Connect { .. }) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(e) => panic!("{group}: {e}"),
+            }
+        }
+        let fetched = fetched.unwrap_or_else(|| panic!("{group}: s_server never listened"));
+        assert_eq!(fetched.info.group, group.name());
+        // s_server -www describes the session it served: the data flowed both ways.
+        let page = String::from_utf8_lossy(&fetched.body);
+        assert!(page.contains("TLSv1.3"), "{group}: {page}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn openssl_s_client_negotiates_every_group_with_our_server() {
+    let openssl = openssl();
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    for group in Group::ALL {
+        let server =
+            Server::start(pki.server(&[group], Policy::new(PolicyMode::ClassicalAllowed))).await;
+        let openssl = openssl.clone();
+        let ca = pki.path("ca.pem");
+        let port = server.addr.port();
+        let out = tokio::task::spawn_blocking(move || {
+            let mut child = Command::new(&openssl)
+                .args(["s_client", "-ign_eof", "-connect"])
+                .arg(format!("127.0.0.1:{port}"))
+                .args([
+                    "-servername",
+                    "localhost",
+                    "-tls1_3",
+                    "-groups",
+                    group.name(),
+                ])
+                .args(["-alpn", "http/1.1", "-verify_return_error", "-CAfile"])
+                .arg(ca)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            child.wait_with_output().unwrap()
+        })
+        .await
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        // OpenSSL's own view of the group, then our server's, reflected in the HTTP body.
+        // OpenSSL names the NIST curves by their X9.62 names in "Peer Temp Key".
+        let openssl_name = match group {
+            Group::Secp256r1 => "ECDH, prime256v1",
+            Group::Secp384r1 => "ECDH, secp384r1",
+            other => other.name(),
+        };
+        let openssl_saw = stdout.contains(&format!("Negotiated TLS1.3 group: {}", group.name()))
+            || stdout.contains(&format!("Peer Temp Key: {openssl_name}"));
+        assert!(
+            openssl_saw,
+            "{group}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains(&format!("\"group\":\"{}\"", group.name())),
+            "{group}: {stdout}"
+        );
+        assert_eq!(server.requests(), 1);
+        server.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn our_pq_preferred_server_retries_openssl_to_pq_and_pq_required_refuses_classical() {
+    let openssl = openssl();
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let run = |port: u16, groups: &'static str| {
+        let openssl = openssl.clone();
+        let ca = pki.path("ca.pem");
+        tokio::task::spawn_blocking(move || {
+            let mut child = Command::new(&openssl)
+                .args(["s_client", "-ign_eof", "-connect"])
+                .arg(format!("127.0.0.1:{port}"))
+                .args([
+                    "-servername",
+                    "localhost",
+                    "-tls1_3",
+                    "-groups",
+                    groups,
+                    "-CAfile",
+                ])
+                .arg(ca)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    };
+    let groups = [
+        Group::SecP384r1MLKEM1024,
+        Group::X25519MLKEM768,
+        Group::X25519,
+    ];
+
+    // OpenSSL sends a key share for its first group only: X25519 here.
+    let server = Server::start(pki.server(&groups, Policy::new(PolicyMode::PqPreferred))).await;
+    let out = run(server.addr.port(), "X25519:SecP384r1MLKEM1024")
+        .await
+        .unwrap();
+    assert!(out.contains("\"group\":\"SecP384r1MLKEM1024\""), "{out}");
+    assert!(out.contains("\"hello_retry\":true"), "{out}");
+    server.stop().await;
+
+    let server = Server::start(pki.server(&groups, Policy::new(PolicyMode::PqRequired))).await;
+    let out = run(server.addr.port(), "X25519:secp256r1").await.unwrap();
+    assert!(out.contains("alert handshake failure"), "{out}");
+    assert_eq!(server.requests(), 0);
+    assert_eq!(server.acceptor.metrics().snapshot().policy_refusals, 1);
+    server.stop().await;
+}
