@@ -16,7 +16,7 @@ use std::time::Duration;
 use mcp_pqtls::certs::KeyAlg;
 use mcp_pqtls::policy::{Policy, PolicyMode};
 use mcp_pqtls::Group;
-use support::{connector, Pki, Server};
+use support::{connector, KillOnDrop, Pki, Server};
 
 fn openssl() -> PathBuf {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/install-openssl.sh");
@@ -37,23 +37,13 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Kills the child on drop, so a failing assertion leaves no server behind.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn our_client_negotiates_every_group_with_openssl_s_server() {
     let openssl = openssl();
     let pki = Pki::new(KeyAlg::EcdsaP256);
     for group in Group::ALL {
         let port = free_port();
-        let _server = Child(
+        let _server = KillOnDrop(
             Command::new(&openssl)
                 .args(["s_server", "-quiet", "-www", "-tls1_3", "-accept"])
                 .arg(port.to_string())

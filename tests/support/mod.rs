@@ -157,3 +157,13 @@ pub async fn fetch(
 pub fn connector(config: ClientTlsConfig) -> PqConnector {
     PqConnector::new(config).unwrap()
 }
+
+/// A child process killed and reaped on drop, so a failing assertion leaves nothing behind.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
