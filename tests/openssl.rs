@@ -9,7 +9,7 @@ mod support;
 
 use std::io::Write;
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -27,6 +27,35 @@ fn openssl() -> PathBuf {
         .unwrap();
     assert!(out.status.success(), "interop/install-openssl.sh failed");
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// Runs `openssl s_client` against our server on 127.0.0.1, sends one HTTP/1.1 GET, and
+/// returns everything it printed (its handshake report, then our response).
+async fn s_client(openssl: &Path, port: u16, ca: PathBuf, groups: &str, extra: &[&str]) -> String {
+    let mut cmd = Command::new(openssl);
+    cmd.args(["s_client", "-ign_eof", "-connect"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["-servername", "localhost", "-tls1_3", "-groups", groups])
+        .args(extra)
+        .arg("-CAfile")
+        .arg(ca)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    tokio::task::spawn_blocking(move || {
+        let mut child = cmd.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        format!("{stdout}{}", String::from_utf8_lossy(&out.stderr))
+    })
+    .await
+    .unwrap()
 }
 
 fn free_port() -> u16 {
@@ -86,38 +115,15 @@ async fn openssl_s_client_negotiates_every_group_with_our_server() {
     for group in Group::ALL {
         let server =
             Server::start(pki.server(&[group], Policy::new(PolicyMode::ClassicalAllowed))).await;
-        let openssl = openssl.clone();
-        let ca = pki.path("ca.pem");
-        let port = server.addr.port();
-        let out = tokio::task::spawn_blocking(move || {
-            let mut child = Command::new(&openssl)
-                .args(["s_client", "-ign_eof", "-connect"])
-                .arg(format!("127.0.0.1:{port}"))
-                .args([
-                    "-servername",
-                    "localhost",
-                    "-tls1_3",
-                    "-groups",
-                    group.name(),
-                ])
-                .args(["-alpn", "http/1.1", "-verify_return_error", "-CAfile"])
-                .arg(ca)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-                .unwrap();
-            child.wait_with_output().unwrap()
-        })
-        .await
-        .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
+        let extra = ["-alpn", "http/1.1", "-verify_return_error"];
+        let stdout = s_client(
+            &openssl,
+            server.addr.port(),
+            pki.path("ca.pem"),
+            group.name(),
+            &extra,
+        )
+        .await;
         // OpenSSL's own view of the group, then our server's, reflected in the HTTP body.
         // OpenSSL names the NIST curves by their X9.62 names in "Peer Temp Key".
         let openssl_name = match group {
@@ -127,11 +133,7 @@ async fn openssl_s_client_negotiates_every_group_with_our_server() {
         };
         let openssl_saw = stdout.contains(&format!("Negotiated TLS1.3 group: {}", group.name()))
             || stdout.contains(&format!("Peer Temp Key: {openssl_name}"));
-        assert!(
-            openssl_saw,
-            "{group}: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(openssl_saw, "{group}: {stdout}");
         assert!(
             stdout.contains(&format!("\"group\":\"{}\"", group.name())),
             "{group}: {stdout}"
@@ -145,41 +147,6 @@ async fn openssl_s_client_negotiates_every_group_with_our_server() {
 async fn our_pq_preferred_server_retries_openssl_to_pq_and_pq_required_refuses_classical() {
     let openssl = openssl();
     let pki = Pki::new(KeyAlg::EcdsaP256);
-    let run = |port: u16, groups: &'static str| {
-        let openssl = openssl.clone();
-        let ca = pki.path("ca.pem");
-        tokio::task::spawn_blocking(move || {
-            let mut child = Command::new(&openssl)
-                .args(["s_client", "-ign_eof", "-connect"])
-                .arg(format!("127.0.0.1:{port}"))
-                .args([
-                    "-servername",
-                    "localhost",
-                    "-tls1_3",
-                    "-groups",
-                    groups,
-                    "-CAfile",
-                ])
-                .arg(ca)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-                .unwrap();
-            let out = child.wait_with_output().unwrap();
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })
-    };
     let groups = [
         Group::SecP384r1MLKEM1024,
         Group::X25519MLKEM768,
@@ -188,15 +155,27 @@ async fn our_pq_preferred_server_retries_openssl_to_pq_and_pq_required_refuses_c
 
     // OpenSSL sends a key share for its first group only: X25519 here.
     let server = Server::start(pki.server(&groups, Policy::new(PolicyMode::PqPreferred))).await;
-    let out = run(server.addr.port(), "X25519:SecP384r1MLKEM1024")
-        .await
-        .unwrap();
+    let out = s_client(
+        &openssl,
+        server.addr.port(),
+        pki.path("ca.pem"),
+        "X25519:SecP384r1MLKEM1024",
+        &[],
+    )
+    .await;
     assert!(out.contains("\"group\":\"SecP384r1MLKEM1024\""), "{out}");
     assert!(out.contains("\"hello_retry\":true"), "{out}");
     server.stop().await;
 
     let server = Server::start(pki.server(&groups, Policy::new(PolicyMode::PqRequired))).await;
-    let out = run(server.addr.port(), "X25519:secp256r1").await.unwrap();
+    let out = s_client(
+        &openssl,
+        server.addr.port(),
+        pki.path("ca.pem"),
+        "X25519:secp256r1",
+        &[],
+    )
+    .await;
     assert!(out.contains("alert handshake failure"), "{out}");
     assert_eq!(server.requests(), 0);
     assert_eq!(server.acceptor.metrics().snapshot().policy_refusals, 1);

@@ -241,6 +241,7 @@ impl PqAcceptor {
             }
         };
         let (config, gate) = match &permit.identity_check {
+            // `decide` only ever picks from `self.groups`, and every one has a config.
             None => (self.configs[&permit.group].clone(), None),
             Some(check) => {
                 let gate = Arc::new(IdentityGate::new(check.clone()));
