@@ -150,7 +150,10 @@ impl PqAcceptor {
         };
         let configs = groups
             .iter()
-            .map(|g| Ok((*g, parts.build(*g, None)?)))
+            .map(|g| {
+                let provider = provider(&[*g], &parts.algorithms.cipher_suites);
+                Ok((*g, parts.build(provider, None)?))
+            })
             .collect::<Result<HashMap<_, _>, ServerError>>()?;
         let refusal_group = groups
             .iter()
@@ -246,7 +249,11 @@ impl PqAcceptor {
             Some(check) => {
                 let gate = Arc::new(IdentityGate::new(check.clone()));
                 (
-                    self.parts.build(permit.group, Some(gate.clone()))?,
+                    self.parts.build(
+                        // The cached config's provider already holds exactly this group.
+                        self.configs[&permit.group].crypto_provider().clone(),
+                        Some(gate.clone()),
+                    )?,
                     Some(gate),
                 )
             }
@@ -311,10 +318,10 @@ impl fmt::Debug for PqAcceptor {
 }
 
 impl ConfigParts {
-    /// A rustls config whose handshakes can only end on `group`.
+    /// A rustls config over `provider` (which holds the one group handshakes may end on).
     fn build(
         &self,
-        group: Group,
+        provider: Arc<rustls::crypto::CryptoProvider>,
         gate: Option<Arc<IdentityGate>>,
     ) -> Result<Arc<rustls::ServerConfig>, ServerError> {
         let verifier = Arc::new(ClientVerifier {
@@ -322,13 +329,10 @@ impl ConfigParts {
             schemes: self.schemes.clone(),
             identity: gate,
         });
-        let mut config = rustls::ServerConfig::builder_with_provider(provider(
-            &[group],
-            &self.algorithms.cipher_suites,
-        ))
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(verifier)
-        .with_cert_resolver(Arc::new(StaticCert(self.certified_key.clone())));
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_client_cert_verifier(verifier)
+            .with_cert_resolver(Arc::new(StaticCert(self.certified_key.clone())));
         config.alpn_protocols = self.alpn.clone();
         config.ticketer = self.ticketer.clone();
         config.session_storage = self.session_storage.clone();
