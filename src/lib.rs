@@ -68,6 +68,7 @@ pub mod demo;
 pub mod groups;
 pub mod metrics;
 pub mod policy;
+pub mod proxy;
 mod reflect;
 mod serve;
 pub mod tls;
@@ -76,7 +77,7 @@ pub use connect::{get, Fetched};
 pub use groups::Group;
 pub use policy::PolicyMode;
 pub use reflect::reflect;
-pub use serve::serve;
+pub use serve::{serve, serve_with, PeerAddr, ServeOptions};
 
 /// Groups used when none are configured, in order of preference: the hybrid every major
 /// peer speaks, then X25519 for classical fallback (which the policy decides on).

@@ -1,13 +1,15 @@
 //! Counters the library keeps, so that every classical fallback and refusal is visible.
 //!
-//! Plain atomics: the hot path pays one relaxed increment. Exporters (Prometheus, logs) read
-//! a [`MetricsSnapshot`].
+//! Plain atomics: the hot path pays one relaxed increment. Exporters (the sidecar's
+//! Prometheus endpoint, logs, tests) read a [`MetricsSnapshot`].
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
 
 use crate::groups::{Group, GroupId};
+use crate::policy::RefusalReason;
 
-/// Handshake counters of one acceptor or connector.
+/// Handshake and connection counters of one acceptor or connector.
 #[derive(Debug, Default)]
 pub struct Metrics {
     by_group: [AtomicU64; Group::ALL.len()],
@@ -15,9 +17,31 @@ pub struct Metrics {
     hello_retries: AtomicU64,
     resumed: AtomicU64,
     classical_fallbacks: AtomicU64,
-    policy_refusals: AtomicU64,
+    refusals: [AtomicU64; REFUSAL_REASONS.len()],
     handshake_failures: AtomicU64,
     handshake_timeouts: AtomicU64,
+    handshake_seconds: Histogram,
+    connections_active: AtomicI64,
+    connections_rejected: AtomicU64,
+}
+
+/// The `reason` label of a policy refusal, one per [`RefusalReason`] kind.
+pub const REFUSAL_REASONS: [&str; 5] = [
+    "no_pq_group_offered",
+    "no_common_group",
+    "sunset_passed",
+    "fallback_rule",
+    "server_chose_classical",
+];
+
+fn refusal_index(reason: &RefusalReason) -> usize {
+    match reason {
+        RefusalReason::NoPqGroupOffered => 0,
+        RefusalReason::NoCommonGroup { .. } => 1,
+        RefusalReason::SunsetPassed(_) => 2,
+        RefusalReason::Rule(_) => 3,
+        RefusalReason::ServerChoseClassical => 4,
+    }
 }
 
 impl Metrics {
@@ -44,8 +68,8 @@ impl Metrics {
         }
     }
 
-    pub(crate) fn policy_refusal(&self) {
-        self.policy_refusals.fetch_add(1, Relaxed);
+    pub(crate) fn policy_refusal(&self, reason: &RefusalReason) {
+        self.refusals[refusal_index(reason)].fetch_add(1, Relaxed);
     }
 
     pub(crate) fn handshake_failure(&self) {
@@ -56,8 +80,29 @@ impl Metrics {
         self.handshake_timeouts.fetch_add(1, Relaxed);
     }
 
+    /// Records how long a handshake (successful or not) took from TCP accept.
+    pub(crate) fn handshake_duration(&self, d: Duration) {
+        self.handshake_seconds.observe(d);
+    }
+
+    /// Counts an open connection until the guard drops.
+    pub fn connection_opened(self: &std::sync::Arc<Self>) -> ConnectionGuard {
+        self.connections_active.fetch_add(1, Relaxed);
+        ConnectionGuard(self.clone())
+    }
+
+    /// Counts a connection closed unserved because the connection limit was reached.
+    pub fn connection_rejected(&self) {
+        self.connections_rejected.fetch_add(1, Relaxed);
+    }
+
     /// The counters now.
     pub fn snapshot(&self) -> MetricsSnapshot {
+        let refusals_by_reason: Vec<_> = REFUSAL_REASONS
+            .iter()
+            .zip(&self.refusals)
+            .map(|(r, c)| (*r, c.load(Relaxed)))
+            .collect();
         MetricsSnapshot {
             handshakes_by_group: Group::ALL
                 .iter()
@@ -69,15 +114,29 @@ impl Metrics {
             hello_retries: self.hello_retries.load(Relaxed),
             resumed: self.resumed.load(Relaxed),
             classical_fallbacks: self.classical_fallbacks.load(Relaxed),
-            policy_refusals: self.policy_refusals.load(Relaxed),
+            policy_refusals: refusals_by_reason.iter().map(|(_, n)| n).sum(),
+            refusals_by_reason,
             handshake_failures: self.handshake_failures.load(Relaxed),
             handshake_timeouts: self.handshake_timeouts.load(Relaxed),
+            handshake_seconds: self.handshake_seconds.snapshot(),
+            connections_active: self.connections_active.load(Relaxed).max(0) as u64,
+            connections_rejected: self.connections_rejected.load(Relaxed),
         }
     }
 }
 
+/// Keeps a connection counted as active; see [`Metrics::connection_opened`].
+#[derive(Debug)]
+pub struct ConnectionGuard(std::sync::Arc<Metrics>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.connections_active.fetch_sub(1, Relaxed);
+    }
+}
+
 /// A copy of the counters.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct MetricsSnapshot {
     /// Completed handshakes per negotiated group (IANA name), groups with none left out.
     pub handshakes_by_group: Vec<(&'static str, u64)>,
@@ -89,10 +148,18 @@ pub struct MetricsSnapshot {
     pub classical_fallbacks: u64,
     /// Handshakes refused by policy.
     pub policy_refusals: u64,
+    /// Policy refusals by reason (see [`REFUSAL_REASONS`]).
+    pub refusals_by_reason: Vec<(&'static str, u64)>,
     /// Handshakes that failed for another reason (bad certificate, garbage, peer abort).
     pub handshake_failures: u64,
     /// Handshakes cut off by the handshake timeout.
     pub handshake_timeouts: u64,
+    /// Handshake durations, from TCP accept to done or failed.
+    pub handshake_seconds: HistogramSnapshot,
+    /// Connections open now (served by [`crate::serve`]).
+    pub connections_active: u64,
+    /// Connections closed unserved because the connection limit was reached.
+    pub connections_rejected: u64,
 }
 
 impl MetricsSnapshot {
@@ -103,4 +170,59 @@ impl MetricsSnapshot {
             .find(|(n, _)| *n == group.name())
             .map_or(0, |(_, c)| *c)
     }
+}
+
+/// Upper bounds (seconds) of the latency histogram buckets: 1 ms to 10 s, handshakes and
+/// upstream responses alike.
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// A fixed-bucket latency histogram (Prometheus semantics: cumulative on export).
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_micros
+            .fetch_add(d.as_micros().try_into().unwrap_or(u64::MAX), Relaxed);
+    }
+
+    /// The histogram now.
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        let mut cumulative = 0;
+        HistogramSnapshot {
+            buckets: LATENCY_BUCKETS
+                .iter()
+                .zip(&self.buckets)
+                .map(|(b, c)| {
+                    cumulative += c.load(Relaxed);
+                    (*b, cumulative)
+                })
+                .collect(),
+            count: self.count.load(Relaxed),
+            sum_seconds: self.sum_micros.load(Relaxed) as f64 / 1e6,
+        }
+    }
+}
+
+/// A copy of a [`Histogram`], buckets cumulative.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct HistogramSnapshot {
+    /// `(upper bound in seconds, observations <= bound)`.
+    pub buckets: Vec<(f64, u64)>,
+    /// All observations (the `+Inf` bucket).
+    pub count: u64,
+    /// Sum of all observations.
+    pub sum_seconds: f64,
 }

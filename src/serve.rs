@@ -4,18 +4,26 @@
 
 use std::error::Error as StdError;
 use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
 use hyper::service::Service;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tracing::{debug, info, Instrument};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::server::TlsStream;
+use tracing::{debug, info, warn, Instrument};
 
-use crate::tls::PqAcceptor;
+use crate::metrics::Metrics;
+use crate::tls::{ConnectionInfo, PqAcceptor};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -58,8 +66,83 @@ where
     B::Error: Into<BoxError>,
     F: Future,
 {
+    let metrics = acceptor.metrics().clone();
+    serve_with(
+        listener,
+        Some(acceptor),
+        service,
+        &ServeOptions::default(),
+        metrics,
+        shutdown,
+    )
+    .await
+}
+
+/// Connection-level limits and shutdown behaviour of [`serve_with`].
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// Connections served at once; one more is closed at accept (and counted in
+    /// `connections_rejected`) rather than queued. Default 1024.
+    pub max_connections: usize,
+    /// Largest request head (HTTP/1.1) or header list (h2) in bytes; beyond it HTTP/1.1
+    /// gets `431`, h2 a stream reset. Default 64 KiB.
+    pub max_header_bytes: usize,
+    /// Time a client gets to send a request head after connecting (HTTP/1.1 slowloris
+    /// guard). Default 30 s.
+    pub header_read_timeout: Duration,
+    /// After `shutdown`, time in-flight requests and streams get before they are cut off.
+    /// Default 30 s.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            max_header_bytes: 64 * 1024,
+            header_read_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The client's address, in every request's extensions (TLS or not).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// As [`serve`], with limits, and optionally without TLS (`acceptor: None`, for a loopback
+/// listener such as the client sidecar's). Open and rejected connections are counted in
+/// `metrics` (pass the acceptor's to keep them with its handshake counters).
+pub async fn serve_with<S, B, F>(
+    listener: TcpListener,
+    acceptor: Option<Arc<PqAcceptor>>,
+    service: S,
+    options: &ServeOptions,
+    metrics: Arc<Metrics>,
+    shutdown: F,
+) -> std::io::Result<()>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+    F: Future,
+{
     let graceful = GracefulShutdown::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let permits = Arc::new(Semaphore::new(options.max_connections));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout)
+        .max_buf_size(options.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(options.max_header_bytes).unwrap_or(u32::MAX));
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -67,40 +150,58 @@ where
                 Ok(a) => a,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning, keep serving.
-                    debug!(error = %e, "Accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    warn!(error = %e, "Accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
             _ = &mut shutdown => break,
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            metrics.connection_rejected();
+            warn!(client.addr = %peer, max_connections = options.max_connections, "Connection refused: max-connections reached");
+            drop(tcp);
+            continue;
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let service = service.clone();
         let watcher = graceful.watcher();
         let mut stop = stop_rx.clone();
+        let builder = builder.clone();
+        let counted = metrics.connection_opened();
         let span = tracing::info_span!("conn", client.addr = %peer);
         tokio::spawn(
             async move {
-                // A handshake still running at shutdown is abandoned: no request started.
-                let accepted = tokio::select! {
-                    r = acceptor.accept(tcp, peer) => r,
-                    _ = stop.wait_for(|s| *s) => return,
+                let _permit = (permit, counted);
+                let (io, info) = match acceptor {
+                    Some(acceptor) => {
+                        // A handshake still running at shutdown is abandoned: no request started.
+                        let accepted = tokio::select! {
+                            r = acceptor.accept(tcp, peer) => r,
+                            _ = stop.wait_for(|s| *s) => return,
+                        };
+                        let Ok((tls, info)) = accepted else { return };
+                        log_connection(&info);
+                        (Io::Tls(Box::new(tls)), Some(Arc::new(info)))
+                    }
+                    None => (Io::Plain(tcp), None),
                 };
-                let Ok((tls, info)) = accepted else { return };
-                let h2 = info.alpn.as_deref() == Some("h2");
-                let info = Arc::new(info);
+                let h2 = info.as_ref().map(|i| i.alpn.as_deref() == Some("h2"));
                 let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-                    req.extensions_mut().insert(info.clone());
+                    req.extensions_mut().insert(PeerAddr(peer));
+                    if let Some(info) = &info {
+                        req.extensions_mut().insert(info.clone());
+                    }
                     service.call(req)
                 });
-                let builder = auto::Builder::new(TokioExecutor::new());
-                let builder = if h2 {
-                    builder.http2_only()
-                } else {
-                    builder.http1_only()
+                // With TLS, ALPN decides; in plain text, hyper detects the h2 preface.
+                let builder = match h2 {
+                    Some(true) => builder.http2_only(),
+                    Some(false) => builder.http1_only(),
+                    None => builder,
                 };
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
                 if let Err(e) = watcher.watch(conn.into_owned()).await {
                     debug!(error = %e, "Connection ended with an error");
                 }
@@ -109,7 +210,76 @@ where
         );
     }
     let _ = stop_tx.send(true);
-    info!("Shutting down: waiting for in-flight requests");
-    graceful.shutdown().await;
+    info!(drain_timeout = ?options.drain_timeout, "Shutting down: no new connections; draining in-flight requests");
+    if tokio::time::timeout(options.drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        warn!(
+            active = metrics.snapshot().connections_active,
+            "Drain timeout reached: closing the connections still open"
+        );
+    }
     Ok(())
+}
+
+/// One line per established TLS connection: who, what was negotiated.
+fn log_connection(info: &ConnectionInfo) {
+    info!(
+        client.addr = %info.peer_addr,
+        server.name = info.sni.as_deref().unwrap_or(""),
+        tls.group = %info.group,
+        tls.pq = info.pq,
+        tls.hello_retry = info.hello_retry,
+        tls.resumed = info.resumed,
+        tls.alpn = info.alpn.as_deref().unwrap_or(""),
+        client.id = info.client_identity.as_deref().unwrap_or(""),
+        "TLS connection established"
+    );
+}
+
+/// A served connection, with or without TLS.
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
 }

@@ -215,8 +215,8 @@ impl PqConnector {
         let mut info =
             ConnectionInfo::from_state(conn, peer, sni, scheme, inner.own_identity.clone());
         let group = ConnectionInfo::group_id(conn).unwrap_or(GroupId(0));
-        let fallback = inner.policy.check_negotiated(group).inspect_err(|_| {
-            inner.metrics.policy_refusal();
+        let fallback = inner.policy.check_negotiated(group).inspect_err(|r| {
+            inner.metrics.policy_refusal(&r.reason);
         })?;
         info.classical_fallback = fallback;
         inner

@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use rustls::server::{Acceptor, ClientHello, ServerSessionMemoryCache, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
@@ -24,7 +24,7 @@ use tracing::{debug, warn};
 
 use super::info::ConnectionInfo;
 use super::verify::{ClientVerifier, IdentityGate};
-use crate::certs::Identity;
+use crate::certs::{CertInfo, Identity};
 use crate::crypto::{provider, Algorithms};
 use crate::groups::{display_list, Group, GroupId};
 use crate::metrics::Metrics;
@@ -78,7 +78,8 @@ pub enum ClientAuth {
 pub struct PqAcceptor {
     groups: Vec<Group>,
     policy: Policy,
-    identity: Identity,
+    /// Shared with every config's cert resolver, so a reload reaches them all at once.
+    identity: Arc<CurrentIdentity>,
     /// One config per group: the handshake can only end on that group.
     configs: HashMap<Group, Arc<rustls::ServerConfig>>,
     /// Config used to refuse: holds no group the refused client offered (see `refusal_group`).
@@ -94,7 +95,7 @@ struct ConfigParts {
     algorithms: Algorithms,
     schemes: Arc<[SignatureScheme]>,
     verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
-    certified_key: Arc<CertifiedKey>,
+    identity: Arc<CurrentIdentity>,
     alpn: Vec<Vec<u8>>,
     ticketer: Arc<dyn rustls::server::ProducesTickets>,
     session_storage: Arc<dyn rustls::server::StoresServerSessions + Send + Sync>,
@@ -143,7 +144,7 @@ impl PqAcceptor {
             schemes: algorithms.signature_schemes.clone().into(),
             algorithms,
             verifier,
-            certified_key: identity.certified_key().clone(),
+            identity: Arc::new(CurrentIdentity(RwLock::new(Arc::new(identity)))),
             alpn,
             ticketer: rustls::crypto::aws_lc_rs::Ticketer::new()?,
             session_storage: ServerSessionMemoryCache::new(4096),
@@ -163,7 +164,7 @@ impl PqAcceptor {
         Ok(Self {
             groups,
             policy,
-            identity,
+            identity: parts.identity.clone(),
             configs,
             refusal_group,
             parts,
@@ -188,6 +189,29 @@ impl PqAcceptor {
         &self.policy
     }
 
+    /// The signature schemes an identity must be able to sign with (see
+    /// [`Identity::load`]).
+    pub fn signature_schemes(&self) -> &[SignatureScheme] {
+        &self.parts.schemes
+    }
+
+    /// What the certificate being served says.
+    pub fn certificate(&self) -> CertInfo {
+        self.identity.get().info().clone()
+    }
+
+    /// Serves `identity` from the next handshake on; connections already established keep
+    /// theirs. Load it with [`PqAcceptor::signature_schemes`] so it signs only with those.
+    pub fn replace_identity(&self, identity: Identity) {
+        // A poisoned lock only means a panic elsewhere mid-swap; the value is a whole Arc.
+        let mut slot = self
+            .identity
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *slot = Arc::new(identity);
+    }
+
     /// Runs the TLS handshake on an accepted TCP connection under the policy, within the
     /// handshake timeout.
     ///
@@ -198,12 +222,15 @@ impl PqAcceptor {
         tcp: TcpStream,
         peer: SocketAddr,
     ) -> Result<(TlsStream<TcpStream>, ConnectionInfo), AcceptError> {
-        match tokio::time::timeout(self.handshake_timeout, self.handshake(tcp, peer)).await {
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(self.handshake_timeout, self.handshake(tcp, peer)).await;
+        self.metrics.handshake_duration(started.elapsed());
+        match outcome {
             Ok(Ok(done)) => Ok(done),
             Ok(Err(e)) => {
                 match &e {
                     AcceptError::Refused(r) => {
-                        self.metrics.policy_refusal();
+                        self.metrics.policy_refusal(&r.reason);
                         warn!(client.addr = %peer, reason = %r, "Handshake refused by policy");
                     }
                     other => {
@@ -231,7 +258,10 @@ impl PqAcceptor {
             .map_err(AcceptError::ClientHello)?;
         let client_hello = start.client_hello();
         let hello = summarize(&client_hello, peer, SystemTime::now());
-        let scheme = self.identity.scheme_for(client_hello.signature_schemes());
+        let scheme = self
+            .identity
+            .get()
+            .scheme_for(client_hello.signature_schemes());
 
         let permit = match self.policy.decide(&self.groups, &hello) {
             Ok(permit) => permit,
@@ -332,7 +362,7 @@ impl ConfigParts {
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier)
-            .with_cert_resolver(Arc::new(StaticCert(self.certified_key.clone())));
+            .with_cert_resolver(self.identity.clone());
         config.alpn_protocols = self.alpn.clone();
         config.ticketer = self.ticketer.clone();
         config.session_storage = self.session_storage.clone();
@@ -340,13 +370,22 @@ impl ConfigParts {
     }
 }
 
-/// Serves the one configured chain whatever the ClientHello says.
+/// Serves the current chain whatever the ClientHello says; replaced on reload.
 #[derive(Debug)]
-struct StaticCert(Arc<CertifiedKey>);
+struct CurrentIdentity(RwLock<Arc<Identity>>);
 
-impl rustls::server::ResolvesServerCert for StaticCert {
+impl CurrentIdentity {
+    fn get(&self) -> Arc<Identity> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl rustls::server::ResolvesServerCert for CurrentIdentity {
     fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.clone())
+        Some(self.get().certified_key().clone())
     }
 }
 

@@ -1,0 +1,344 @@
+//! The sidecar's HTTP proxy: one hop of MCP traffic (Streamable HTTP or legacy HTTP+SSE)
+//! forwarded with header hygiene, Origin checks, limits, and responses streamed back frame by
+//! frame — an SSE event reaches the client when the upstream sends it, never later.
+//!
+//! [`Proxy`] is a hyper service; run it with [`crate::serve_with`] behind a
+//! [`crate::tls::PqAcceptor`] (server mode: the TLS-info headers go upstream) or on a plain
+//! listener with a [`crate::tls::PqConnector`] to the upstream (client mode).
+
+mod body;
+pub mod headers;
+mod metrics;
+mod upstream;
+
+use std::error::Error as StdError;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, HOST};
+use http::{Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::Connect;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tracing::warn;
+
+pub use self::headers::{ForwardedMode, OriginAllowList, OriginMode};
+pub use self::metrics::{ProxyMetrics, ProxySnapshot};
+pub use self::upstream::{Upstream, UpstreamConnector, UpstreamError};
+
+use self::body::{RequestLog, Tracked};
+use crate::tls::ConnectionInfo;
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// The body of every response the proxy returns.
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// Default request body limit: MCP messages are JSON-RPC, rarely beyond a few hundred KiB.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 4 * 1024 * 1024;
+/// Default time an upstream gets to start a (non-streaming) response.
+pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Which side of the tunnel this proxy is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// TLS from clients, plain HTTP to the MCP server: announces the client hop's TLS upstream.
+    Server,
+    /// Plain HTTP from a local MCP client, PQ TLS to the upstream: announces the upstream
+    /// hop's TLS in the response.
+    Client,
+}
+
+/// How requests are rewritten and limited on their way upstream.
+#[derive(Clone, Debug)]
+pub struct HttpOptions {
+    /// Origins a request may carry; a present `Origin` not on the list gets 403.
+    pub allowed_origins: OriginAllowList,
+    /// What reaches upstream of an allowed `Origin`.
+    pub origin: OriginMode,
+    /// Send the client's `Host` upstream instead of the upstream's own authority.
+    pub preserve_host: bool,
+    /// What happens to `Forwarded` and `X-Forwarded-*`.
+    pub forwarded: ForwardedMode,
+    /// Largest request body accepted (413 beyond).
+    pub max_body_bytes: u64,
+    /// Time the upstream gets to send a response's head. Streams, once started, have no
+    /// timeout.
+    pub upstream_timeout: Duration,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self {
+            allowed_origins: OriginAllowList::default(),
+            origin: OriginMode::default(),
+            preserve_host: false,
+            forwarded: ForwardedMode::default(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            upstream_timeout: DEFAULT_UPSTREAM_TIMEOUT,
+        }
+    }
+}
+
+/// The HTTP proxy, a cheap-to-clone hyper service.
+pub struct Proxy<C> {
+    inner: Arc<Inner<C>>,
+}
+
+impl<C> Clone for Proxy<C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+struct Inner<C> {
+    client: Client<C, BoxBody<Bytes, BoxError>>,
+    upstream: Upstream,
+    side: Side,
+    options: HttpOptions,
+    metrics: Arc<ProxyMetrics>,
+}
+
+impl<C> Proxy<C>
+where
+    C: Connect + Clone + Send + Sync + 'static,
+{
+    /// A proxy to `upstream` over `connector`, pooling upstream connections.
+    pub fn new(upstream: Upstream, connector: C, side: Side, options: HttpOptions) -> Self {
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector);
+        Self {
+            inner: Arc::new(Inner {
+                client,
+                upstream,
+                side,
+                options,
+                metrics: Arc::default(),
+            }),
+        }
+    }
+
+    /// Request, stream and upstream counters.
+    pub fn metrics(&self) -> &Arc<ProxyMetrics> {
+        &self.inner.metrics
+    }
+
+    /// Forwards one request. Never fails: every problem becomes a response with a short
+    /// plain-text body saying what went wrong.
+    pub async fn forward(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+        let inner = &*self.inner;
+        let started = Instant::now();
+        let log = RequestLog {
+            method: req.method().clone(),
+            path: req.uri().path().to_owned(),
+            peer,
+            started,
+            metrics: inner.metrics.clone(),
+        };
+        let response = match self.prepare(req, peer) {
+            Ok(upstream_req) => self.send(upstream_req, started).await,
+            Err(refused) => Err(refused),
+        };
+        let response = match response {
+            Ok(r) => r.map(|b| b.map_err(BoxError::from).boxed()),
+            Err(local) => local.map(|b| b.map_err(|never| match never {}).boxed()),
+        };
+        inner.metrics.response(response.status());
+        Tracked::wrap(response, log)
+    }
+
+    /// Checks and rewrites the client's request for the upstream.
+    fn prepare(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<Request<BoxBody<Bytes, BoxError>>, Response<Full<Bytes>>> {
+        let inner = &*self.inner;
+        if let Err(origin) = inner.options.allowed_origins.check(req.headers()) {
+            inner.metrics.origin_refused();
+            warn!(client.addr = %peer, http.origin = %origin, "Refused request: Origin not in allowed-origins");
+            return Err(local(
+                StatusCode::FORBIDDEN,
+                format!("origin {origin} is not allowed\n"),
+            ));
+        }
+        let too_big = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .is_some_and(|n| n > inner.options.max_body_bytes);
+        if too_big {
+            return Err(self.body_too_large());
+        }
+
+        let (mut parts, body) = req.into_parts();
+        let info = ConnectionInfo::of(&parts.extensions).cloned();
+        let host = parts
+            .headers
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| parts.uri.authority().map(|a| a.to_string()));
+        let headers = &mut parts.headers;
+        headers::remove_hop_by_hop(headers);
+        headers::strip_tls_info(headers);
+        headers::forwarded(
+            headers,
+            inner.options.forwarded,
+            &headers::Hop {
+                peer: peer.ip(),
+                proto: match inner.side {
+                    Side::Server => "https",
+                    Side::Client => "http",
+                },
+                host: host.as_deref(),
+            },
+        );
+        headers::upstream_host_origin(
+            headers,
+            inner.upstream.authority(),
+            inner.upstream.origin(),
+            inner.options.preserve_host,
+            inner.options.origin,
+        );
+        if let (Side::Server, Some(info)) = (inner.side, &info) {
+            headers.extend(headers::tls_info(info));
+        }
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        parts.uri = inner.upstream.uri(&path).map_err(|e| {
+            local(
+                StatusCode::BAD_REQUEST,
+                format!("bad request target: {e}\n"),
+            )
+        })?;
+        // The upstream hop is HTTP/1.1 (or h2 when the TLS upstream negotiates it); the
+        // client's version says nothing about it.
+        parts.version = http::Version::HTTP_11;
+        let body = Limited::new(body, inner.options.max_body_bytes as usize).boxed();
+        Ok(Request::from_parts(parts, body))
+    }
+
+    async fn send(
+        &self,
+        req: Request<BoxBody<Bytes, BoxError>>,
+        started: Instant,
+    ) -> Result<Response<Incoming>, Response<Full<Bytes>>> {
+        let inner = &*self.inner;
+        let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+        let timeout = inner.options.upstream_timeout;
+        let result = tokio::time::timeout(timeout, inner.client.request(req)).await;
+        inner.metrics.upstream_latency(started.elapsed());
+        let mut response = match result {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) if error_chain(&e).any(|s| s.is::<LengthLimitError>()) => {
+                return Err(self.body_too_large())
+            }
+            Ok(Err(e)) => {
+                inner
+                    .metrics
+                    .upstream_error(if e.is_connect() { "connect" } else { "request" });
+                let cause = error_chain(&e)
+                    .last()
+                    .map(ToString::to_string)
+                    .unwrap_or_else(|| e.to_string());
+                warn!(upstream = %inner.upstream, http.method = %method, http.path = %path, error = %cause, "Upstream request failed");
+                return Err(local(
+                    StatusCode::BAD_GATEWAY,
+                    format!("upstream {} unavailable: {cause}\n", inner.upstream),
+                ));
+            }
+            Err(_) => {
+                inner.metrics.upstream_error("timeout");
+                warn!(upstream = %inner.upstream, http.method = %method, http.path = %path, timeout = ?timeout, "Upstream did not respond in time");
+                return Err(local(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "upstream {} sent no response within {}\n",
+                        inner.upstream,
+                        humantime::format_duration(timeout)
+                    ),
+                ));
+            }
+        };
+        let info = ConnectionInfo::of(response.extensions()).cloned();
+        let headers = response.headers_mut();
+        headers::remove_hop_by_hop(headers);
+        headers::strip_tls_info(headers);
+        if let (Side::Client, Some(info)) = (inner.side, &info) {
+            headers.extend(headers::tls_info(info));
+        }
+        Ok(response)
+    }
+
+    fn body_too_large(&self) -> Response<Full<Bytes>> {
+        self.inner.metrics.body_too_large();
+        local(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request body larger than max-body-bytes ({} bytes)\n",
+                self.inner.options.max_body_bytes
+            ),
+        )
+    }
+}
+
+/// Whether a response is a Server-Sent Events stream.
+pub fn is_event_stream(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/event-stream"))
+        })
+}
+
+/// A response made here rather than upstream.
+fn local(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn error_chain<'a>(
+    e: &'a (dyn StdError + 'static),
+) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+    std::iter::successors(Some(e), |e| (*e).source())
+}
+
+impl<C> hyper::service::Service<Request<Incoming>> for Proxy<C>
+where
+    C: Connect + Clone + Send + Sync + 'static,
+{
+    type Response = Response<ProxyBody>;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let proxy = self.clone();
+        let peer = req
+            .extensions()
+            .get::<crate::serve::PeerAddr>()
+            .map_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)), |p| p.0);
+        Box::pin(async move { Ok(proxy.forward(req, peer).await) })
+    }
+}
