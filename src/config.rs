@@ -1,35 +1,46 @@
-//! What the user typed (flags, later a TOML file) resolved into validated TLS configs.
-//! Every error names the flag to fix.
+//! What the user wrote (flags, a TOML file, or both: flags win) resolved into validated TLS
+//! configs and sidecar settings. Every error names the field (the flag and the TOML key are
+//! the same word), the bad value, and what would be accepted.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::Deserialize;
 
 use crate::certs::{load_roots, CertError, Identity};
 use crate::crypto::Algorithms;
-use crate::groups::{Group, GroupError};
+use crate::groups::{GroupError, GroupList};
 use crate::policy::{FallbackRule, Policy, PolicyError, PolicyMode};
+use crate::proxy::{
+    ForwardedMode, HttpOptions, OriginAllowList, OriginMode, Upstream, UpstreamError,
+};
 use crate::tls::{
     ClientAuth, ClientError, ClientTlsConfig, PqAcceptor, PqConnector, ServerError,
     ServerTlsConfig, Trust,
 };
+use crate::ServeOptions;
 
-/// Server-side options as given on the command line.
+/// Server-side TLS options.
 #[derive(Clone, Debug, Default)]
 pub struct ServerOptions {
-    /// `--cert`: PEM chain, end-entity first.
+    /// `cert`: PEM chain, end-entity first.
     pub cert: PathBuf,
-    /// `--key`: PEM private key.
+    /// `key`: PEM private key.
     pub key: PathBuf,
-    /// `--client-ca`: require client certificates issued under these CAs.
+    /// `client-ca`: require client certificates issued under these CAs.
     pub client_ca: Option<PathBuf>,
-    /// `--groups`: comma-separated IANA names, in order of preference.
-    pub groups: Option<String>,
-    /// `--policy`: `pq-required`, `pq-preferred` (default) or `classical-allowed`.
-    pub policy: Option<String>,
-    /// `--sunset`: RFC 3339 instant after which classical fallback is refused.
-    pub sunset: Option<String>,
-    /// `--fallback-rule`: `ACTION KIND:VALUE`, repeatable, first match wins.
-    pub fallback_rules: Vec<String>,
+    /// `groups`: in order of preference.
+    pub groups: Option<GroupList>,
+    /// `policy`: default `pq-preferred`.
+    pub policy: Option<PolicyMode>,
+    /// `sunset`: after it, classical fallback is refused.
+    pub sunset: Option<SystemTime>,
+    /// `fallback-rule`s, first match wins.
+    pub fallback_rules: Vec<FallbackRule>,
+    /// `handshake-timeout`: default [`crate::tls::DEFAULT_HANDSHAKE_TIMEOUT`].
+    pub handshake_timeout: Option<Duration>,
 }
 
 impl ServerOptions {
@@ -37,33 +48,15 @@ impl ServerOptions {
     pub fn build(&self) -> Result<PqAcceptor, ConfigError> {
         let mut algorithms = Algorithms::default();
         if let Some(g) = &self.groups {
-            algorithms.groups = parse_groups(g)?;
+            algorithms.groups = g.0.clone();
         }
-        let mut policy = Policy::new(parse_policy(
-            self.policy.as_deref(),
-            PolicyMode::PqPreferred,
-        )?);
-        if let Some(s) = &self.sunset {
-            policy.sunset =
-                Some(
-                    humantime::parse_rfc3339_weak(s).map_err(|e| ConfigError::Flag {
-                        flag: "--sunset",
-                        error: format!(
-                            "`{s}` is not an RFC 3339 instant such as 2027-01-01T00:00:00Z ({e})"
-                        ),
-                    })?,
-                );
-        }
-        policy.rules = self
-            .fallback_rules
-            .iter()
-            .map(|r| r.parse::<FallbackRule>())
-            .collect::<Result<_, _>>()
-            .map_err(|e| ConfigError::Policy("--fallback-rule", e))?;
-        let identity = load_identity(&self.cert, &self.key, &algorithms, "--cert/--key")?;
+        let mut policy = Policy::new(self.policy.unwrap_or(PolicyMode::PqPreferred));
+        policy.sunset = self.sunset;
+        policy.rules = self.fallback_rules.clone();
+        let identity = load_identity(&self.cert, &self.key, &algorithms, "cert/key")?;
         let client_auth = match &self.client_ca {
             Some(ca) => ClientAuth::Required(Arc::new(
-                load_roots(ca).map_err(|e| ConfigError::Cert("--client-ca", e))?,
+                load_roots(ca).map_err(|e| ConfigError::Cert("client-ca", e))?,
             )),
             None => ClientAuth::None,
         };
@@ -71,26 +64,29 @@ impl ServerOptions {
         config.algorithms = algorithms;
         config.policy = policy;
         config.client_auth = client_auth;
+        if let Some(t) = self.handshake_timeout {
+            config.handshake_timeout = t;
+        }
         PqAcceptor::new(config).map_err(ConfigError::Server)
     }
 }
 
-/// Client-side options as given on the command line.
+/// Client-side TLS options.
 #[derive(Clone, Debug, Default)]
 pub struct ClientOptions {
-    /// `--ca`: trust server certificates issued under these CAs (default: system roots).
+    /// `ca`: trust server certificates issued under these CAs (default: system roots).
     pub ca: Option<PathBuf>,
-    /// `--insecure`: skip server certificate verification.
+    /// `insecure`: skip server certificate verification.
     pub insecure: bool,
-    /// `--client-cert`: PEM chain for mTLS.
+    /// `client-cert`: PEM chain for mTLS.
     pub client_cert: Option<PathBuf>,
-    /// `--client-key`: PEM key for mTLS.
+    /// `client-key`: PEM key for mTLS.
     pub client_key: Option<PathBuf>,
-    /// `--groups`: comma-separated IANA names, in order of preference.
-    pub groups: Option<String>,
-    /// `--policy`: `pq-required` (default), `pq-preferred` or `classical-allowed`.
-    pub policy: Option<String>,
-    /// `--sni`: server name to send and verify instead of the URL's host.
+    /// `groups`: in order of preference.
+    pub groups: Option<GroupList>,
+    /// `policy`: default `pq-required`.
+    pub policy: Option<PolicyMode>,
+    /// `sni`: server name to send and verify instead of the URL's host.
     pub sni: Option<String>,
 }
 
@@ -99,19 +95,19 @@ impl ClientOptions {
     pub fn build(&self) -> Result<PqConnector, ConfigError> {
         let mut config = ClientTlsConfig::default();
         if let Some(g) = &self.groups {
-            config.algorithms.groups = parse_groups(g)?;
+            config.algorithms.groups = g.0.clone();
         }
-        config.policy = parse_policy(self.policy.as_deref(), PolicyMode::PqRequired)?;
+        config.policy = self.policy.unwrap_or(PolicyMode::PqRequired);
         config.sni = self.sni.clone();
         config.trust = match (&self.ca, self.insecure) {
             (Some(_), true) => {
-                return Err(ConfigError::Flag {
-                    flag: "--insecure",
-                    error: "cannot be combined with --ca; drop one".into(),
+                return Err(ConfigError::Field {
+                    field: "insecure",
+                    error: "cannot be combined with ca; drop one".into(),
                 })
             }
             (Some(ca), false) => Trust::Roots(Arc::new(
-                load_roots(ca).map_err(|e| ConfigError::Cert("--ca", e))?,
+                load_roots(ca).map_err(|e| ConfigError::Cert("ca", e))?,
             )),
             (None, true) => Trust::InsecureSkipVerify,
             (None, false) => Trust::System,
@@ -121,14 +117,13 @@ impl ClientOptions {
                 c,
                 k,
                 &config.algorithms,
-                "--client-cert/--client-key",
+                "client-cert/client-key",
             )?),
             (None, None) => None,
             _ => {
-                return Err(ConfigError::Flag {
-                    flag: "--client-cert",
-                    error: "--client-cert and --client-key go together; give both or neither"
-                        .into(),
+                return Err(ConfigError::Field {
+                    field: "client-cert",
+                    error: "client-cert and client-key go together; give both or neither".into(),
                 })
             }
         };
@@ -136,45 +131,462 @@ impl ClientOptions {
     }
 }
 
-fn parse_groups(list: &str) -> Result<Vec<Group>, ConfigError> {
-    Group::parse_list(list).map_err(ConfigError::Groups)
-}
-
-fn parse_policy(s: Option<&str>, default: PolicyMode) -> Result<PolicyMode, ConfigError> {
-    s.map_or(Ok(default), str::parse)
-        .map_err(|e| ConfigError::Policy("--policy", e))
-}
-
 fn load_identity(
     cert: &Path,
     key: &Path,
     alg: &Algorithms,
-    flags: &'static str,
+    fields: &'static str,
 ) -> Result<Identity, ConfigError> {
-    Identity::load(cert, key, &alg.signature_schemes).map_err(|e| ConfigError::Cert(flags, e))
+    Identity::load(cert, key, &alg.signature_schemes).map_err(|e| ConfigError::Cert(fields, e))
 }
 
-/// A configuration that cannot be used; each names the flag to fix.
+/// Parses a `sunset` (RFC 3339, e.g. `2027-01-01T00:00:00Z`).
+pub fn parse_sunset(s: &str) -> Result<SystemTime, String> {
+    humantime::parse_rfc3339_weak(s)
+        .map_err(|e| format!("`{s}` is not an RFC 3339 instant such as 2027-01-01T00:00:00Z ({e})"))
+}
+
+/// Parses a duration such as `10s`, `1m30s`, `500ms`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration such as 10s, 1m30s or 500ms ({e})"))
+}
+
+/// Which sidecar a config file describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// TLS listener in front of a plain-HTTP MCP server.
+    Server,
+    /// Plain-HTTP loopback listener beside an MCP client, PQ TLS to the upstream.
+    Client,
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Server => "server",
+            Mode::Client => "client",
+        })
+    }
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The sidecar settings as written: every field optional, so a file and flags can be
+/// layered (flags win; see [`SidecarConfig::overlay`]). Keys are the flag names.
+///
+/// See `examples/server.toml` and `examples/client.toml` for every key, commented.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SidecarConfig {
+    /// `server` or `client`; required in a file given to `check-config`.
+    pub mode: Option<Mode>,
+    /// Address to listen on.
+    pub listen: Option<SocketAddr>,
+    /// Server mode: `http://HOST:PORT` or `unix:/PATH`; client mode: `https://HOST:PORT`.
+    pub upstream: Option<String>,
+    /// Admin listener (`/metrics`, `/healthz`, `/readyz`); off when unset.
+    pub admin: Option<SocketAddr>,
+    /// Server: PEM certificate chain.
+    pub cert: Option<PathBuf>,
+    /// Server: PEM private key.
+    pub key: Option<PathBuf>,
+    /// Server: require client certificates issued under these CAs.
+    pub client_ca: Option<PathBuf>,
+    /// Client: trust these CAs for the upstream (default: system roots).
+    pub ca: Option<PathBuf>,
+    /// Client: skip verifying the upstream's certificate (tests only).
+    pub insecure: Option<bool>,
+    /// Client: certificate for mTLS.
+    pub client_cert: Option<PathBuf>,
+    /// Client: key for mTLS.
+    pub client_key: Option<PathBuf>,
+    /// Client: server name to send and verify.
+    pub sni: Option<String>,
+    /// Groups in order of preference.
+    pub groups: Option<GroupList>,
+    /// Policy mode.
+    pub policy: Option<PolicyMode>,
+    /// Server, `pq-preferred`: after this RFC 3339 instant classical fallback is refused.
+    pub sunset: Option<Sunset>,
+    /// Server, `pq-preferred`: fallback rules, first match wins.
+    pub fallback_rules: Option<Vec<FallbackRule>>,
+    /// Origins allowed on requests that carry one (`*`: any).
+    pub allowed_origins: Option<Vec<String>>,
+    /// `rewrite`, `strip` or `preserve`: the `Origin` sent upstream.
+    pub origin: Option<OriginMode>,
+    /// Send the client's `Host` upstream instead of the upstream's authority.
+    pub preserve_host: Option<bool>,
+    /// `replace`, `append` or `strip`: `Forwarded` / `X-Forwarded-*`.
+    pub forwarded: Option<ForwardedMode>,
+    /// Connections served at once.
+    pub max_connections: Option<usize>,
+    /// Largest request head in bytes.
+    pub max_header_bytes: Option<usize>,
+    /// Largest request body in bytes.
+    pub max_body_bytes: Option<u64>,
+    /// Time from TCP accept to a completed TLS handshake.
+    pub handshake_timeout: Option<Dur>,
+    /// Time the upstream gets to start a response (streams, once started, have none).
+    pub upstream_timeout: Option<Dur>,
+    /// Time in-flight requests and streams get on shutdown.
+    pub drain_timeout: Option<Dur>,
+    /// How often the certificate and key files are checked for changes (`0s`: only SIGHUP).
+    pub reload_interval: Option<Dur>,
+    /// `text` or `json`.
+    pub log_format: Option<LogFormat>,
+}
+
+/// A duration written like `10s` or `1m30s`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl std::str::FromStr for Dur {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse_duration(s).map(Dur)
+    }
+}
+
+/// An RFC 3339 instant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sunset(pub SystemTime);
+
+impl std::str::FromStr for Sunset {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse_sunset(s).map(Sunset)
+    }
+}
+
+/// Deserializes a type from its string form through `FromStr`, so a file value gets the
+/// same checks and messages as the flag.
+macro_rules! deserialize_from_str {
+    ($($t:ty),*) => {$(
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    )*};
+}
+deserialize_from_str!(Dur, Sunset, PolicyMode, FallbackRule);
+
+/// Everything a server sidecar needs, validated.
+#[derive(Debug)]
+pub struct ServerSidecar {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The plain-HTTP upstream.
+    pub upstream: Upstream,
+    /// The TLS acceptor.
+    pub acceptor: PqAcceptor,
+    /// Certificate and key files, for reload.
+    pub cert: PathBuf,
+    /// See `cert`.
+    pub key: PathBuf,
+    /// The shared sidecar parts.
+    pub common: Common,
+}
+
+/// Everything a client sidecar needs, validated.
+#[derive(Debug)]
+pub struct ClientSidecar {
+    /// Where to listen (plain HTTP; loopback unless told otherwise).
+    pub listen: SocketAddr,
+    /// The PQ TLS upstream.
+    pub upstream: Upstream,
+    /// The TLS connector.
+    pub connector: PqConnector,
+    /// The shared sidecar parts.
+    pub common: Common,
+}
+
+/// What both sidecars share.
+#[derive(Clone, Debug)]
+pub struct Common {
+    /// Admin listener.
+    pub admin: Option<SocketAddr>,
+    /// Request rewriting and limits.
+    pub http: HttpOptions,
+    /// Connection limits and drain.
+    pub serve: ServeOptions,
+    /// File-change check interval (`None`: SIGHUP only).
+    pub reload_interval: Option<Duration>,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+/// A validated sidecar.
+#[derive(Debug)]
+pub enum Sidecar {
+    /// `mcp-pqtls server`.
+    Server(ServerSidecar),
+    /// `mcp-pqtls client`.
+    Client(ClientSidecar),
+}
+
+impl SidecarConfig {
+    /// Reads and parses a TOML file. Errors carry the file, line, key and accepted values.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.to_owned(),
+            error: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::File {
+            path: path.to_owned(),
+            error: e.to_string(),
+        })
+    }
+
+    /// `self` with every field `over` sets replaced (flags over a file).
+    pub fn overlay(self, over: SidecarConfig) -> Self {
+        macro_rules! pick {
+            ($($f:ident),*) => { Self { $($f: over.$f.or(self.$f)),* } };
+        }
+        pick!(
+            mode,
+            listen,
+            upstream,
+            admin,
+            cert,
+            key,
+            client_ca,
+            ca,
+            insecure,
+            client_cert,
+            client_key,
+            sni,
+            groups,
+            policy,
+            sunset,
+            fallback_rules,
+            allowed_origins,
+            origin,
+            preserve_host,
+            forwarded,
+            max_connections,
+            max_header_bytes,
+            max_body_bytes,
+            handshake_timeout,
+            upstream_timeout,
+            drain_timeout,
+            reload_interval,
+            log_format
+        )
+    }
+
+    /// Validates the settings for `mode` (the file's `mode` must agree) and loads
+    /// certificates and keys.
+    pub fn resolve(self, mode: Mode) -> Result<Sidecar, ConfigError> {
+        if let Some(written) = self.mode {
+            if written != mode {
+                return Err(ConfigError::Field {
+                    field: "mode",
+                    error: format!("the file says `{written}` but `mcp-pqtls {mode}` was run; use `mcp-pqtls {written}` or change mode"),
+                });
+            }
+        }
+        let misplaced = |field: &'static str, set: bool, other: Mode| {
+            if set {
+                Err(ConfigError::Field {
+                    field,
+                    error: format!("only applies to {other} mode; remove it"),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        let upstream = Upstream::parse(&require(self.upstream.clone(), "upstream", mode)?)
+            .map_err(ConfigError::Upstream)?;
+        let common = self.common(mode)?;
+        match mode {
+            Mode::Server => {
+                for (field, set) in [
+                    ("ca", self.ca.is_some()),
+                    ("insecure", self.insecure.is_some()),
+                    ("client-cert", self.client_cert.is_some()),
+                    ("client-key", self.client_key.is_some()),
+                    ("sni", self.sni.is_some()),
+                ] {
+                    misplaced(field, set, Mode::Client)?;
+                }
+                if upstream.is_tls() {
+                    return Err(ConfigError::Field {
+                        field: "upstream",
+                        error: format!("`{upstream}`: the server sidecar speaks plain HTTP to its upstream; use http://HOST:PORT or unix:/PATH"),
+                    });
+                }
+                let cert = require(self.cert, "cert", mode)?;
+                let key = require(self.key, "key", mode)?;
+                let options = ServerOptions {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: self.client_ca,
+                    groups: self.groups,
+                    policy: self.policy,
+                    sunset: self.sunset.map(|s| s.0),
+                    fallback_rules: self.fallback_rules.unwrap_or_default(),
+                    handshake_timeout: self.handshake_timeout.map(|d| d.0),
+                };
+                Ok(Sidecar::Server(ServerSidecar {
+                    listen: require(self.listen, "listen", mode)?,
+                    acceptor: options.build()?,
+                    upstream,
+                    cert,
+                    key,
+                    common,
+                }))
+            }
+            Mode::Client => {
+                for (field, set) in [
+                    ("cert", self.cert.is_some()),
+                    ("key", self.key.is_some()),
+                    ("client-ca", self.client_ca.is_some()),
+                    ("sunset", self.sunset.is_some()),
+                    ("fallback-rules", self.fallback_rules.is_some()),
+                    ("handshake-timeout", self.handshake_timeout.is_some()),
+                ] {
+                    misplaced(field, set, Mode::Server)?;
+                }
+                if !upstream.is_tls() {
+                    return Err(ConfigError::Field {
+                        field: "upstream",
+                        error: format!("`{upstream}`: the client sidecar reaches its upstream over PQ TLS; use https://HOST:PORT"),
+                    });
+                }
+                let options = ClientOptions {
+                    ca: self.ca,
+                    insecure: self.insecure.unwrap_or(false),
+                    client_cert: self.client_cert,
+                    client_key: self.client_key,
+                    groups: self.groups,
+                    policy: self.policy,
+                    sni: self.sni,
+                };
+                Ok(Sidecar::Client(ClientSidecar {
+                    listen: require(self.listen, "listen", mode)?,
+                    connector: options.build()?,
+                    upstream,
+                    common,
+                }))
+            }
+        }
+    }
+
+    fn common(&self, mode: Mode) -> Result<Common, ConfigError> {
+        let defaults = ServeOptions::default();
+        let serve = ServeOptions {
+            max_connections: positive(
+                self.max_connections.unwrap_or(defaults.max_connections),
+                "max-connections",
+            )?,
+            max_header_bytes: positive(
+                self.max_header_bytes.unwrap_or(defaults.max_header_bytes),
+                "max-header-bytes",
+            )?,
+            drain_timeout: self.drain_timeout.map_or(defaults.drain_timeout, |d| d.0),
+            ..defaults
+        };
+        let http_defaults = HttpOptions::default();
+        let http = HttpOptions {
+            allowed_origins: OriginAllowList::new(self.allowed_origins.clone().unwrap_or_default()),
+            origin: self.origin.unwrap_or_default(),
+            preserve_host: self.preserve_host.unwrap_or(false),
+            // The client sidecar's peer is a local process: its loopback address means
+            // nothing upstream.
+            forwarded: self.forwarded.unwrap_or(match mode {
+                Mode::Server => ForwardedMode::Replace,
+                Mode::Client => ForwardedMode::Strip,
+            }),
+            max_body_bytes: positive(
+                self.max_body_bytes.unwrap_or(http_defaults.max_body_bytes),
+                "max-body-bytes",
+            )?,
+            upstream_timeout: self
+                .upstream_timeout
+                .map_or(http_defaults.upstream_timeout, |d| d.0),
+        };
+        Ok(Common {
+            admin: self.admin,
+            http,
+            serve,
+            reload_interval: match self.reload_interval {
+                Some(Dur(d)) if d.is_zero() => None,
+                Some(Dur(d)) => Some(d),
+                None => Some(Duration::from_secs(10)),
+            },
+            log_format: self.log_format.unwrap_or_default(),
+        })
+    }
+}
+
+fn require<T>(v: Option<T>, field: &'static str, mode: Mode) -> Result<T, ConfigError> {
+    v.ok_or(ConfigError::Missing { field, mode })
+}
+
+fn positive<T: Default + PartialEq>(v: T, field: &'static str) -> Result<T, ConfigError> {
+    if v == T::default() {
+        Err(ConfigError::Field {
+            field,
+            error: "must be greater than 0".into(),
+        })
+    } else {
+        Ok(v)
+    }
+}
+
+/// A configuration that cannot be used; each names the field (flag or TOML key) to fix.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// `--groups` does not parse.
-    #[error("--groups: {0}")]
+    /// The group list does not parse.
+    #[error("groups: {0}")]
     Groups(GroupError),
-    /// A policy flag does not parse.
+    /// A policy field does not parse.
     #[error("{0}: {1}")]
     Policy(&'static str, PolicyError),
-    /// A certificate flag points at something unusable.
+    /// A certificate field points at something unusable.
     #[error("{0}: {1}")]
     Cert(&'static str, CertError),
-    /// Another flag problem.
-    #[error("{flag}: {error}")]
-    Flag {
-        /// The flag.
-        flag: &'static str,
+    /// Another field problem.
+    #[error("{field}: {error}")]
+    Field {
+        /// The field (flag without dashes, or TOML key).
+        field: &'static str,
         /// What is wrong and how to fix it.
         error: String,
     },
+    /// A required field is missing.
+    #[error("{field} is required in {mode} mode: pass --{field} or set `{field} = ...` in the config file")]
+    Missing {
+        /// The field.
+        field: &'static str,
+        /// The sidecar mode.
+        mode: Mode,
+    },
+    /// The config file cannot be read or parsed.
+    #[error("{}: {error}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with line and key.
+        error: String,
+    },
+    /// The upstream URL is unusable.
+    #[error(transparent)]
+    Upstream(UpstreamError),
     /// The server config is inconsistent (policy vs groups, client CA).
     #[error(transparent)]
     Server(ServerError),

@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use crate::certs::{write_dev_pki, KeyAlg};
 use crate::config::{ClientOptions, ServerOptions};
+use crate::groups::{Group, GroupList};
+use crate::PolicyMode;
 
 /// Runs the demo, writing what both sides saw to `out`.
 pub async fn run(
@@ -33,17 +35,21 @@ pub async fn run(
     )?;
 
     for (title, policy, groups) in [
-        ("client: pq-required, default groups", "pq-required", None),
+        (
+            "client: pq-required, default groups",
+            PolicyMode::PqRequired,
+            None,
+        ),
         (
             "client: classical only (X25519)",
-            "classical-allowed",
-            Some("X25519"),
+            PolicyMode::ClassicalAllowed,
+            Some(GroupList(vec![Group::X25519])),
         ),
     ] {
         let client = ClientOptions {
             ca: Some(dir.join("ca.pem")),
-            policy: Some(policy.to_owned()),
-            groups: groups.map(str::to_owned),
+            policy: Some(policy),
+            groups,
             ..ClientOptions::default()
         }
         .build()?;

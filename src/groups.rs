@@ -130,6 +130,41 @@ impl Group {
     }
 }
 
+/// A group list in order of preference, as written in `--groups` (`A,B`) or a config file
+/// (`"A,B"` or `["A", "B"]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupList(pub Vec<Group>);
+
+impl FromStr for GroupList {
+    type Err = GroupError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Group::parse_list(s).map(Self)
+    }
+}
+
+impl fmt::Display for GroupList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&display_list(&self.0))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for GroupList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            One(String),
+            Many(Vec<String>),
+        }
+        let list = match Written::deserialize(d)? {
+            Written::One(s) => s,
+            Written::Many(v) => v.join(","),
+        };
+        list.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// Checks a group list is usable: not empty, no group twice.
 pub fn check_list(groups: &[Group]) -> Result<(), GroupError> {
     if groups.is_empty() {

@@ -60,6 +60,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod certs;
 pub mod config;
 mod connect;
@@ -71,6 +72,7 @@ pub mod policy;
 pub mod proxy;
 mod reflect;
 mod serve;
+pub mod sidecar;
 pub mod tls;
 
 pub use connect::{get, Fetched};

@@ -6,8 +6,16 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+
 use mcp_pqtls::certs::KeyAlg;
-use mcp_pqtls::config::{ClientOptions, ServerOptions};
+use mcp_pqtls::config::{
+    ClientOptions, Dur, LogFormat, Mode, ServerOptions, Sidecar, SidecarConfig, Sunset,
+};
+use mcp_pqtls::groups::GroupList;
+use mcp_pqtls::policy::FallbackRule;
+use mcp_pqtls::proxy::{ForwardedMode, OriginMode};
+use mcp_pqtls::PolicyMode;
 
 /// Post-quantum TLS 1.3 for remote MCP: hybrid X25519+ML-KEM key exchange with policy.
 #[derive(Parser)]
@@ -19,6 +27,25 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Server sidecar: PQ TLS listener in front of a plain-HTTP MCP server.
+    Server {
+        #[command(flatten)]
+        common: SidecarArgs,
+        #[command(flatten)]
+        tls: ServerSidecarArgs,
+    },
+    /// Client sidecar: plain-HTTP loopback listener for an MCP client, PQ TLS upstream.
+    Client {
+        #[command(flatten)]
+        common: SidecarArgs,
+        #[command(flatten)]
+        tls: ClientSidecarArgs,
+    },
+    /// Validate a sidecar config file (its `mode` says which) without starting anything.
+    CheckConfig {
+        /// The TOML file.
+        file: PathBuf,
+    },
     /// Dev certificates.
     Certs {
         #[command(subcommand)]
@@ -39,12 +66,109 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Make dev certificates, start a PQ server on 127.0.0.1 and connect clients to it.
+    /// The whole tunnel on one machine: dev certificates, an MCP echo server, a server and a
+    /// client sidecar, and MCP requests through them, with what each hop negotiated.
     Demo {
         /// Key algorithm of the dev certificates.
         #[arg(long, default_value = "ecdsa-p256")]
         key_alg: KeyAlg,
     },
+}
+
+/// Flags both sidecars take; each is also a key of the `--config` file (flags win).
+#[derive(Args)]
+struct SidecarArgs {
+    /// TOML config file (keys are these flags' names; see examples/).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Server: http://HOST:PORT or unix:/PATH. Client: https://HOST:PORT.
+    #[arg(long)]
+    upstream: Option<String>,
+    /// Admin listener for /metrics, /healthz, /readyz (e.g. 127.0.0.1:9090).
+    #[arg(long)]
+    admin: Option<SocketAddr>,
+    /// Groups in order of preference (IANA names, comma-separated).
+    #[arg(long)]
+    groups: Option<GroupList>,
+    /// pq-required, pq-preferred or classical-allowed.
+    #[arg(long)]
+    policy: Option<PolicyMode>,
+    /// Origins allowed when a request carries one (comma-separated or repeated; `*`: any).
+    #[arg(long, value_delimiter = ',')]
+    allowed_origins: Option<Vec<String>>,
+    /// Origin sent upstream: rewrite (to the upstream's own), strip or preserve.
+    #[arg(long, value_parser = kebab::<OriginMode>)]
+    origin: Option<OriginMode>,
+    /// Send the client's Host upstream instead of the upstream's authority.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    preserve_host: Option<bool>,
+    /// Forwarded / X-Forwarded-*: replace, append or strip.
+    #[arg(long, value_parser = kebab::<ForwardedMode>)]
+    forwarded: Option<ForwardedMode>,
+    /// Connections served at once.
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Largest request head in bytes.
+    #[arg(long)]
+    max_header_bytes: Option<usize>,
+    /// Largest request body in bytes.
+    #[arg(long)]
+    max_body_bytes: Option<u64>,
+    /// Time the upstream gets to start a response, e.g. 60s (streams have none once started).
+    #[arg(long)]
+    upstream_timeout: Option<Dur>,
+    /// Time in-flight requests and streams get on SIGTERM/SIGINT, e.g. 30s.
+    #[arg(long)]
+    drain_timeout: Option<Dur>,
+    /// Log format: text or json.
+    #[arg(long, value_parser = kebab::<LogFormat>)]
+    log_format: Option<LogFormat>,
+}
+
+/// Server sidecar flags.
+#[derive(Args)]
+struct ServerSidecarArgs {
+    /// PEM certificate chain, end-entity first.
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    /// PEM private key.
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// Require client certificates issued under these CAs (mTLS).
+    #[arg(long)]
+    client_ca: Option<PathBuf>,
+    /// After this RFC 3339 instant, classical fallback is refused (pq-preferred).
+    #[arg(long)]
+    sunset: Option<Sunset>,
+    /// Fallback rule `ACTION KIND:VALUE` (repeatable; first match wins).
+    #[arg(long = "fallback-rule")]
+    fallback_rules: Vec<FallbackRule>,
+    /// Time from TCP accept to a completed handshake, e.g. 10s.
+    #[arg(long)]
+    handshake_timeout: Option<Dur>,
+    /// How often cert and key files are checked for changes (0s: SIGHUP only).
+    #[arg(long)]
+    reload_interval: Option<Dur>,
+}
+
+/// Client sidecar flags.
+#[derive(Args)]
+struct ClientSidecarArgs {
+    /// Trust upstream certificates issued under these CAs (default: system roots).
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// PEM client certificate chain (mTLS).
+    #[arg(long)]
+    client_cert: Option<PathBuf>,
+    /// PEM client key (mTLS).
+    #[arg(long)]
+    client_key: Option<PathBuf>,
+    /// Server name to send and verify instead of the upstream's host.
+    #[arg(long)]
+    sni: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -72,17 +196,17 @@ struct ServerArgs {
     client_ca: Option<PathBuf>,
     /// Groups in order of preference (IANA names, comma-separated).
     #[arg(long)]
-    groups: Option<String>,
+    groups: Option<GroupList>,
     /// pq-required, pq-preferred (default) or classical-allowed.
     #[arg(long)]
-    policy: Option<String>,
+    policy: Option<PolicyMode>,
     /// After this RFC 3339 instant, classical fallback is refused (pq-preferred).
     #[arg(long)]
-    sunset: Option<String>,
+    sunset: Option<Sunset>,
     /// Fallback rule `ACTION KIND:VALUE` (repeatable; first match wins), e.g.
     /// `allow-classical cidr:10.0.0.0/8`, `require-pq sni:*.prod.example.com`.
     #[arg(long = "fallback-rule")]
-    fallback_rules: Vec<String>,
+    fallback_rules: Vec<FallbackRule>,
 }
 
 #[derive(Args)]
@@ -101,10 +225,10 @@ struct ClientArgs {
     client_key: Option<PathBuf>,
     /// Groups in order of preference (IANA names, comma-separated).
     #[arg(long)]
-    groups: Option<String>,
+    groups: Option<GroupList>,
     /// pq-required (default), pq-preferred or classical-allowed.
     #[arg(long)]
-    policy: Option<String>,
+    policy: Option<PolicyMode>,
     /// Server name to send and verify instead of the URL's host.
     #[arg(long)]
     sni: Option<String>,
@@ -115,14 +239,13 @@ const EX_USAGE: u8 = 64;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    match run(Cli::parse()).await {
+    let cli = Cli::parse();
+    // The sidecars read their log format from flags or their file; they set up logging
+    // themselves once that is known.
+    if !matches!(cli.command, Command::Server { .. } | Command::Client { .. }) {
+        init_logging(LogFormat::Text);
+    }
+    match run(cli).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -131,8 +254,71 @@ async fn main() -> ExitCode {
     }
 }
 
+fn init_logging(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+}
+
+/// Parses a kebab-case enum through its serde names, so flag and file accept the same words.
+fn kebab<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
+    T::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(s))
+        .map_err(|e| e.to_string())
+}
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Server { common, tls } => {
+            let flags = SidecarConfig {
+                cert: tls.cert,
+                key: tls.key,
+                client_ca: tls.client_ca,
+                sunset: tls.sunset,
+                fallback_rules: (!tls.fallback_rules.is_empty()).then_some(tls.fallback_rules),
+                handshake_timeout: tls.handshake_timeout,
+                reload_interval: tls.reload_interval,
+                ..SidecarConfig::default()
+            };
+            return run_sidecar(Mode::Server, common, flags).await;
+        }
+        Command::Client { common, tls } => {
+            let flags = SidecarConfig {
+                ca: tls.ca,
+                client_cert: tls.client_cert,
+                client_key: tls.client_key,
+                sni: tls.sni,
+                ..SidecarConfig::default()
+            };
+            return run_sidecar(Mode::Client, common, flags).await;
+        }
+        Command::CheckConfig { file } => {
+            let config = match SidecarConfig::from_file(&file) {
+                Ok(c) => c,
+                Err(e) => return Ok(usage(&e)),
+            };
+            let Some(mode) = config.mode else {
+                eprintln!(
+                    "error: {}: mode is missing: set mode = \"server\" or mode = \"client\"",
+                    file.display()
+                );
+                return Ok(ExitCode::from(EX_USAGE));
+            };
+            match config.resolve(mode) {
+                Ok(sidecar) => println!("{}: ok ({})", file.display(), describe(&sidecar)),
+                Err(e) => {
+                    eprintln!("error: {}: {e}", file.display());
+                    return Ok(ExitCode::from(EX_USAGE));
+                }
+            }
+        }
         Command::Certs {
             command: CertsCommand::Init { dir, key_alg },
         } => {
@@ -186,6 +372,68 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+async fn run_sidecar(
+    mode: Mode,
+    common: SidecarArgs,
+    specific: SidecarConfig,
+) -> anyhow::Result<ExitCode> {
+    let file = match &common.config {
+        Some(path) => match SidecarConfig::from_file(path) {
+            Ok(c) => c,
+            Err(e) => return Ok(usage(&e)),
+        },
+        None => SidecarConfig::default(),
+    };
+    let flags = SidecarConfig {
+        listen: common.listen,
+        upstream: common.upstream,
+        admin: common.admin,
+        groups: common.groups,
+        policy: common.policy,
+        allowed_origins: common.allowed_origins,
+        origin: common.origin,
+        preserve_host: common.preserve_host,
+        forwarded: common.forwarded,
+        max_connections: common.max_connections,
+        max_header_bytes: common.max_header_bytes,
+        max_body_bytes: common.max_body_bytes,
+        upstream_timeout: common.upstream_timeout,
+        drain_timeout: common.drain_timeout,
+        log_format: common.log_format,
+        ..specific
+    };
+    let config = file.overlay(flags);
+    init_logging(config.log_format.unwrap_or_default());
+    let sidecar = match config.resolve(mode) {
+        Ok(s) => s,
+        Err(e) => return Ok(usage(&e)),
+    };
+    sidecar
+        .run(shutdown_signal(), |started| println!("{}", started.summary))
+        .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One line on what a validated config would run.
+fn describe(sidecar: &Sidecar) -> String {
+    match sidecar {
+        Sidecar::Server(s) => format!(
+            "server mode: listen {}, upstream {}, policy {}, groups {}",
+            s.listen,
+            s.upstream,
+            s.acceptor.policy().mode,
+            mcp_pqtls::groups::display_list(s.acceptor.groups())
+        ),
+        Sidecar::Client(c) => format!(
+            "client mode: listen {}, upstream {}, policy {}, groups {}",
+            c.listen,
+            c.upstream,
+            c.connector.policy(),
+            mcp_pqtls::groups::display_list(c.connector.offered_groups())
+        ),
+    }
+}
+
 fn usage(e: &mcp_pqtls::config::ConfigError) -> ExitCode {
     eprintln!("error: {e}");
     ExitCode::from(EX_USAGE)
@@ -217,8 +465,9 @@ impl From<ServerArgs> for ServerOptions {
             client_ca: a.client_ca,
             groups: a.groups,
             policy: a.policy,
-            sunset: a.sunset,
+            sunset: a.sunset.map(|s| s.0),
             fallback_rules: a.fallback_rules,
+            handshake_timeout: None,
         }
     }
 }

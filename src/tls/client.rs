@@ -154,7 +154,13 @@ impl PqConnector {
         &self.inner.offered
     }
 
-    /// Handshake counters, classical fallbacks included.
+    /// The client's policy mode.
+    pub fn policy(&self) -> PolicyMode {
+        self.inner.policy
+    }
+
+    /// Handshake counters: completed per group, HelloRetryRequests, classical fallbacks,
+    /// refusals, failures.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.inner.metrics
     }

@@ -1,0 +1,268 @@
+//! The sidecar's admin listener: `/metrics` (Prometheus text format 0.0.4), `/healthz`,
+//! `/readyz`.
+//!
+//! The exposition is written here rather than through a metrics crate: the counters are
+//! already lock-free atomics in [`crate::metrics`] and [`crate::proxy`], and the text format
+//! for a fixed set of families is a few lines each.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+
+use crate::metrics::{HistogramSnapshot, Metrics, MetricsSnapshot};
+use crate::proxy::{ProxyMetrics, ProxySnapshot};
+
+/// What the admin listener reports on.
+#[derive(Debug, Default)]
+pub struct AdminState {
+    /// Handshake and connection counters (the acceptor's, or the connector's in client mode).
+    pub tls: Arc<Metrics>,
+    /// Connections on the client-facing listener, when they are not in `tls` (client mode).
+    pub listener: Option<Arc<Metrics>>,
+    /// HTTP counters.
+    pub proxy: Arc<ProxyMetrics>,
+    /// Serving and not draining: `/readyz` says 200.
+    pub ready: AtomicBool,
+    /// Certificate reloads that took effect.
+    pub reloads_ok: AtomicU64,
+    /// Certificate reloads refused (the old certificate stayed).
+    pub reloads_failed: AtomicU64,
+}
+
+impl AdminState {
+    /// Answers one admin request.
+    pub fn respond(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        let (status, ctype, body) = match req.uri().path() {
+            "/metrics" => (
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                self.render(),
+            ),
+            "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
+            "/readyz" if self.ready.load(Relaxed) => {
+                (StatusCode::OK, "text/plain", "ready\n".to_owned())
+            }
+            "/readyz" => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "not ready (starting or draining)\n".to_owned(),
+            ),
+            _ => (
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "try /metrics, /healthz or /readyz\n".to_owned(),
+            ),
+        };
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        *r.status_mut() = status;
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static(ctype),
+        );
+        r
+    }
+
+    /// All metrics in Prometheus text format.
+    pub fn render(&self) -> String {
+        let tls = self.tls.snapshot();
+        let conns = self.listener.as_ref().map_or_else(
+            || (tls.connections_active, tls.connections_rejected),
+            |l| {
+                let s = l.snapshot();
+                (s.connections_active, s.connections_rejected)
+            },
+        );
+        let mut out = String::new();
+        render_tls(&mut out, &tls);
+        family(
+            &mut out,
+            "connections_active",
+            "gauge",
+            "Client connections open now.",
+        );
+        sample(&mut out, "connections_active", "", conns.0);
+        family(
+            &mut out,
+            "connections_rejected_total",
+            "counter",
+            "Connections closed at accept because max-connections was reached.",
+        );
+        sample(&mut out, "connections_rejected_total", "", conns.1);
+        render_proxy(&mut out, &self.proxy.snapshot());
+        family(
+            &mut out,
+            "cert_reloads_total",
+            "counter",
+            "Certificate reloads by result (a failed reload keeps the old certificate).",
+        );
+        sample(
+            &mut out,
+            "cert_reloads_total",
+            "result=\"ok\"",
+            self.reloads_ok.load(Relaxed),
+        );
+        sample(
+            &mut out,
+            "cert_reloads_total",
+            "result=\"failed\"",
+            self.reloads_failed.load(Relaxed),
+        );
+        out
+    }
+}
+
+const PREFIX: &str = "mcp_pqtls_";
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(
+        out,
+        "# HELP {PREFIX}{name} {help}\n# TYPE {PREFIX}{name} {kind}"
+    );
+}
+
+fn sample(out: &mut String, name: &str, labels: &str, value: impl std::fmt::Display) {
+    if labels.is_empty() {
+        let _ = writeln!(out, "{PREFIX}{name} {value}");
+    } else {
+        let _ = writeln!(out, "{PREFIX}{name}{{{labels}}} {value}");
+    }
+}
+
+fn histogram(out: &mut String, name: &str, help: &str, h: &HistogramSnapshot) {
+    family(out, name, "histogram", help);
+    for (le, n) in &h.buckets {
+        sample(out, &format!("{name}_bucket"), &format!("le=\"{le}\""), n);
+    }
+    sample(out, &format!("{name}_bucket"), "le=\"+Inf\"", h.count);
+    sample(out, &format!("{name}_sum"), "", h.sum_seconds);
+    sample(out, &format!("{name}_count"), "", h.count);
+}
+
+fn render_tls(out: &mut String, m: &MetricsSnapshot) {
+    family(
+        out,
+        "handshakes_total",
+        "counter",
+        "TLS handshakes by result; completed ones by group and pq, refused ones by reason.",
+    );
+    for g in crate::groups::Group::ALL {
+        sample(
+            out,
+            "handshakes_total",
+            &format!("result=\"ok\",group=\"{}\",pq=\"{}\"", g.name(), g.is_pq()),
+            m.handshakes(g),
+        );
+    }
+    if let Some((_, n)) = m.handshakes_by_group.iter().find(|(g, _)| *g == "other") {
+        sample(
+            out,
+            "handshakes_total",
+            "result=\"ok\",group=\"other\",pq=\"false\"",
+            n,
+        );
+    }
+    for (reason, n) in &m.refusals_by_reason {
+        sample(
+            out,
+            "handshakes_total",
+            &format!("result=\"refused\",reason=\"{reason}\""),
+            n,
+        );
+    }
+    sample(
+        out,
+        "handshakes_total",
+        "result=\"failed\"",
+        m.handshake_failures,
+    );
+    sample(
+        out,
+        "handshakes_total",
+        "result=\"timeout\"",
+        m.handshake_timeouts,
+    );
+    for (name, help, v) in [
+        (
+            "classical_fallbacks_total",
+            "Handshakes that fell back to a classical group under pq-preferred.",
+            m.classical_fallbacks,
+        ),
+        (
+            "hello_retries_total",
+            "Handshakes that needed a HelloRetryRequest.",
+            m.hello_retries,
+        ),
+        ("resumed_total", "Resumed handshakes.", m.resumed),
+    ] {
+        family(out, name, "counter", help);
+        sample(out, name, "", v);
+    }
+    histogram(
+        out,
+        "handshake_duration_seconds",
+        "Time from TCP accept to a completed or failed handshake.",
+        &m.handshake_seconds,
+    );
+}
+
+fn render_proxy(out: &mut String, p: &ProxySnapshot) {
+    family(
+        out,
+        "responses_total",
+        "counter",
+        "HTTP responses sent to clients by status class (upstream's and the sidecar's own).",
+    );
+    for (class, n) in &p.responses_by_class {
+        sample(out, "responses_total", &format!("class=\"{class}\""), n);
+    }
+    family(
+        out,
+        "upstream_errors_total",
+        "counter",
+        "Upstream requests that got no response, by kind.",
+    );
+    for (kind, n) in &p.upstream_errors {
+        sample(out, "upstream_errors_total", &format!("kind=\"{kind}\""), n);
+    }
+    histogram(
+        out,
+        "upstream_duration_seconds",
+        "Time from request to the upstream's response head.",
+        &p.upstream_seconds,
+    );
+    for (name, kind, help, v) in [
+        (
+            "streams_active",
+            "gauge",
+            "SSE streams open now.",
+            p.streams_active,
+        ),
+        ("streams_total", "counter", "SSE streams opened.", p.streams),
+        (
+            "origin_refused_total",
+            "counter",
+            "Requests refused (403) for an Origin not in allowed-origins.",
+            p.origin_refused,
+        ),
+        (
+            "body_too_large_total",
+            "counter",
+            "Requests refused (413) for a body over max-body-bytes.",
+            p.body_too_large,
+        ),
+        (
+            "response_bytes_total",
+            "counter",
+            "Response body bytes sent to clients.",
+            p.response_bytes,
+        ),
+    ] {
+        family(out, name, kind, help);
+        sample(out, name, "", v);
+    }
+}

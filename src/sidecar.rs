@@ -1,0 +1,269 @@
+//! Running a validated [`Sidecar`]: the listener, the proxy, the admin listener,
+//! certificate reload (SIGHUP and file changes) and graceful shutdown.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::net::TcpListener;
+use tracing::{error, info, warn};
+
+use crate::admin::AdminState;
+use crate::certs::Identity;
+use crate::config::{Common, Sidecar};
+use crate::groups::display_list;
+use crate::proxy::{Proxy, Side, UpstreamConnector};
+use crate::tls::PqAcceptor;
+
+/// What a started sidecar listens on.
+#[derive(Clone, Debug)]
+pub struct Started {
+    /// `server` or `client`.
+    pub mode: &'static str,
+    /// The bound client-facing address.
+    pub listen: SocketAddr,
+    /// The bound admin address.
+    pub admin: Option<SocketAddr>,
+    /// One line saying what listens where, the upstream, the policy and the groups.
+    pub summary: String,
+}
+
+impl Sidecar {
+    /// Binds the listeners, calls `started` (the CLI prints the summary), then serves until
+    /// `shutdown` completes and in-flight requests drain (or the drain timeout passes).
+    pub async fn run<F: Future>(
+        self,
+        shutdown: F,
+        started: impl FnOnce(&Started),
+    ) -> io::Result<()> {
+        match self {
+            Sidecar::Server(s) => {
+                let listener = bind(s.listen, "listen").await?;
+                let acceptor = Arc::new(s.acceptor);
+                let proxy = Proxy::new(
+                    s.upstream.clone(),
+                    UpstreamConnector::for_upstream(&s.upstream),
+                    Side::Server,
+                    s.common.http.clone(),
+                );
+                let state = Arc::new(AdminState {
+                    tls: acceptor.metrics().clone(),
+                    proxy: proxy.metrics().clone(),
+                    ..AdminState::default()
+                });
+                let admin = start_admin(s.common.admin, &state).await?;
+                let cert = acceptor.certificate();
+                let summary = format!(
+                    "mcp-pqtls server: listening on https://{} -> upstream {}; policy {}, groups {}; certificate {} ({}, expires {}){}",
+                    listener.local_addr()?,
+                    s.upstream,
+                    acceptor.policy().mode,
+                    display_list(acceptor.groups()),
+                    cert.subject,
+                    cert.key_algorithm,
+                    cert.not_after,
+                    admin.map(|a| format!("; admin http://{a}")).unwrap_or_default(),
+                );
+                let info = Started {
+                    mode: "server",
+                    listen: listener.local_addr()?,
+                    admin,
+                    summary,
+                };
+                info!(listen = %info.listen, upstream = %s.upstream, policy = %acceptor.policy().mode,
+                    groups = %display_list(acceptor.groups()), admin = ?admin, "Server sidecar started");
+                started(&info);
+                let reload = tokio::spawn(reload_loop(
+                    acceptor.clone(),
+                    s.cert,
+                    s.key,
+                    s.common.reload_interval,
+                    state.clone(),
+                ));
+                let metrics = acceptor.metrics().clone();
+                let result = serve(
+                    listener,
+                    Some(acceptor),
+                    proxy,
+                    &s.common,
+                    metrics,
+                    &state,
+                    shutdown,
+                )
+                .await;
+                reload.abort();
+                result
+            }
+            Sidecar::Client(s) => {
+                let listener = bind(s.listen, "listen").await?;
+                if !listener.local_addr()?.ip().is_loopback() {
+                    warn!(listen = %s.listen, "The client sidecar listens in plain HTTP on a non-loopback address: anyone who can reach it can use the upstream as this client");
+                }
+                let tls_metrics = s.connector.metrics().clone();
+                let proxy = Proxy::new(
+                    s.upstream.clone(),
+                    s.connector.clone(),
+                    Side::Client,
+                    s.common.http.clone(),
+                );
+                let listener_metrics = Arc::<crate::metrics::Metrics>::default();
+                let state = Arc::new(AdminState {
+                    tls: tls_metrics,
+                    listener: Some(listener_metrics.clone()),
+                    proxy: proxy.metrics().clone(),
+                    ..AdminState::default()
+                });
+                let admin = start_admin(s.common.admin, &state).await?;
+                let summary = format!(
+                    "mcp-pqtls client: listening on http://{} -> upstream {} over PQ TLS; policy {}, groups {}{}",
+                    listener.local_addr()?,
+                    s.upstream,
+                    s.connector.policy(),
+                    display_list(s.connector.offered_groups()),
+                    admin.map(|a| format!("; admin http://{a}")).unwrap_or_default(),
+                );
+                let info = Started {
+                    mode: "client",
+                    listen: listener.local_addr()?,
+                    admin,
+                    summary,
+                };
+                info!(listen = %info.listen, upstream = %s.upstream, policy = %s.connector.policy(),
+                    groups = %display_list(s.connector.offered_groups()), admin = ?admin, "Client sidecar started");
+                started(&info);
+                serve(
+                    listener,
+                    None,
+                    proxy,
+                    &s.common,
+                    listener_metrics,
+                    &state,
+                    shutdown,
+                )
+                .await
+            }
+        }
+    }
+}
+
+async fn serve<C, F>(
+    listener: TcpListener,
+    acceptor: Option<Arc<PqAcceptor>>,
+    proxy: Proxy<C>,
+    common: &Common,
+    metrics: Arc<crate::metrics::Metrics>,
+    state: &Arc<AdminState>,
+    shutdown: F,
+) -> io::Result<()>
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+    F: Future,
+{
+    state.ready.store(true, Relaxed);
+    let ready = state.clone();
+    let shutdown = async move {
+        shutdown.await;
+        ready.ready.store(false, Relaxed);
+    };
+    crate::serve_with(listener, acceptor, proxy, &common.serve, metrics, shutdown).await
+}
+
+async fn bind(addr: SocketAddr, field: &str) -> io::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| io::Error::new(e.kind(), format!("{field}: cannot listen on {addr}: {e}")))
+}
+
+async fn start_admin(
+    addr: Option<SocketAddr>,
+    state: &Arc<AdminState>,
+) -> io::Result<Option<SocketAddr>> {
+    let Some(addr) = addr else { return Ok(None) };
+    let listener = bind(addr, "admin").await?;
+    let bound = listener.local_addr()?;
+    let state = state.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, std::convert::Infallible>(state.respond(&req)) }
+    });
+    // The admin listener lives as long as the process: it answers /readyz (503) while
+    // the main listener drains.
+    let options = crate::ServeOptions {
+        max_connections: 64,
+        ..crate::ServeOptions::default()
+    };
+    tokio::spawn(async move {
+        crate::serve_with(
+            listener,
+            None,
+            service,
+            &options,
+            Arc::default(),
+            std::future::pending::<()>(),
+        )
+        .await
+    });
+    Ok(Some(bound))
+}
+
+/// Reloads the certificate and key on SIGHUP and, every `interval`, when either file's
+/// modification time changed. A pair that does not load is refused and logged; the old
+/// one stays in use.
+async fn reload_loop(
+    acceptor: Arc<PqAcceptor>,
+    cert: PathBuf,
+    key: PathBuf,
+    interval: Option<Duration>,
+    state: Arc<AdminState>,
+) {
+    let mut seen = (modified(&cert), modified(&key));
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        let poll = async {
+            match interval {
+                Some(i) => tokio::time::sleep(i).await,
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(unix)]
+        let hangup = async {
+            match hup.as_mut() {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hangup = std::future::pending::<Option<()>>();
+        let trigger = tokio::select! {
+            _ = poll => "file change",
+            _ = hangup => "SIGHUP",
+        };
+        let now = (modified(&cert), modified(&key));
+        if trigger == "file change" && now == seen {
+            continue;
+        }
+        seen = now;
+        match Identity::load(&cert, &key, acceptor.signature_schemes()) {
+            Ok(identity) => {
+                let info = identity.info().clone();
+                acceptor.replace_identity(identity);
+                state.reloads_ok.fetch_add(1, Relaxed);
+                info!(trigger, subject = %info.subject, key_algorithm = %info.key_algorithm,
+                    not_after = %info.not_after, "Certificate reloaded: new handshakes use it");
+            }
+            Err(e) => {
+                state.reloads_failed.fetch_add(1, Relaxed);
+                error!(trigger, error = %e, "Certificate reload refused; still serving the previous certificate");
+            }
+        }
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
