@@ -1,0 +1,659 @@
+//! The sidecars in-process, over real sockets: SSE streamed event by event through the
+//! full tunnel, header hygiene, Origin, limits, upstream failures, what each hop announces.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Channel, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use mcp_pqtls::certs::KeyAlg;
+use mcp_pqtls::config::{Dur, Mode, SidecarConfig};
+use mcp_pqtls::groups::GroupList;
+use mcp_pqtls::sidecar::Started;
+use mcp_pqtls::{Group, PolicyMode};
+use support::Pki;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{oneshot, Notify};
+
+/// Deadlock guard for reads that must complete; never a speed assertion.
+const GUARD: Duration = Duration::from_secs(30);
+
+type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// A plain-HTTP upstream standing in for an MCP server:
+/// - `/headers?status=N`: the request headers as JSON, with status N (default 200);
+/// - `/sse`: an event stream: `one` at once, `two` only after `release` is notified;
+/// - `/never`: never answers.
+struct Upstream {
+    addr: SocketAddr,
+    requests: Arc<AtomicUsize>,
+    release: Arc<Notify>,
+}
+
+impl Upstream {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let release = Arc::new(Notify::new());
+        let (r, n) = (requests.clone(), release.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let (r, n) = (r.clone(), n.clone());
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    r.fetch_add(1, Ordering::SeqCst);
+                    let n = n.clone();
+                    async move { Ok::<_, Infallible>(upstream_route(req, n).await) }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), svc),
+                );
+            }
+        });
+        Self {
+            addr,
+            requests,
+            release,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+async fn upstream_route(req: Request<Incoming>, release: Arc<Notify>) -> Response<Body> {
+    match req.uri().path() {
+        "/sse" => {
+            let (mut tx, body) = Channel::<Bytes, Infallible>::new(4);
+            tokio::spawn(async move {
+                let _ = tx.send_data(Bytes::from("id: 1\ndata: one\n\n")).await;
+                release.notified().await;
+                let _ = tx
+                    .send_data(Bytes::from(": ping\r\n\r\nid: 2\ndata: two\n\n"))
+                    .await;
+                // Keep the stream open a while, as MCP servers do.
+                tokio::time::sleep(GUARD).await;
+            });
+            Response::builder()
+                .header("content-type", "text/event-stream")
+                .header("cache-control", "no-cache")
+                .body(body.boxed())
+                .unwrap()
+        }
+        "/never" => std::future::pending().await,
+        _ => {
+            let status = req
+                .uri()
+                .query()
+                .and_then(|q| q.strip_prefix("status="))
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(200);
+            let mut seen = BTreeMap::<String, String>::new();
+            for (k, v) in req.headers() {
+                let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                seen.entry(k.as_str().to_owned())
+                    .and_modify(|e| e.push_str(&format!(", {v}")))
+                    .or_insert(v);
+            }
+            seen.insert(":method".into(), req.method().to_string());
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            seen.insert(":body-len".into(), body.len().to_string());
+            Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .header("mcp-session-id", "s-123")
+                .header("x-mcp-pqtls-group", "forged-by-upstream")
+                .body(Full::new(Bytes::from(serde_json::to_vec(&seen).unwrap())).boxed())
+                .unwrap()
+        }
+    }
+}
+
+/// A sidecar running in this process until dropped.
+struct Running {
+    started: Started,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+async fn run(mode: Mode, config: SidecarConfig) -> Running {
+    let sidecar = config.resolve(mode).expect("valid config");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(async move {
+        sidecar
+            .run(
+                async {
+                    let _ = stopped.await;
+                },
+                move |s| {
+                    let _ = tx.send(s.clone());
+                },
+            )
+            .await
+            .unwrap();
+    });
+    Running {
+        started: rx.await.unwrap(),
+        stop: Some(stop),
+    }
+}
+
+fn server_config(pki: &Pki, upstream: &str) -> SidecarConfig {
+    SidecarConfig {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        upstream: Some(upstream.to_owned()),
+        cert: Some(pki.path("server.pem")),
+        key: Some(pki.path("server.key")),
+        admin: Some("127.0.0.1:0".parse().unwrap()),
+        ..SidecarConfig::default()
+    }
+}
+
+fn client_config(pki: &Pki, server: &Running) -> SidecarConfig {
+    SidecarConfig {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        upstream: Some(format!(
+            "https://localhost:{}",
+            server.started.listen.port()
+        )),
+        ca: Some(pki.path("ca.pem")),
+        admin: Some("127.0.0.1:0".parse().unwrap()),
+        ..SidecarConfig::default()
+    }
+}
+
+/// An HTTPS client trusting the dev CA, offering `groups` under `policy`.
+fn tls_client(
+    pki: &Pki,
+    groups: &[Group],
+    policy: PolicyMode,
+) -> Client<mcp_pqtls::tls::PqConnector, Full<Bytes>> {
+    let connector = support::connector(pki.client(groups, policy));
+    Client::builder(TokioExecutor::new()).build(connector)
+}
+
+fn plain_client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+async fn json(res: Response<Incoming>) -> serde_json::Value {
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&body).unwrap_or_else(|_| panic!("not JSON: {body:?}"))
+}
+
+async fn text(res: Response<Incoming>) -> String {
+    String::from_utf8_lossy(&res.into_body().collect().await.unwrap().to_bytes()).into_owned()
+}
+
+/// Reads body frames until `needle` has arrived; returns everything read.
+async fn read_until(body: &mut Incoming, needle: &str) -> String {
+    let mut seen = String::new();
+    tokio::time::timeout(GUARD, async {
+        while !seen.contains(needle) {
+            let frame = body.frame().await.expect("stream ended").unwrap();
+            if let Some(d) = frame.data_ref() {
+                seen.push_str(&String::from_utf8_lossy(d));
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("`{needle}` never arrived; got {seen:?}"));
+    seen
+}
+
+fn https(server: &Running, path: &str) -> http::Uri {
+    format!("https://localhost:{}{path}", server.started.listen.port())
+        .parse()
+        .unwrap()
+}
+
+fn http_url(running: &Running, path: &str) -> http::Uri {
+    format!("http://{}{path}", running.started.listen)
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn sse_event_arrives_before_the_next_is_sent_through_the_full_tunnel() {
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let upstream = Upstream::start().await;
+    let server = run(Mode::Server, server_config(&pki, &upstream.url())).await;
+    let client = run(Mode::Client, client_config(&pki, &server)).await;
+
+    let res = plain_client()
+        .request(
+            Request::get(http_url(&client, "/sse"))
+                .header("accept", "text/event-stream")
+                .header("last-event-id", "0")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    assert_eq!(res.headers()["x-mcp-pqtls-group"], "X25519MLKEM768");
+    let mut body = res.into_body();
+    // The upstream holds `two` until we release it: `one` must get here on its own.
+    let first = read_until(&mut body, "data: one").await;
+    assert!(!first.contains("two"), "{first:?}");
+    upstream.release.notify_one();
+    let rest = read_until(&mut body, "data: two").await;
+    // Comment lines and CRLF framing pass untouched.
+    assert!(
+        rest.contains(": ping\r\n\r\nid: 2\ndata: two\n\n"),
+        "{rest:?}"
+    );
+}
+
+#[tokio::test]
+async fn sse_streams_over_h2_and_http1_from_a_tls_client() {
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let upstream = Upstream::start().await;
+    let server = run(Mode::Server, server_config(&pki, &upstream.url())).await;
+    for alpn in [&b"h2"[..], b"http/1.1"] {
+        let mut config = pki.client(&[Group::X25519MLKEM768], PolicyMode::PqRequired);
+        config.alpn = vec![alpn.to_vec()];
+        let client = Client::builder(TokioExecutor::new())
+            .build::<_, Full<Bytes>>(support::connector(config));
+        let res = client.get(https(&server, "/sse")).await.unwrap();
+        let expected = if alpn == b"h2" {
+            http::Version::HTTP_2
+        } else {
+            http::Version::HTTP_11
+        };
+        assert_eq!(res.version(), expected);
+        let mut body = res.into_body();
+        let first = read_until(&mut body, "data: one").await;
+        assert!(!first.contains("two"));
+        upstream.release.notify_one();
+        read_until(&mut body, "data: two").await;
+    }
+}
+
+#[tokio::test]
+async fn upstream_sees_clean_headers_and_our_tls_info_only() {
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let upstream = Upstream::start().await;
+    let server = run(Mode::Server, server_config(&pki, &upstream.url())).await;
+    let client = tls_client(&pki, &[Group::X25519MLKEM768], PolicyMode::PqRequired);
+    let req = Request::post(https(&server, "/headers?status=202"))
+        .header("x-mcp-pqtls-group", "forged")
+        .header("X-MCP-PQTLS-Client-Identity", "spiffe://admin")
+        .header("connection", "x-hop")
+        .header("x-hop", "secret")
+        .header("keep-alive", "timeout=5")
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("mcp-session-id", "s-123")
+        .header("mcp-protocol-version", "2025-11-25")
+        .header("last-event-id", "42")
+        .header("accept", "application/json, text/event-stream")
+        .body(Full::new(Bytes::from_static(b"{\"jsonrpc\":\"2.0\"}")))
+        .unwrap();
+    let res = client.request(req).await.unwrap();
+    // Statuses pass through; the upstream's forged TLS-info header does not.
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    assert_eq!(res.headers()["mcp-session-id"], "s-123");
+    assert!(!res.headers().contains_key("x-mcp-pqtls-group"));
+    let seen = json(res).await;
+    assert_eq!(seen["x-mcp-pqtls-group"], "X25519MLKEM768");
+    assert_eq!(seen["x-mcp-pqtls-pq"], "true");
+    assert_eq!(seen["x-mcp-pqtls-classical-fallback"], "false");
+    assert_eq!(seen["x-mcp-pqtls-sni"], "localhost");
+    assert!(seen.get("x-mcp-pqtls-client-identity").is_none(), "{seen}");
+    assert!(seen.get("x-hop").is_none() && seen.get("keep-alive").is_none());
+    assert_eq!(seen["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen["x-forwarded-proto"], "https");
+    assert_eq!(seen["host"], upstream.addr.to_string());
+    for h in [
+        "mcp-session-id",
+        "mcp-protocol-version",
+        "last-event-id",
+        "accept",
+    ] {
+        assert!(seen.get(h).is_some(), "{h} lost: {seen}");
+    }
+    assert_eq!(seen[":method"], "POST");
+    assert_eq!(seen[":body-len"], "17");
+    for status in [404, 405] {
+        let res = client
+            .request(
+                Request::delete(https(&server, &format!("/headers?status={status}")))
+                    .body(Full::default())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), status);
+    }
+}
+
+#[tokio::test]
+async fn classical_fallback_is_announced_upstream() {
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let upstream = Upstream::start().await;
+    let server = run(Mode::Server, server_config(&pki, &upstream.url())).await;
+    let client = tls_client(&pki, &[Group::X25519], PolicyMode::ClassicalAllowed);
+    let seen = json(client.get(https(&server, "/headers")).await.unwrap()).await;
+    assert_eq!(seen["x-mcp-pqtls-group"], "X25519");
+    assert_eq!(seen["x-mcp-pqtls-pq"], "false");
+    assert_eq!(seen["x-mcp-pqtls-classical-fallback"], "true");
+}
+
+#[tokio::test]
+async fn origin_not_allowed_is_refused_before_upstream_and_allowed_one_is_rewritten() {
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let upstream = Upstream::start().await;
+    let server = run(
+        Mode::Server,
+        SidecarConfig {
+            allowed_origins: Some(vec!["https://app.example.com".into()]),
+            ..server_config(&pki, &upstream.url())
+        },
+    )
+    .await;
+    let client = tls_client(&pki, &[Group::X25519MLKEM768], PolicyMode::PqRequired);
+    let with_origin = |o: &str| {
+        Request::post(https(&server, "/headers"))
+            .header("origin", o)
+            .body(Full::default())
+            .unwrap()
+    };
+    let res = client
+        .request(with_origin("https://evil.example"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert!(text(res).await.contains("https://evil.example"));
+    assert_eq!(upstream.requests(), 0);
+
+    let seen = json(
+        client
+            .request(with_origin("https://app.example.com"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(seen["origin"], format!("http://{}", upstream.addr));
+    assert_eq!(upstream.requests(), 1);
+    let metrics = scrape(&server).await;
+    assert!(
+        metrics.contains("mcp_pqtls_origin_refused_total 1"),
+        "{metrics}"
+    );
+}
+
+async fn scrape(running: &Running) -> String {
+    let admin = running.started.admin.expect("admin listener");
+    let res = plain_client()
+        .get(format!("http://{admin}/metrics").parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    text(res).await
+}
+
+#[tokio::test]
+async fn body_and_header_limits_get_clear_statuses_and_others_are_unaffected() {
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let upstream = Upstream::start().await;
+    let server = run(
+        Mode::Server,
+        SidecarConfig {
+            max_body_bytes: Some(1024),
+            max_header_bytes: Some(8192),
+            ..server_config(&pki, &upstream.url())
+        },
+    )
+    .await;
+    let client = tls_client(&pki, &[Group::X25519MLKEM768], PolicyMode::PqRequired);
+    // Declared too large.
+    let res = client
+        .request(
+            Request::post(https(&server, "/headers"))
+                .body(Full::new(Bytes::from(vec![b'x'; 4096])))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(text(res).await.contains("max-body-bytes (1024 bytes)"));
+    // Chunked, found too large while streaming.
+    let (mut tx, chunked) = Channel::<Bytes, Infallible>::new(8);
+    tokio::spawn(async move {
+        for _ in 0..8 {
+            let _ = tx.send_data(Bytes::from(vec![b'y'; 512])).await;
+        }
+    });
+    let streaming = Client::builder(TokioExecutor::new()).build(support::connector(
+        pki.client(&[Group::X25519MLKEM768], PolicyMode::PqRequired),
+    ));
+    let res = streaming
+        .request(
+            Request::post(https(&server, "/headers"))
+                .body(chunked)
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // Within the limit: fine.
+    let res = client
+        .request(
+            Request::post(https(&server, "/headers"))
+                .body(Full::new(Bytes::from(vec![b'x'; 1000])))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    // A request head over the limit: 431 on HTTP/1.1.
+    let mut config = pki.client(&[Group::X25519MLKEM768], PolicyMode::PqRequired);
+    config.alpn = vec![b"http/1.1".to_vec()];
+    let h1 =
+        Client::builder(TokioExecutor::new()).build::<_, Full<Bytes>>(support::connector(config));
+    let res = h1
+        .request(
+            Request::get(https(&server, "/headers"))
+                .header("x-big", "z".repeat(20_000))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    // Others are unaffected.
+    let res = client.get(https(&server, "/headers")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn max_connections_closes_the_extra_connection_only() {
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let upstream = Upstream::start().await;
+    let server = run(
+        Mode::Server,
+        SidecarConfig {
+            max_connections: Some(1),
+            ..server_config(&pki, &upstream.url())
+        },
+    )
+    .await;
+    let client = tls_client(&pki, &[Group::X25519MLKEM768], PolicyMode::PqRequired);
+    // Hold the one connection with an open stream.
+    let res = client.get(https(&server, "/sse")).await.unwrap();
+    let mut stream = res.into_body();
+    read_until(&mut stream, "data: one").await;
+    // A second connection is closed without a byte.
+    let mut extra = tokio::net::TcpStream::connect(server.started.listen)
+        .await
+        .unwrap();
+    let _ = extra.write_all(b"\x16\x03\x01\x00\x05hello").await;
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(GUARD, extra.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the extra connection got bytes");
+    // The first connection's stream goes on.
+    upstream.release.notify_one();
+    read_until(&mut stream, "data: two").await;
+    let metrics = scrape(&server).await;
+    assert!(
+        metrics.contains("mcp_pqtls_connections_rejected_total 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("mcp_pqtls_streams_active 1"), "{metrics}");
+}
+
+#[tokio::test]
+async fn upstream_down_is_502_and_silent_upstream_is_504() {
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    // A port nothing listens on.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let server = run(
+        Mode::Server,
+        server_config(&pki, &format!("http://{closed}")),
+    )
+    .await;
+    let client = tls_client(&pki, &[Group::X25519MLKEM768], PolicyMode::PqRequired);
+    let res = client.get(https(&server, "/mcp")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
+    let body = text(res).await;
+    assert!(
+        body.contains(&format!("upstream http://{closed} unavailable")),
+        "{body}"
+    );
+    let metrics = scrape(&server).await;
+    assert!(
+        metrics.contains("mcp_pqtls_upstream_errors_total{kind=\"connect\"} 1"),
+        "{metrics}"
+    );
+
+    let upstream = Upstream::start().await;
+    let server = run(
+        Mode::Server,
+        SidecarConfig {
+            upstream_timeout: Some(Dur(Duration::from_millis(300))),
+            ..server_config(&pki, &upstream.url())
+        },
+    )
+    .await;
+    let res = client.get(https(&server, "/never")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
+    // The timeout covers the response head only: a stream open longer than it lives on.
+    let res = client.get(https(&server, "/sse")).await.unwrap();
+    let mut body = res.into_body();
+    read_until(&mut body, "data: one").await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    upstream.release.notify_one();
+    read_until(&mut body, "data: two").await;
+}
+
+#[tokio::test]
+async fn client_sidecar_refuses_a_classical_only_server_by_default() {
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let upstream = Upstream::start().await;
+    let server = run(
+        Mode::Server,
+        SidecarConfig {
+            groups: Some(GroupList(vec![Group::X25519])),
+            policy: Some(PolicyMode::ClassicalAllowed),
+            ..server_config(&pki, &upstream.url())
+        },
+    )
+    .await;
+    let client = run(Mode::Client, client_config(&pki, &server)).await;
+    let res = plain_client()
+        .get(http_url(&client, "/headers"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
+    let body = text(res).await;
+    assert!(body.contains("HandshakeFailure"), "{body}");
+    assert_eq!(upstream.requests(), 0);
+
+    // pq-preferred on the client: classical is allowed and announced in the response.
+    let client = run(
+        Mode::Client,
+        SidecarConfig {
+            policy: Some(PolicyMode::PqPreferred),
+            ..client_config(&pki, &server)
+        },
+    )
+    .await;
+    let res = plain_client()
+        .get(http_url(&client, "/headers"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["x-mcp-pqtls-group"], "X25519");
+    assert_eq!(res.headers()["x-mcp-pqtls-classical-fallback"], "true");
+}
+
+#[tokio::test]
+async fn admin_health_and_metrics() {
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let upstream = Upstream::start().await;
+    let server = run(Mode::Server, server_config(&pki, &upstream.url())).await;
+    let client = tls_client(&pki, &[Group::X25519MLKEM768], PolicyMode::PqRequired);
+    assert_eq!(
+        client
+            .get(https(&server, "/headers"))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    let admin = server.started.admin.unwrap();
+    for (path, status) in [("/healthz", 200), ("/readyz", 200), ("/nope", 404)] {
+        let res = plain_client()
+            .get(format!("http://{admin}{path}").parse().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), status, "{path}");
+    }
+    let m = scrape(&server).await;
+    for line in [
+        "mcp_pqtls_handshakes_total{result=\"ok\",group=\"X25519MLKEM768\",pq=\"true\"} 1",
+        "mcp_pqtls_handshakes_total{result=\"refused\",reason=\"no_pq_group_offered\"} 0",
+        "mcp_pqtls_handshake_duration_seconds_count 1",
+        "mcp_pqtls_responses_total{class=\"2xx\"} 1",
+        "mcp_pqtls_upstream_duration_seconds_count 1",
+        "mcp_pqtls_classical_fallbacks_total 0",
+        "# TYPE mcp_pqtls_handshake_duration_seconds histogram",
+    ] {
+        assert!(m.contains(line), "missing `{line}` in\n{m}");
+    }
+}
