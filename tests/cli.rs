@@ -97,18 +97,18 @@ fn unknown_group_names_the_flag_and_lists_known_groups() {
         "server.key",
         &["--groups", "X25519MLKEM768,X448"],
     );
-    assert_eq!(out.status.code(), Some(64));
+    assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    assert!(err.contains("--groups: unknown group `X448`; known groups: X25519MLKEM768, SecP256r1MLKEM768, SecP384r1MLKEM1024"), "{err}");
+    assert!(err.contains("invalid value 'X25519MLKEM768,X448' for '--groups <GROUPS>': unknown group `X448`; known groups: X25519MLKEM768, SecP256r1MLKEM768, SecP384r1MLKEM1024"), "{err}");
 }
 
 #[test]
 fn empty_group_list_is_refused() {
     let pki = Pki::new(KeyAlg::EcdsaP256);
     let out = reflect_with(&pki, "server.pem", "server.key", &["--groups", ""]);
-    assert_eq!(out.status.code(), Some(64));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr(&out).contains("--groups: group list is empty"),
+        stderr(&out).contains("'--groups <GROUPS>': group list is empty"),
         "{}",
         stderr(&out)
     );
@@ -138,7 +138,7 @@ fn missing_certificate_file_names_the_file() {
     assert_eq!(out.status.code(), Some(64));
     let err = stderr(&out);
     assert!(
-        err.contains("--cert/--key: cannot read certificate from") && err.contains("nope.pem"),
+        err.contains("cert/key: cannot read certificate from") && err.contains("nope.pem"),
         "{err}"
     );
 }
@@ -183,10 +183,11 @@ fn bad_fallback_rule_and_policy_are_refused() {
         "server.key",
         &["--fallback-rule", "allow-classical cidr:10.0.0.300/8"],
     );
-    assert_eq!(out.status.code(), Some(64));
-    assert!(stderr(&out).contains("--fallback-rule: invalid fallback rule `allow-classical cidr:10.0.0.300/8`: not a CIDR"), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("'--fallback-rule <FALLBACK_RULES>': invalid fallback rule `allow-classical cidr:10.0.0.300/8`: not a CIDR"), "{}", stderr(&out));
     let out = reflect_with(&pki, "server.pem", "server.key", &["--policy", "strict"]);
-    assert!(stderr(&out).contains("--policy: unknown policy mode `strict`; use pq-required, pq-preferred or classical-allowed"), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("'--policy <POLICY>': unknown policy mode `strict`; use pq-required, pq-preferred or classical-allowed"), "{}", stderr(&out));
 }
 
 /// Starts `reflect` on an ephemeral port; returns the child and the port it printed.

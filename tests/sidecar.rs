@@ -3,11 +3,9 @@
 
 mod support;
 
-use std::collections::BTreeMap;
+use support::upstream::{Upstream, GUARD};
+
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,7 +13,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Channel, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use mcp_pqtls::certs::KeyAlg;
 use mcp_pqtls::config::{Dur, Mode, SidecarConfig};
 use mcp_pqtls::groups::GroupList;
@@ -23,110 +21,7 @@ use mcp_pqtls::sidecar::Started;
 use mcp_pqtls::{Group, PolicyMode};
 use support::Pki;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{oneshot, Notify};
-
-/// Deadlock guard for reads that must complete; never a speed assertion.
-const GUARD: Duration = Duration::from_secs(30);
-
-type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
-
-/// A plain-HTTP upstream standing in for an MCP server:
-/// - `/headers?status=N`: the request headers as JSON, with status N (default 200);
-/// - `/sse`: an event stream: `one` at once, `two` only after `release` is notified;
-/// - `/never`: never answers.
-struct Upstream {
-    addr: SocketAddr,
-    requests: Arc<AtomicUsize>,
-    release: Arc<Notify>,
-}
-
-impl Upstream {
-    async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let requests = Arc::new(AtomicUsize::new(0));
-        let release = Arc::new(Notify::new());
-        let (r, n) = (requests.clone(), release.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    return;
-                };
-                let (r, n) = (r.clone(), n.clone());
-                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    r.fetch_add(1, Ordering::SeqCst);
-                    let n = n.clone();
-                    async move { Ok::<_, Infallible>(upstream_route(req, n).await) }
-                });
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), svc),
-                );
-            }
-        });
-        Self {
-            addr,
-            requests,
-            release,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn requests(&self) -> usize {
-        self.requests.load(Ordering::SeqCst)
-    }
-}
-
-async fn upstream_route(req: Request<Incoming>, release: Arc<Notify>) -> Response<Body> {
-    match req.uri().path() {
-        "/sse" => {
-            let (mut tx, body) = Channel::<Bytes, Infallible>::new(4);
-            tokio::spawn(async move {
-                let _ = tx.send_data(Bytes::from("id: 1\ndata: one\n\n")).await;
-                release.notified().await;
-                let _ = tx
-                    .send_data(Bytes::from(": ping\r\n\r\nid: 2\ndata: two\n\n"))
-                    .await;
-                // Keep the stream open a while, as MCP servers do.
-                tokio::time::sleep(GUARD).await;
-            });
-            Response::builder()
-                .header("content-type", "text/event-stream")
-                .header("cache-control", "no-cache")
-                .body(body.boxed())
-                .unwrap()
-        }
-        "/never" => std::future::pending().await,
-        _ => {
-            let status = req
-                .uri()
-                .query()
-                .and_then(|q| q.strip_prefix("status="))
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(200);
-            let mut seen = BTreeMap::<String, String>::new();
-            for (k, v) in req.headers() {
-                let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
-                seen.entry(k.as_str().to_owned())
-                    .and_modify(|e| e.push_str(&format!(", {v}")))
-                    .or_insert(v);
-            }
-            seen.insert(":method".into(), req.method().to_string());
-            let body = req.into_body().collect().await.unwrap().to_bytes();
-            seen.insert(":body-len".into(), body.len().to_string());
-            Response::builder()
-                .status(status)
-                .header("content-type", "application/json")
-                .header("mcp-session-id", "s-123")
-                .header("x-mcp-pqtls-group", "forged-by-upstream")
-                .body(Full::new(Bytes::from(serde_json::to_vec(&seen).unwrap())).boxed())
-                .unwrap()
-        }
-    }
-}
+use tokio::sync::oneshot;
 
 /// A sidecar running in this process until dropped.
 struct Running {

@@ -1,6 +1,8 @@
 //! Test helpers: dev PKIs, a reflect server on 127.0.0.1 with a request counter, clients.
 #![allow(dead_code)] // Each test binary uses a different subset.
 
+pub mod upstream;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
