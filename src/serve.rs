@@ -209,6 +209,8 @@ where
             .instrument(span),
         );
     }
+    // Closed now, so new connections are refused at once instead of waiting in the backlog.
+    drop(listener);
     let _ = stop_tx.send(true);
     info!(drain_timeout = ?options.drain_timeout, "Shutting down: no new connections; draining in-flight requests");
     if tokio::time::timeout(options.drain_timeout, graceful.shutdown())

@@ -1,0 +1,396 @@
+//! The sidecar binary as operators run it: certificate reload under an open SSE stream,
+//! SIGTERM drain, config files and `check-config`.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http_body_util::BodyExt;
+use mcp_pqtls::certs::KeyAlg;
+use mcp_pqtls::{Group, PolicyMode};
+use support::upstream::{Upstream, GUARD};
+use support::{KillOnDrop, Pki};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mcp-pqtls"))
+}
+
+/// A running sidecar process: its port, its admin port, and its log lines so far.
+struct Proc {
+    child: KillOnDrop,
+    port: u16,
+    admin: Option<u16>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    fn spawn(args: &[&str]) -> Self {
+        let mut child = KillOnDrop(
+            bin()
+                .args(args)
+                .env("RUST_LOG", "info")
+                .env("NO_COLOR", "1")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = BufReader::new(child.0.stderr.take().unwrap());
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut stdout = BufReader::new(child.0.stdout.take().unwrap());
+        let mut summary = String::new();
+        stdout.read_line(&mut summary).unwrap();
+        let port_after = |marker: &str| -> Option<u16> {
+            let rest = summary.split(marker).nth(1)?;
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        };
+        let port = port_after("listening on https://127.0.0.1:")
+            .or_else(|| port_after("listening on http://127.0.0.1:"))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no listen address in {summary:?}; log: {:?}",
+                    log.lock().unwrap()
+                )
+            });
+        let admin = port_after("admin http://127.0.0.1:");
+        Self {
+            child,
+            port,
+            admin,
+            log,
+        }
+    }
+
+    /// Waits until a log line contains every one of `needles`.
+    fn wait_log(&self, needles: &[&str]) -> String {
+        let deadline = Instant::now() + GUARD;
+        loop {
+            if let Some(l) = self
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| needles.iter().all(|n| l.contains(n)))
+            {
+                return l.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needles:?}; log:\n{}",
+                self.log.lock().unwrap().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.0.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} failed");
+    }
+}
+
+fn server_args<'a>(pki_dir: &'a str, upstream: &'a str, extra: &[&'a str]) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--upstream",
+        upstream,
+        "--cert",
+        &format!("{pki_dir}/server.pem"),
+        "--key",
+        &format!("{pki_dir}/server.key"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+fn spawn_server(pki_dir: &Path, upstream: &str, extra: &[&str]) -> Proc {
+    let args = server_args(pki_dir.to_str().unwrap(), upstream, extra);
+    Proc::spawn(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// A `pq-required` client trusting `pki`'s CA.
+fn client_of(pki: &Pki) -> mcp_pqtls::tls::PqConnector {
+    support::connector(pki.client(&[Group::X25519MLKEM768], PolicyMode::PqRequired))
+}
+
+fn url(port: u16, path: &str) -> http::Uri {
+    format!("https://localhost:{port}{path}").parse().unwrap()
+}
+
+async fn read_until(body: &mut hyper::body::Incoming, needle: &str) -> String {
+    let mut seen = String::new();
+    tokio::time::timeout(GUARD, async {
+        while !seen.contains(needle) {
+            let frame = body.frame().await.expect("stream ended").unwrap();
+            if let Some(d) = frame.data_ref() {
+                seen.push_str(&String::from_utf8_lossy(d));
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("`{needle}` never arrived; got {seen:?}"));
+    seen
+}
+
+/// Opens a streaming GET through a fresh connection and returns its body.
+async fn open_stream(
+    connector: mcp_pqtls::tls::PqConnector,
+    port: u16,
+    path: &str,
+) -> hyper::body::Incoming {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, http_body_util::Full<bytes::Bytes>>(connector);
+    let res = client.get(url(port, path)).await.unwrap();
+    assert_eq!(res.status(), 200);
+    res.into_body()
+}
+
+fn copy_identity(from: &Pki, to: &Path) {
+    for f in ["server.pem", "server.key"] {
+        std::fs::copy(from.path(f), to.join(f)).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn certificate_reload_keeps_open_streams_and_refuses_a_bad_certificate() {
+    let old = Pki::new(KeyAlg::EcdsaP256);
+    let new = Pki::new(KeyAlg::MlDsa65);
+    let live = tempfile::tempdir().unwrap();
+    copy_identity(&old, live.path());
+    let upstream = Upstream::start().await;
+    let server = spawn_server(
+        live.path(),
+        &upstream.url(),
+        &["--reload-interval", "100ms"],
+    );
+
+    let mut stream = open_stream(client_of(&old), server.port, "/sse").await;
+    read_until(&mut stream, "data: one").await;
+
+    // A file change: new handshakes get the new certificate.
+    copy_identity(&new, live.path());
+    server.wait_log(&["Certificate reloaded", "ml-dsa-65"]);
+    let fetched = mcp_pqtls::get(&client_of(&new), url(server.port, "/headers"))
+        .await
+        .unwrap();
+    assert_eq!(fetched.info.signature_scheme.as_deref(), Some("mldsa65"));
+    let refused = mcp_pqtls::get(&client_of(&old), url(server.port, "/headers")).await;
+    assert!(refused.is_err(), "the old CA still verifies");
+
+    // The stream opened under the old certificate keeps going.
+    upstream.release.notify_one();
+    read_until(&mut stream, "data: two").await;
+
+    // A broken certificate is refused; the new one stays in use.
+    std::fs::write(live.path().join("server.pem"), "not a certificate").unwrap();
+    server.signal("-HUP");
+    server.wait_log(&["Certificate reload refused"]);
+    let fetched = mcp_pqtls::get(&client_of(&new), url(server.port, "/headers"))
+        .await
+        .unwrap();
+    assert!(fetched.status.is_success());
+    let metrics = scrape(server.admin.unwrap()).await;
+    assert!(
+        metrics.contains("mcp_pqtls_cert_reloads_total{result=\"ok\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("mcp_pqtls_cert_reloads_total{result=\"failed\"}"),
+        "{metrics}"
+    );
+}
+
+async fn scrape(admin: u16) -> String {
+    get_plain(&format!("http://127.0.0.1:{admin}/metrics"))
+        .await
+        .1
+}
+
+async fn get_plain(url: &str) -> (u16, String) {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let res = client.get(url.parse().unwrap()).await.unwrap();
+    let status = res.status().as_u16();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn sigterm_stops_accepting_and_drains_in_flight_requests() {
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let upstream = Upstream::start().await;
+    let mut server = spawn_server(pki.dir.path(), &upstream.url(), &["--drain-timeout", "3s"]);
+    let admin = server.admin.unwrap();
+    assert_eq!(
+        get_plain(&format!("http://127.0.0.1:{admin}/readyz"))
+            .await
+            .0,
+        200
+    );
+    let connector = client_of(&pki);
+    let port = server.port;
+    let in_flight =
+        tokio::spawn(async move { mcp_pqtls::get(&connector, url(port, "/slow")).await });
+    // The request is at the upstream before we signal.
+    tokio::time::timeout(GUARD, async {
+        while upstream.requests() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
+    server.signal("-TERM");
+    server.wait_log(&["Shutting down"]);
+    assert_eq!(
+        get_plain(&format!("http://127.0.0.1:{admin}/readyz"))
+            .await
+            .0,
+        503
+    );
+    assert!(
+        mcp_pqtls::get(&client_of(&pki), url(port, "/headers"))
+            .await
+            .is_err(),
+        "a new connection was served during the drain"
+    );
+    upstream.release_slow.notify_one();
+    let fetched = in_flight
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}; log:\n{}", server.log.lock().unwrap().join("\n")));
+    assert!(fetched.status.is_success());
+    assert_eq!(&fetched.body[..], b"slow but sure");
+    let status = tokio::task::spawn_blocking(move || server.child.0.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn example_configs_pass_check_config() {
+    let dir = tempfile::tempdir().unwrap();
+    mcp_pqtls::certs::write_dev_pki(&dir.path().join("certs/dev"), KeyAlg::EcdsaP256).unwrap();
+    for (file, mode) in [
+        ("server.toml", "server mode"),
+        ("client.toml", "client mode"),
+    ] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples")
+            .join(file);
+        let out = bin()
+            .arg("check-config")
+            .arg(&path)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains(&format!("ok ({mode}")), "{stdout}");
+    }
+}
+
+#[test]
+fn bad_config_files_name_the_field_the_value_and_the_fix() {
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let dir = tempfile::tempdir().unwrap();
+    let cert = pki.path("server.pem");
+    let key = pki.path("server.key");
+    let base =
+        format!("mode = \"server\"\nlisten = \"127.0.0.1:0\"\ncert = {cert:?}\nkey = {key:?}\n");
+    for (extra, expected) in [
+        (
+            "upstream = \"http://127.0.0.1:8000\"\ngrops = [\"X25519\"]\n",
+            vec!["unknown field `grops`", "line 6"],
+        ),
+        (
+            "upstream = \"http://127.0.0.1:8000\"\ngroups = [\"X25519MLKEM768\", \"X448\"]\n",
+            vec!["unknown group `X448`; known groups: X25519MLKEM768"],
+        ),
+        (
+            "upstream = \"http://127.0.0.1:8000\"\npolicy = \"strict\"\n",
+            vec!["unknown policy mode `strict`; use pq-required"],
+        ),
+        (
+            "upstream = \"http://127.0.0.1:8000\"\ndrain-timeout = \"soon\"\n",
+            vec!["`soon` is not a duration such as 10s"],
+        ),
+        (
+            "upstream = \"http://127.0.0.1:8000\"\norigin = \"keep\"\n",
+            vec!["unknown variant `keep`", "rewrite"],
+        ),
+        (
+            "",
+            vec!["upstream is required in server mode: pass --upstream or set `upstream = ...`"],
+        ),
+        (
+            "upstream = \"https://127.0.0.1:8000\"\n",
+            vec!["speaks plain HTTP to its upstream; use http://HOST:PORT or unix:/PATH"],
+        ),
+        (
+            "upstream = \"http://127.0.0.1:8000/mcp\"\n",
+            vec!["upstream `http://127.0.0.1:8000/mcp`: give only scheme, host and port"],
+        ),
+        (
+            "upstream = \"http://127.0.0.1:8000\"\nsni = \"x\"\n",
+            vec!["sni: only applies to client mode; remove it"],
+        ),
+        (
+            "upstream = \"http://127.0.0.1:8000\"\npolicy = \"pq-required\"\ngroups = \"X25519\"\n",
+            vec!["policy pq-required needs a post-quantum group"],
+        ),
+    ] {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, format!("{base}{extra}")).unwrap();
+        let out = bin().arg("check-config").arg(&path).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{extra}: {err}");
+        for e in expected {
+            assert!(err.contains(e), "{extra}: expected `{e}` in: {err}");
+        }
+    }
+    // No mode: check-config cannot guess.
+    let path = dir.path().join("nomode.toml");
+    std::fs::write(&path, "listen = \"127.0.0.1:0\"\n").unwrap();
+    let out = bin().arg("check-config").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mode is missing"));
+    // Flags override the file: the file's broken upstream is replaced.
+    let path = dir.path().join("over.toml");
+    std::fs::write(&path, format!("{base}upstream = \"ftp://nope\"\n")).unwrap();
+    let server = Proc::spawn(&[
+        "server",
+        "--config",
+        path.to_str().unwrap(),
+        "--upstream",
+        "http://127.0.0.1:9",
+    ]);
+    server.wait_log(&["Server sidecar started", "upstream=http://127.0.0.1:9"]);
+}
