@@ -4,14 +4,11 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 use mcp_pqtls::certs::KeyAlg;
+use support::process::bin;
 use support::{KillOnDrop, Pki};
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_mcp-pqtls"))
-}
 
 fn run(args: &[&str]) -> Output {
     bin().args(args).env("RUST_LOG", "warn").output().unwrap()

@@ -1,0 +1,100 @@
+//! The `mcp-pqtls` binary as a child process: its startup line and its log.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::upstream::GUARD;
+use super::KillOnDrop;
+
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mcp-pqtls"))
+}
+
+/// A running sidecar process: its port, its admin port, and its log lines so far.
+pub struct Proc {
+    pub child: KillOnDrop,
+    pub port: u16,
+    pub admin: Option<u16>,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    pub fn spawn(args: &[&str]) -> Self {
+        let mut child = KillOnDrop(
+            bin()
+                .args(args)
+                .env("RUST_LOG", "info")
+                .env("NO_COLOR", "1")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = BufReader::new(child.0.stderr.take().unwrap());
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut stdout = BufReader::new(child.0.stdout.take().unwrap());
+        let mut summary = String::new();
+        stdout.read_line(&mut summary).unwrap();
+        let port_after = |marker: &str| -> Option<u16> {
+            let rest = summary.split(marker).nth(1)?;
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        };
+        let port = port_after("listening on https://127.0.0.1:")
+            .or_else(|| port_after("listening on http://127.0.0.1:"))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no listen address in {summary:?}; log: {:?}",
+                    log.lock().unwrap()
+                )
+            });
+        let admin = port_after("admin http://127.0.0.1:");
+        Self {
+            child,
+            port,
+            admin,
+            log,
+        }
+    }
+
+    /// Waits until a log line contains every one of `needles`.
+    pub fn wait_log(&self, needles: &[&str]) -> String {
+        let deadline = Instant::now() + GUARD;
+        loop {
+            if let Some(l) = self
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| needles.iter().all(|n| l.contains(n)))
+            {
+                return l.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needles:?}; log:\n{}",
+                self.log.lock().unwrap().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.0.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} failed");
+    }
+}
