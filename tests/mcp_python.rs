@@ -1,0 +1,192 @@
+//! Real MCP peers: the official Python SDK's server behind `mcp-pqtls server`, and its client
+//! through `mcp-pqtls client` (the full tunnel) or straight to the server sidecar. The SDK is
+//! installed into target/mcp-python by `interop/install-python-mcp.sh` when missing.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use mcp_pqtls::certs::KeyAlg;
+use serde_json::Value;
+use support::process::Proc;
+use support::{KillOnDrop, Pki};
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The venv's python, installing the SDK if needed. `None` (test skipped) only outside CI.
+fn python() -> Option<&'static PathBuf> {
+    static PYTHON: OnceLock<Option<PathBuf>> = OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            let out = Command::new("bash")
+                .arg(repo().join("interop/install-python-mcp.sh"))
+                .stderr(Stdio::inherit())
+                .output()
+                .expect("bash");
+            let path = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .last()
+                .map(|l| PathBuf::from(l.trim()));
+            match path {
+                Some(p) if out.status.success() && p.exists() => Some(p),
+                _ if std::env::var_os("CI").is_some() => {
+                    panic!("interop/install-python-mcp.sh failed in CI")
+                }
+                _ => {
+                    eprintln!("SKIPPED: the Python MCP SDK could not be installed (see above)");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+/// The SDK's server on 127.0.0.1, with its port.
+fn python_server(python: &Path, transport: &str) -> (KillOnDrop, u16) {
+    let mut child = KillOnDrop(
+        Command::new(python)
+            .arg(repo().join("tests/mcp/server.py"))
+            .args(["--transport", transport])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line
+        .trim()
+        .strip_prefix("listening on 127.0.0.1:")
+        .unwrap_or_else(|| panic!("server.py said {line:?}"))
+        .parse()
+        .unwrap();
+    (child, port)
+}
+
+/// Runs the SDK's client scenario against `url`; returns its JSON report.
+fn python_client(python: &Path, url: &str, transport: &str, ca: Option<&Path>) -> Value {
+    let mut cmd = Command::new(python);
+    cmd.arg(repo().join("tests/mcp/client.py"))
+        .arg(url)
+        .args(["--transport", transport]);
+    if let Some(ca) = ca {
+        cmd.arg("--ca").arg(ca);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "client.py {url} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn server_sidecar(pki: &Pki, upstream_port: u16, extra: &[&str]) -> Proc {
+    let upstream = format!("http://127.0.0.1:{upstream_port}");
+    let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
+    let mut args = vec![
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &upstream,
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    Proc::spawn(&args)
+}
+
+fn client_sidecar(pki: &Pki, server: &Proc) -> Proc {
+    let upstream = format!("https://localhost:{}", server.port);
+    let ca = pki.path("ca.pem");
+    Proc::spawn(&[
+        "client",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &upstream,
+        "--ca",
+        ca.to_str().unwrap(),
+    ])
+}
+
+/// The MCP scenario went through whole: tools, echo, and progress notifications that
+/// arrived one by one (the server sleeps 300 ms between them; a buffering hop would
+/// deliver them together at the end).
+fn assert_scenario(report: &Value, upstream_port: u16) {
+    assert_eq!(report["server_name"], "mcp-pqtls-test-server", "{report}");
+    assert_eq!(
+        report["tools"],
+        serde_json::json!(["countdown", "echo", "tls_info"])
+    );
+    assert_eq!(report["echo"], "hello through pq tls");
+    assert_eq!(report["countdown"], "done 3");
+    let progress = report["progress"].as_array().unwrap();
+    assert_eq!(progress.len(), 3, "{report}");
+    let t: Vec<f64> = progress.iter().map(|p| p["t"].as_f64().unwrap()).collect();
+    assert!(t[2] - t[0] >= 0.5, "progress arrived bunched up: {t:?}");
+    // The SDK's DNS-rebinding protection saw its own authority.
+    assert_eq!(
+        report["tls_info"]["host"],
+        format!("127.0.0.1:{upstream_port}")
+    );
+}
+
+#[test]
+fn full_tunnel_streamable_http_and_legacy_sse() {
+    let Some(python) = python() else { return };
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    for (transport, path) in [("streamable-http", "/mcp"), ("sse", "/sse")] {
+        let (_mcp, port) = python_server(python, transport);
+        let server = server_sidecar(&pki, port, &["--policy", "pq-required"]);
+        let client = client_sidecar(&pki, &server);
+        let report = python_client(
+            python,
+            &format!("http://127.0.0.1:{}{path}", client.port),
+            transport,
+            None,
+        );
+        assert_scenario(&report, port);
+        let tls = &report["tls_info"];
+        assert_eq!(tls["x-mcp-pqtls-group"], "X25519MLKEM768", "{transport}");
+        assert_eq!(tls["x-mcp-pqtls-pq"], "true");
+        assert_eq!(tls["x-mcp-pqtls-classical-fallback"], "false");
+        assert_eq!(tls["x-forwarded-proto"], "https");
+        server.wait_log(&["TLS connection established", "tls.group=X25519MLKEM768"]);
+    }
+}
+
+#[test]
+fn sdk_client_straight_to_the_server_sidecar_over_https() {
+    let Some(python) = python() else { return };
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let (_mcp, port) = python_server(python, "streamable-http");
+    let server = server_sidecar(&pki, port, &[]);
+    let ca = pki.path("ca.pem");
+    let report = python_client(
+        python,
+        &format!("https://localhost:{}/mcp", server.port),
+        "streamable-http",
+        Some(&ca),
+    );
+    assert_scenario(&report, port);
+    // Whatever Python's OpenSSL negotiated, the announcement is consistent with it, and a
+    // classical handshake is marked as the fallback it is (and logged at warn).
+    let tls = &report["tls_info"];
+    let pq = tls["x-mcp-pqtls-pq"] == "true";
+    assert_eq!(tls["x-mcp-pqtls-classical-fallback"], (!pq).to_string());
+    assert_eq!(tls["x-mcp-pqtls-sni"], "localhost");
+    if !pq {
+        server.wait_log(&["WARN", "Classical key exchange"]);
+    }
+}
