@@ -330,6 +330,8 @@ pub struct Common {
 
 /// A validated sidecar.
 #[derive(Debug)]
+// One per process: boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Sidecar {
     /// `mcp-pqtls server`.
     Server(ServerSidecar),

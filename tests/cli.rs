@@ -273,3 +273,25 @@ fn connect_fails_with_the_reason_when_pq_required_server_refuses() {
     let err = stderr(&out);
     assert!(err.contains("handshake with localhost failed: received fatal alert: HandshakeFailure (the server accepts none of the groups we offered (X25519), or its policy refused them)"), "{err}");
 }
+
+#[test]
+fn demo_runs_mcp_through_the_whole_tunnel_and_shows_each_hop() {
+    let out = run(&["demo"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", stderr(&out));
+    for line in [
+        "initialize                  HTTP 200",
+        "notifications/initialized   HTTP 202",
+        "tools: echo, tls_info",
+        "\"hello over post-quantum TLS\"",
+    ] {
+        assert!(stdout.contains(line), "missing `{line}` in:\n{stdout}");
+    }
+    // Both ends of the TLS hop agree it was post-quantum.
+    assert_eq!(
+        stdout.matches("x-mcp-pqtls-group: X25519MLKEM768").count(),
+        2,
+        "{stdout}"
+    );
+    assert_eq!(stdout.matches("x-mcp-pqtls-pq: true").count(), 2);
+}

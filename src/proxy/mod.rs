@@ -149,7 +149,9 @@ where
         };
         let response = match response {
             Ok(r) => r.map(|b| b.map_err(BoxError::from).boxed()),
-            Err(local) => local.map(|b| b.map_err(|never| match never {}).boxed()),
+            Err(local) => local
+                .into_response()
+                .map(|b| b.map_err(|never| match never {}).boxed()),
         };
         inner.metrics.response(response.status());
         Tracked::wrap(response, log)
@@ -160,7 +162,7 @@ where
         &self,
         req: Request<Incoming>,
         peer: SocketAddr,
-    ) -> Result<Request<BoxBody<Bytes, BoxError>>, Response<Full<Bytes>>> {
+    ) -> Result<Request<BoxBody<Bytes, BoxError>>, LocalReply> {
         let inner = &*self.inner;
         if let Err(origin) = inner.options.allowed_origins.check(req.headers()) {
             inner.metrics.origin_refused();
@@ -234,7 +236,7 @@ where
         &self,
         req: Request<BoxBody<Bytes, BoxError>>,
         started: Instant,
-    ) -> Result<Response<Incoming>, Response<Full<Bytes>>> {
+    ) -> Result<Response<Incoming>, LocalReply> {
         let inner = &*self.inner;
         let (method, path) = (req.method().clone(), req.uri().path().to_owned());
         let timeout = inner.options.upstream_timeout;
@@ -282,7 +284,7 @@ where
         Ok(response)
     }
 
-    fn body_too_large(&self) -> Response<Full<Bytes>> {
+    fn body_too_large(&self) -> LocalReply {
         self.inner.metrics.body_too_large();
         local(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -306,15 +308,26 @@ pub fn is_event_stream(headers: &http::HeaderMap) -> bool {
         })
 }
 
-/// A response made here rather than upstream.
-fn local(status: StatusCode, body: String) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
+/// A response made here rather than upstream: a status and a one-line reason.
+struct LocalReply {
+    status: StatusCode,
+    body: String,
+}
+
+impl LocalReply {
+    fn into_response(self) -> Response<Full<Bytes>> {
+        let mut r = Response::new(Full::new(Bytes::from(self.body)));
+        *r.status_mut() = self.status;
+        r.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        r
+    }
+}
+
+fn local(status: StatusCode, body: String) -> LocalReply {
+    LocalReply { status, body }
 }
 
 fn error_chain<'a>(
