@@ -309,6 +309,8 @@ pub struct ClientSidecar {
     pub upstream: Upstream,
     /// The TLS connector.
     pub connector: PqConnector,
+    /// The upstream's certificate is not verified (`insecure`).
+    pub insecure: bool,
     /// The shared sidecar parts.
     pub common: Common,
 }
@@ -459,6 +461,7 @@ impl SidecarConfig {
                     ("sunset", self.sunset.is_some()),
                     ("fallback-rules", self.fallback_rules.is_some()),
                     ("handshake-timeout", self.handshake_timeout.is_some()),
+                    ("reload-interval", self.reload_interval.is_some()),
                 ] {
                     misplaced(field, set, Mode::Server)?;
                 }
@@ -468,9 +471,10 @@ impl SidecarConfig {
                         error: format!("`{upstream}`: the client sidecar reaches its upstream over PQ TLS; use https://HOST:PORT"),
                     });
                 }
+                let insecure = self.insecure.unwrap_or(false);
                 let options = ClientOptions {
                     ca: self.ca,
-                    insecure: self.insecure.unwrap_or(false),
+                    insecure,
                     client_cert: self.client_cert,
                     client_key: self.client_key,
                     groups: self.groups,
@@ -480,6 +484,7 @@ impl SidecarConfig {
                 Ok(Sidecar::Client(ClientSidecar {
                     listen: require(self.listen, "listen", mode)?,
                     connector: options.build()?,
+                    insecure,
                     upstream,
                     common,
                 }))

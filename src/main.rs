@@ -406,7 +406,14 @@ async fn run_sidecar(
     init_logging(config.log_format.unwrap_or_default());
     let sidecar = match config.resolve(mode) {
         Ok(s) => s,
-        Err(e) => return Ok(usage(&e)),
+        Err(e) => {
+            let from = common
+                .config
+                .map(|p| format!(" (flags and {})", p.display()))
+                .unwrap_or_default();
+            eprintln!("error{from}: {e}");
+            return Ok(ExitCode::from(EX_USAGE));
+        }
     };
     sidecar
         .run(shutdown_signal(), |started| println!("{}", started.summary))

@@ -118,10 +118,14 @@ impl Sidecar {
                     ..AdminState::default()
                 });
                 let admin = start_admin(s.common.admin, &state).await?;
+                if s.insecure {
+                    warn!(upstream = %s.upstream, "insecure: the upstream's certificate is NOT verified; anyone on the path can impersonate it");
+                }
                 let summary = format!(
-                    "mcp-pqtls client: listening on http://{} -> upstream {} over PQ TLS; policy {}, groups {}{}",
+                    "mcp-pqtls client: listening on http://{} -> upstream {} over PQ TLS{}; policy {}, groups {}{}",
                     listener.local_addr()?,
                     s.upstream,
+                    if s.insecure { " (certificate NOT verified: insecure)" } else { "" },
                     s.connector.policy(),
                     display_list(s.connector.offered_groups()),
                     admin.map(|a| format!("; admin http://{a}")).unwrap_or_default(),
@@ -135,7 +139,19 @@ impl Sidecar {
                 info!(listen = %info.listen, upstream = %s.upstream, policy = %s.connector.policy(),
                     groups = %display_list(s.connector.offered_groups()), admin = ?admin, "Client sidecar started");
                 started(&info);
-                serve(
+                // SIGHUP's default action would kill the process; operators send it to every
+                // sidecar after rotating files.
+                #[cfg(unix)]
+                let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                    .ok()
+                    .map(|mut h| {
+                        tokio::spawn(async move {
+                            while h.recv().await.is_some() {
+                                info!("SIGHUP: the client sidecar serves no certificate; nothing to reload");
+                            }
+                        })
+                    });
+                let result = serve(
                     listener,
                     None,
                     proxy,
@@ -144,7 +160,12 @@ impl Sidecar {
                     &state,
                     shutdown,
                 )
-                .await
+                .await;
+                #[cfg(unix)]
+                if let Some(h) = hup {
+                    h.abort();
+                }
+                result
             }
         }
     }

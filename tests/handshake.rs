@@ -240,8 +240,17 @@ async fn mtls_records_client_identity_and_refuses_clients_without_a_certificate(
         Server::start(pki.mtls_server(&[X25519MLKEM768], policy(PolicyMode::PqRequired))).await;
     let mut with_cert = pki.client(&[X25519MLKEM768], PolicyMode::PqRequired);
     with_cert.identity = Some(pki.client_identity());
-    let (_, theirs) = fetch(&connector(with_cert), &server).await.unwrap();
+    let (ours, theirs) = fetch(&connector(with_cert.clone()), &server).await.unwrap();
     assert_eq!(theirs["client_identity"], "spiffe://mcp-pqtls.dev/client");
+    assert_eq!(
+        ours.client_identity.as_deref(),
+        Some("spiffe://mcp-pqtls.dev/client")
+    );
+    // A server that never asks: the certificate is not sent, and not claimed.
+    let plain = Server::start(pki.server(&[X25519MLKEM768], policy(PolicyMode::PqRequired))).await;
+    let (ours, theirs) = fetch(&connector(with_cert), &plain).await.unwrap();
+    assert_eq!(ours.client_identity, None);
+    assert!(theirs["client_identity"].is_null());
 
     let without = connector(pki.client(&[X25519MLKEM768], PolicyMode::PqRequired));
     let err = fetch(&without, &server).await.unwrap_err();

@@ -67,6 +67,10 @@ impl Body for Tracked {
                 if let Some(data) = frame.data_ref() {
                     self.bytes += data.len() as u64;
                 }
+                // hyper stops polling once the body says it has ended.
+                if self.inner.is_end_stream() {
+                    self.complete = true;
+                }
             }
             Poll::Ready(None) => self.complete = true,
             _ => {}

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, ORIGIN};
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, ORIGIN};
 
 use crate::tls::ConnectionInfo;
 
@@ -145,6 +145,8 @@ pub fn forwarded(headers: &mut HeaderMap, mode: ForwardedMode, hop: &Hop<'_>) {
     };
     let mut element = format!("for={for_node};proto={}", hop.proto);
     if let Some(h) = hop.host {
+        // A quoted-string (RFC 7239): the client's Host must not break out of it.
+        let h = h.replace('\\', "\\\\").replace('"', "\\\"");
         element.push_str(&format!(";host=\"{h}\""));
     }
     match mode {
@@ -239,17 +241,15 @@ pub enum OriginMode {
     Preserve,
 }
 
-/// Sets `Host` and `Origin` for the upstream hop.
+/// Sets `Host` (to `host`: the upstream's authority, or the client's when preserved) and
+/// `Origin` for the upstream hop.
 pub fn upstream_host_origin(
     headers: &mut HeaderMap,
-    upstream_authority: &str,
+    host: &str,
     upstream_origin: &str,
-    preserve_host: bool,
     origin: OriginMode,
 ) {
-    if !preserve_host || !headers.contains_key(HOST) {
-        set(headers, "host", upstream_authority);
-    }
+    set(headers, "host", host);
     if headers.contains_key(ORIGIN) {
         match origin {
             OriginMode::Rewrite => set(headers, "origin", upstream_origin),
@@ -389,24 +389,23 @@ mod tests {
             &mut h,
             "127.0.0.1:8000",
             "http://127.0.0.1:8000",
-            false,
             OriginMode::Rewrite,
         );
         assert_eq!(h["host"], "127.0.0.1:8000");
         assert_eq!(h["origin"], "http://127.0.0.1:8000");
 
         let mut h = map(&start);
-        upstream_host_origin(&mut h, "127.0.0.1:8000", "", true, OriginMode::Strip);
+        upstream_host_origin(&mut h, "mcp.example.com", "", OriginMode::Strip);
         assert_eq!(h["host"], "mcp.example.com");
         assert!(!h.contains_key("origin"));
 
         let mut h = map(&start);
-        upstream_host_origin(&mut h, "u:1", "http://u:1", false, OriginMode::Preserve);
+        upstream_host_origin(&mut h, "u:1", "http://u:1", OriginMode::Preserve);
         assert_eq!(h["origin"], "https://app.example.com");
 
         // No Origin sent: none invented.
         let mut h = map(&[]);
-        upstream_host_origin(&mut h, "u:1", "http://u:1", false, OriginMode::Rewrite);
+        upstream_host_origin(&mut h, "u:1", "http://u:1", OriginMode::Rewrite);
         assert!(!h.contains_key("origin"));
         assert_eq!(h["host"], "u:1");
     }

@@ -204,11 +204,15 @@ where
                 host: host.as_deref(),
             },
         );
+        // h2 clients send `:authority` rather than `Host`: preserving means either.
+        let host_upstream = match (&host, inner.options.preserve_host) {
+            (Some(h), true) => h.as_str(),
+            _ => inner.upstream.authority(),
+        };
         headers::upstream_host_origin(
             headers,
-            inner.upstream.authority(),
+            host_upstream,
             inner.upstream.origin(),
-            inner.options.preserve_host,
             inner.options.origin,
         );
         if let (Side::Server, Some(info)) = (inner.side, &info) {

@@ -203,10 +203,15 @@ impl PqConnector {
             error,
         })?;
         let connect = TlsConnector::from(inner.base.clone()).connect(server_name.clone(), tcp);
-        let (tls, scheme) = USED_SCHEME
-            .scope(Cell::new(None), async {
-                let tls = connect.await;
-                (tls, USED_SCHEME.with(Cell::get))
+        let ((tls, scheme), cert_sent) = CERT_REQUESTED
+            .scope(Cell::new(false), async {
+                let done = USED_SCHEME
+                    .scope(Cell::new(None), async {
+                        let tls = connect.await;
+                        (tls, USED_SCHEME.with(Cell::get))
+                    })
+                    .await;
+                (done, CERT_REQUESTED.with(Cell::get))
             })
             .await;
         let tls = tls.map_err(|error| {
@@ -218,8 +223,10 @@ impl PqConnector {
             ServerName::DnsName(d) => Some(d.as_ref().to_owned()),
             _ => None,
         };
-        let mut info =
-            ConnectionInfo::from_state(conn, peer, sni, scheme, inner.own_identity.clone());
+        // Our identity only when the server asked for it: a certificate we hold but never
+        // sent authenticates nothing.
+        let identity = inner.own_identity.clone().filter(|_| cert_sent);
+        let mut info = ConnectionInfo::from_state(conn, peer, sni, scheme, identity);
         let group = ConnectionInfo::group_id(conn).unwrap_or(GroupId(0));
         let fallback = inner.policy.check_negotiated(group).inspect_err(|r| {
             inner.metrics.policy_refusal(&r.reason);
@@ -281,12 +288,19 @@ impl tower_service::Service<Uri> for PqConnector {
 #[derive(Debug)]
 struct StaticClientCert(Arc<rustls::sign::CertifiedKey>);
 
+tokio::task_local! {
+    /// Whether the server sent a CertificateRequest in the handshake running in this task
+    /// (rustls asks the resolver only then).
+    static CERT_REQUESTED: Cell<bool>;
+}
+
 impl rustls::client::ResolvesClientCert for StaticClientCert {
     fn resolve(
         &self,
         _: &[&[u8]],
         _: &[SignatureScheme],
     ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let _ = CERT_REQUESTED.try_with(|r| r.set(true));
         Some(self.0.clone())
     }
 
