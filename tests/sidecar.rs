@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::upstream::{Upstream, GUARD};
+use support::upstream::{get_plain, read_until, Upstream, GUARD};
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -105,22 +105,6 @@ async fn json(res: Response<Incoming>) -> serde_json::Value {
 
 async fn text(res: Response<Incoming>) -> String {
     String::from_utf8_lossy(&res.into_body().collect().await.unwrap().to_bytes()).into_owned()
-}
-
-/// Reads body frames until `needle` has arrived; returns everything read.
-async fn read_until(body: &mut Incoming, needle: &str) -> String {
-    let mut seen = String::new();
-    tokio::time::timeout(GUARD, async {
-        while !seen.contains(needle) {
-            let frame = body.frame().await.expect("stream ended").unwrap();
-            if let Some(d) = frame.data_ref() {
-                seen.push_str(&String::from_utf8_lossy(d));
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("`{needle}` never arrived; got {seen:?}"));
-    seen
 }
 
 fn https(server: &Running, path: &str) -> http::Uri {
@@ -307,12 +291,9 @@ async fn origin_not_allowed_is_refused_before_upstream_and_allowed_one_is_rewrit
 
 async fn scrape(running: &Running) -> String {
     let admin = running.started.admin.expect("admin listener");
-    let res = plain_client()
-        .get(format!("http://{admin}/metrics").parse().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    text(res).await
+    let (status, body) = get_plain(&format!("http://{admin}/metrics")).await;
+    assert_eq!(status, 200);
+    body
 }
 
 #[tokio::test]

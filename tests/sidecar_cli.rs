@@ -6,11 +6,10 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use http_body_util::BodyExt;
 use mcp_pqtls::certs::KeyAlg;
 use mcp_pqtls::{Group, PolicyMode};
 use support::process::{bin, Proc};
-use support::upstream::{Upstream, GUARD};
+use support::upstream::{get_plain, read_until, Upstream, GUARD};
 use support::Pki;
 
 fn server_args<'a>(pki_dir: &'a str, upstream: &'a str, extra: &[&'a str]) -> Vec<String> {
@@ -46,21 +45,6 @@ fn client_of(pki: &Pki) -> mcp_pqtls::tls::PqConnector {
 
 fn url(port: u16, path: &str) -> http::Uri {
     format!("https://localhost:{port}{path}").parse().unwrap()
-}
-
-async fn read_until(body: &mut hyper::body::Incoming, needle: &str) -> String {
-    let mut seen = String::new();
-    tokio::time::timeout(GUARD, async {
-        while !seen.contains(needle) {
-            let frame = body.frame().await.expect("stream ended").unwrap();
-            if let Some(d) = frame.data_ref() {
-                seen.push_str(&String::from_utf8_lossy(d));
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("`{needle}` never arrived; got {seen:?}"));
-    seen
 }
 
 /// Opens a streaming GET through a fresh connection and returns its body.
@@ -135,15 +119,6 @@ async fn scrape(admin: u16) -> String {
     get_plain(&format!("http://127.0.0.1:{admin}/metrics"))
         .await
         .1
-}
-
-async fn get_plain(url: &str) -> (u16, String) {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Full<bytes::Bytes>>();
-    let res = client.get(url.parse().unwrap()).await.unwrap();
-    let status = res.status().as_u16();
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 #[tokio::test]

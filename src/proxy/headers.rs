@@ -76,36 +76,34 @@ pub fn strip_tls_info(headers: &mut HeaderMap) {
 /// | `X-MCP-PQTLS-SNI` | server name the client asked for (absent when none) |
 /// | `X-MCP-PQTLS-Client-Identity` | client certificate identity (absent without mTLS) |
 pub fn tls_info(info: &ConnectionInfo) -> Vec<(HeaderName, HeaderValue)> {
-    let flag = |b: bool| HeaderValue::from_static(if b { "true" } else { "false" });
-    let mut out = vec![
-        (name("group"), text(&info.group)),
-        (name("pq"), Some(flag(info.pq))),
+    let flag = |b: bool| Some(HeaderValue::from_static(if b { "true" } else { "false" }));
+    let optional = |v: &Option<String>| v.as_deref().and_then(text);
+    [
+        ("x-mcp-pqtls-group", text(&info.group)),
+        ("x-mcp-pqtls-pq", flag(info.pq)),
         (
-            name("classical-fallback"),
-            Some(flag(info.classical_fallback)),
+            "x-mcp-pqtls-classical-fallback",
+            flag(info.classical_fallback),
         ),
-        (name("hello-retry"), Some(flag(info.hello_retry))),
-        (name("resumed"), Some(flag(info.resumed))),
-        (name("tls-version"), text(&info.tls_version)),
-        (name("cipher-suite"), text(&info.cipher_suite)),
-    ];
-    for (n, v) in [
-        ("signature-scheme", &info.signature_scheme),
-        ("sni", &info.sni),
-        ("client-identity", &info.client_identity),
-    ] {
-        if let Some(v) = v {
-            out.push((name(n), text(v)));
-        }
-    }
-    // A value that is not a valid header (a SAN with control characters) is left out
-    // rather than sent mangled.
-    out.into_iter().filter_map(|(n, v)| Some((n, v?))).collect()
-}
-
-fn name(suffix: &str) -> HeaderName {
-    HeaderName::from_bytes(format!("{TLS_INFO_PREFIX}{suffix}").as_bytes())
-        .expect("static header names are valid")
+        ("x-mcp-pqtls-hello-retry", flag(info.hello_retry)),
+        ("x-mcp-pqtls-resumed", flag(info.resumed)),
+        ("x-mcp-pqtls-tls-version", text(&info.tls_version)),
+        ("x-mcp-pqtls-cipher-suite", text(&info.cipher_suite)),
+        (
+            "x-mcp-pqtls-signature-scheme",
+            optional(&info.signature_scheme),
+        ),
+        ("x-mcp-pqtls-sni", optional(&info.sni)),
+        (
+            "x-mcp-pqtls-client-identity",
+            optional(&info.client_identity),
+        ),
+    ]
+    .into_iter()
+    // Absent fields are left out, and so is a value that is not a valid header (a SAN with
+    // control characters) rather than sent mangled.
+    .filter_map(|(n, v)| Some((HeaderName::from_static(n), v?)))
+    .collect()
 }
 
 fn text(s: &str) -> Option<HeaderValue> {

@@ -182,7 +182,6 @@ where
         }
 
         let (mut parts, body) = req.into_parts();
-        let info = ConnectionInfo::of(&parts.extensions).cloned();
         let host = parts
             .headers
             .get(HOST)
@@ -215,7 +214,7 @@ where
             inner.upstream.origin(),
             inner.options.origin,
         );
-        if let (Side::Server, Some(info)) = (inner.side, &info) {
+        if let (Side::Server, Some(info)) = (inner.side, ConnectionInfo::of(&parts.extensions)) {
             headers.extend(headers::tls_info(info));
         }
         let path = parts
@@ -278,7 +277,8 @@ where
                 ));
             }
         };
-        let info = ConnectionInfo::of(response.extensions()).cloned();
+        // An Arc, not the info: the headers are borrowed mutably next.
+        let info = response.extensions().get::<Arc<ConnectionInfo>>().cloned();
         let headers = response.headers_mut();
         headers::remove_hop_by_hop(headers);
         headers::strip_tls_info(headers);

@@ -130,3 +130,29 @@ async fn upstream_route(
         }
     }
 }
+
+/// Reads body frames until `needle` has arrived; returns everything read.
+pub async fn read_until(body: &mut Incoming, needle: &str) -> String {
+    let mut seen = String::new();
+    tokio::time::timeout(GUARD, async {
+        while !seen.contains(needle) {
+            let frame = body.frame().await.expect("stream ended").unwrap();
+            if let Some(d) = frame.data_ref() {
+                seen.push_str(&String::from_utf8_lossy(d));
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("`{needle}` never arrived; got {seen:?}"));
+    seen
+}
+
+/// A plain-HTTP GET (admin endpoints, client sidecar): status and body.
+pub async fn get_plain(url: &str) -> (u16, String) {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let res = client.get(url.parse().unwrap()).await.unwrap();
+    let status = res.status().as_u16();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
