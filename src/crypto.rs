@@ -162,6 +162,21 @@ pub fn provider(groups: &[Group], suites: &[CipherSuite]) -> Arc<CryptoProvider>
     })
 }
 
+/// A TLS 1.2 provider with these (classical) groups and rustls's TLS 1.2 suites. Only the
+/// probe uses it, to tell a server without TLS 1.3 from one that is not there; nothing serves
+/// or connects with it.
+pub fn tls12_provider(groups: &[Group]) -> Arc<CryptoProvider> {
+    Arc::new(CryptoProvider {
+        kx_groups: groups.iter().map(|g| g.kx_group()).collect(),
+        cipher_suites: aws_lc_rs::DEFAULT_CIPHER_SUITES
+            .iter()
+            .copied()
+            .filter(|s| s.tls13().is_none())
+            .collect(),
+        ..aws_lc_rs::default_provider()
+    })
+}
+
 /// An unknown algorithm name.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]

@@ -12,6 +12,7 @@
 //!   enforced per ClientHello) and [`tls::PqConnector`] (client, usable with hyper-util).
 //! - [`serve`]: one call serves a hyper service over PQ TLS, with the
 //!   [`tls::ConnectionInfo`] of its connection in every request.
+//! - [`probe`]: what a TLS endpoint accepts, prefers and refuses, by real handshakes.
 //! - [`certs`]: PEM loading, inspection (ML-DSA included), and a dev PKI.
 //!
 //! # Example
@@ -69,6 +70,7 @@ pub mod demo;
 pub mod groups;
 pub mod metrics;
 pub mod policy;
+pub mod probe;
 pub mod proxy;
 mod reflect;
 mod serve;

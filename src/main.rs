@@ -14,7 +14,9 @@ use mcp_pqtls::config::{
 };
 use mcp_pqtls::groups::GroupList;
 use mcp_pqtls::policy::FallbackRule;
+use mcp_pqtls::probe::{probe_all, ProbeOptions, Requirement, Target};
 use mcp_pqtls::proxy::{ForwardedMode, OriginMode};
+use mcp_pqtls::tls::Trust;
 use mcp_pqtls::PolicyMode;
 
 /// Post-quantum TLS 1.3 for remote MCP: hybrid X25519+ML-KEM key exchange with policy.
@@ -66,6 +68,9 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Probe TLS endpoints: groups accepted, preferred and refused, upgrade and fallback
+    /// behaviour, certificate. Exit 0: requirements met; 1: not met; 2: could not run.
+    Probe(ProbeArgs),
     /// The whole tunnel on one machine: dev certificates, an MCP echo server, a server and a
     /// client sidecar, and MCP requests through them, with what each hop negotiated.
     Demo {
@@ -169,6 +174,57 @@ struct ClientSidecarArgs {
     /// Server name to send and verify instead of the upstream's host.
     #[arg(long)]
     sni: Option<String>,
+}
+
+#[derive(Args)]
+struct ProbeArgs {
+    /// Endpoints: HOST:PORT, [IPv6]:PORT, HOST (port 443) or https://HOST[:PORT].
+    #[arg(required_unless_present = "targets_file")]
+    targets: Vec<Target>,
+    /// A file of targets, one per line (blank lines and `#` comments ignored).
+    #[arg(long)]
+    targets_file: Option<PathBuf>,
+    /// Server name to send and verify instead of the target's host.
+    #[arg(long)]
+    sni: Option<String>,
+    /// Verify the server's chain against these CAs (default: system roots).
+    #[arg(long, conflicts_with = "insecure")]
+    ca: Option<PathBuf>,
+    /// Do not verify the server's chain (its CertificateVerify is still checked).
+    #[arg(long, short = 'k')]
+    insecure: bool,
+    /// PEM client certificate chain, for servers that ask for one.
+    #[arg(long, requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// PEM client key.
+    #[arg(long, requires = "client_cert")]
+    client_key: Option<PathBuf>,
+    /// Groups to probe one by one (IANA names, comma-separated; default: the catalogue).
+    #[arg(long)]
+    groups: Option<GroupList>,
+    /// ALPN protocols to offer, comma-separated (`none`: offer none).
+    #[arg(long, value_delimiter = ',', default_value = "h2,http/1.1")]
+    alpn: Vec<String>,
+    /// Time for each handshake, e.g. 5s.
+    #[arg(long, default_value = "5s")]
+    timeout: Dur,
+    /// table or json (default: table on a terminal, json otherwise).
+    #[arg(long, value_parser = kebab::<ProbeFormat>)]
+    format: Option<ProbeFormat>,
+    /// pq (verdict pq-required or pq-preferred), pq-only (pq-required), or a group that must be
+    /// accepted. Comma-separated or repeated; all must hold.
+    #[arg(long, value_delimiter = ',')]
+    require: Vec<Requirement>,
+    /// Targets probed at once.
+    #[arg(long, default_value_t = 4)]
+    parallel: usize,
+}
+
+#[derive(Clone, Copy, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum ProbeFormat {
+    Table,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -362,6 +418,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             }
         }
+        Command::Probe(args) => return probe(args).await,
         Command::Demo { key_alg } => {
             let mut out = std::io::stdout();
             mcp_pqtls::demo::run(key_alg, &mut out)
@@ -419,6 +476,96 @@ async fn run_sidecar(
         .run(shutdown_signal(), |started| println!("{}", started.summary))
         .await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Exit code of a probe that could not run (bad arguments, unreadable files).
+const PROBE_CANNOT_RUN: u8 = 2;
+
+async fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
+    match probe_options(&args) {
+        Ok((targets, options)) => {
+            let format = args.format.unwrap_or(
+                if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                    ProbeFormat::Table
+                } else {
+                    ProbeFormat::Json
+                },
+            );
+            let mut reports = probe_all(&targets, &options, args.parallel).await;
+            let mut code = 0;
+            for (i, report) in reports.iter_mut().enumerate() {
+                report.require(&args.require);
+                code = code.max(report.exit_code());
+                match format {
+                    ProbeFormat::Table if i > 0 => print!("\n{}", report.table()),
+                    ProbeFormat::Table => print!("{}", report.table()),
+                    // One target: one pretty document. Several: JSON Lines, in target order.
+                    ProbeFormat::Json if targets.len() == 1 => {
+                        println!("{}", serde_json::to_string_pretty(report)?)
+                    }
+                    ProbeFormat::Json => println!("{}", serde_json::to_string(report)?),
+                }
+            }
+            Ok(ExitCode::from(code))
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            Ok(ExitCode::from(PROBE_CANNOT_RUN))
+        }
+    }
+}
+
+fn probe_options(args: &ProbeArgs) -> anyhow::Result<(Vec<Target>, ProbeOptions)> {
+    let mut targets = args.targets.clone();
+    if let Some(file) = &args.targets_file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("--targets-file {}", file.display()))?;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or_default().trim();
+            if !line.is_empty() {
+                targets.push(
+                    line.parse()
+                        .with_context(|| format!("{}:{}", file.display(), n + 1))?,
+                );
+            }
+        }
+    }
+    anyhow::ensure!(!targets.is_empty(), "no targets to probe");
+    let (trust, ca_name) = match (&args.ca, args.insecure) {
+        (Some(ca), _) => (
+            Trust::Roots(Arc::new(mcp_pqtls::certs::load_roots(ca)?)),
+            Some(ca.display().to_string()),
+        ),
+        (None, true) => (Trust::InsecureSkipVerify, None),
+        (None, false) => (Trust::System, None),
+    };
+    let client_identity = match (&args.client_cert, &args.client_key) {
+        (Some(cert), Some(key)) => Some(mcp_pqtls::certs::Identity::load(
+            cert,
+            key,
+            &mcp_pqtls::crypto::Algorithms::default().signature_schemes,
+        )?),
+        _ => None,
+    };
+    let alpn = args
+        .alpn
+        .iter()
+        .filter(|p| !p.is_empty() && p.as_str() != "none")
+        .map(|p| p.as_bytes().to_vec())
+        .collect();
+    let options = ProbeOptions {
+        sni: args.sni.clone(),
+        trust,
+        ca_name,
+        client_identity,
+        groups: args
+            .groups
+            .clone()
+            .map_or_else(|| mcp_pqtls::Group::ALL.to_vec(), |g| g.0),
+        alpn,
+        timeout: args.timeout.0,
+    };
+    Ok((targets, options))
 }
 
 /// One line on what a validated config would run.
