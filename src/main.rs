@@ -484,13 +484,13 @@ const PROBE_CANNOT_RUN: u8 = 2;
 async fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
     match probe_options(&args) {
         Ok((targets, options)) => {
-            let format = args.format.unwrap_or(
-                if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-                    ProbeFormat::Table
-                } else {
-                    ProbeFormat::Json
-                },
-            );
+            let format =
+                args.format
+                    .unwrap_or(if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                        ProbeFormat::Table
+                    } else {
+                        ProbeFormat::Json
+                    });
             let mut reports = probe_all(&targets, &options, args.parallel).await;
             let mut code = 0;
             for (i, report) in reports.iter_mut().enumerate() {

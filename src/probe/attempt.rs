@@ -193,8 +193,8 @@ impl Dialer {
         config.alpn_protocols = self.alpn.clone();
         // Every attempt is a full handshake, independent of the others.
         config.resumption = Resumption::disabled();
-        let mut conn =
-            ClientConnection::new(Arc::new(config), self.server_name.clone()).map_err(Failure::Tls)?;
+        let mut conn = ClientConnection::new(Arc::new(config), self.server_name.clone())
+            .map_err(Failure::Tls)?;
 
         let mut tcp = TcpStream::connect(self.addr)
             .await
@@ -209,16 +209,19 @@ impl Dialer {
             read_record(&mut tcp, &mut record, server_bytes == 0).await?;
             server_bytes += record.len();
             attempt.server_flight_bytes = Some(server_bytes);
-            conn.read_tls(&mut record.as_slice())
-                .map_err(Failure::Io)?;
-            let processed = conn.process_new_packets();
-            // rustls may have an alert of its own to send: send it before reporting.
-            let _ = flush(&mut conn, &mut tcp).await;
-            if let Err(e) = processed {
-                return Err(match e {
-                    rustls::Error::AlertReceived(a) => Failure::Alert(a),
-                    e => Failure::Tls(e),
-                });
+            // rustls takes at most a few KiB per read_tls: feed a large record in pieces.
+            let mut rest = record.as_slice();
+            while !rest.is_empty() {
+                conn.read_tls(&mut rest).map_err(Failure::Io)?;
+                let processed = conn.process_new_packets();
+                // rustls may have an alert of its own to send: send it before reporting.
+                let _ = flush(&mut conn, &mut tcp).await;
+                if let Err(e) = processed {
+                    return Err(match e {
+                        rustls::Error::AlertReceived(a) => Failure::Alert(a),
+                        e => Failure::Tls(e),
+                    });
+                }
             }
         }
         attempt.handshake_ms = Some(start.elapsed().as_secs_f64() * 1000.0);
@@ -282,7 +285,11 @@ async fn flush(conn: &mut ClientConnection, tcp: &mut TcpStream) -> Result<usize
 
 /// Reads one TLS record (header and body) into `record`. `first` says whether this is the
 /// first thing the server sent: garbage then means the port does not speak TLS.
-async fn read_record(tcp: &mut TcpStream, record: &mut Vec<u8>, first: bool) -> Result<(), Failure> {
+async fn read_record(
+    tcp: &mut TcpStream,
+    record: &mut Vec<u8>,
+    first: bool,
+) -> Result<(), Failure> {
     let mut header = [0u8; 5];
     read_full(tcp, &mut header, 0).await?;
     let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
@@ -381,7 +388,11 @@ impl Recorder {
         std::mem::take(&mut *self.seen())
     }
 
-    fn record_scheme(&self, result: Result<HandshakeSignatureValid, rustls::Error>, scheme: SignatureScheme) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn record_scheme(
+        &self,
+        result: Result<HandshakeSignatureValid, rustls::Error>,
+        scheme: SignatureScheme,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         if result.is_ok() {
             self.seen().scheme = Some(scheme);
         }
@@ -475,9 +486,18 @@ mod tests {
 
     #[test]
     fn alert_names_are_rfc_spelling() {
-        assert_eq!(alert_name(AlertDescription::HandshakeFailure), "handshake_failure");
-        assert_eq!(alert_name(AlertDescription::ProtocolVersion), "protocol_version");
-        assert_eq!(alert_name(AlertDescription::CertificateRequired), "certificate_required");
+        assert_eq!(
+            alert_name(AlertDescription::HandshakeFailure),
+            "handshake_failure"
+        );
+        assert_eq!(
+            alert_name(AlertDescription::ProtocolVersion),
+            "protocol_version"
+        );
+        assert_eq!(
+            alert_name(AlertDescription::CertificateRequired),
+            "certificate_required"
+        );
     }
 
     #[test]

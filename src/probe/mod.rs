@@ -28,8 +28,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::ServerCertVerifier;
+use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::ServerName;
 
 use crate::certs::{CertInfo, Identity};
@@ -75,7 +75,10 @@ impl Default for ProbeOptions {
             ca_name: None,
             client_identity: None,
             groups: Group::ALL.to_vec(),
-            alpn: crate::tls::DEFAULT_ALPN.iter().map(|p| p.to_vec()).collect(),
+            alpn: crate::tls::DEFAULT_ALPN
+                .iter()
+                .map(|p| p.to_vec())
+                .collect(),
             timeout: DEFAULT_TIMEOUT,
         }
     }
@@ -140,11 +143,17 @@ impl fmt::Display for Target {
 
 /// A target that is not `HOST:PORT`.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("`{0}` is not a target: write HOST:PORT, [IPv6]:PORT, HOST (port 443) or https://HOST[:PORT]")]
+#[error(
+    "`{0}` is not a target: write HOST:PORT, [IPv6]:PORT, HOST (port 443) or https://HOST[:PORT]"
+)]
 pub struct TargetError(String);
 
 /// Probes each target, at most `parallel` at once; one report per target, in order.
-pub async fn probe_all(targets: &[Target], options: &ProbeOptions, parallel: usize) -> Vec<ProbeReport> {
+pub async fn probe_all(
+    targets: &[Target],
+    options: &ProbeOptions,
+    parallel: usize,
+) -> Vec<ProbeReport> {
     let options = Arc::new(options.clone());
     let permits = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
     let tasks: Vec<_> = targets
@@ -228,7 +237,10 @@ fn verifier(
         Trust::System => Arc::new(crate::certs::system_roots().map_err(|e| e.to_string())?),
     };
     let label = match &options.trust {
-        Trust::Roots(_) => options.ca_name.clone().unwrap_or_else(|| "the given CA".to_owned()),
+        Trust::Roots(_) => options
+            .ca_name
+            .clone()
+            .unwrap_or_else(|| "the given CA".to_owned()),
         _ => "system roots".to_owned(),
     };
     let verifier = WebPkiServerVerifier::builder_with_provider(
@@ -279,7 +291,13 @@ impl Prober<'_> {
         let pq_accepted: Vec<Group> = accepted.iter().copied().filter(|g| g.is_pq()).collect();
 
         // A client offering only classical groups: the probed ones, else the catalogue's.
-        let mut classical: Vec<Group> = self.options.groups.iter().copied().filter(|g| !g.is_pq()).collect();
+        let mut classical: Vec<Group> = self
+            .options
+            .groups
+            .iter()
+            .copied()
+            .filter(|g| !g.is_pq())
+            .collect();
         if classical.is_empty() {
             classical = Group::ALL.into_iter().filter(|g| !g.is_pq()).collect();
         }
@@ -331,7 +349,11 @@ impl Prober<'_> {
             .flatten()
             .find(|a| a.ok().is_some());
         let suites = match main.and_then(|m| m.chosen()).and_then(GroupId::group) {
-            Some(group) if main.and_then(|m| m.ok()).is_some_and(|h| h.tls_version == "TLSv1.3") => {
+            Some(group)
+                if main
+                    .and_then(|m| m.ok())
+                    .is_some_and(|h| h.tls_version == "TLSv1.3") =>
+            {
                 let mut found = Vec::new();
                 for suite in CipherSuite::ALL {
                     let a = self
@@ -391,7 +413,7 @@ impl Prober<'_> {
         r.summary = summary(r, &pq_accepted, &classical_trial, upgrade.as_ref());
         if r.verdict == Verdict::Unreachable {
             r.error = Some(format!(
-                "every offer was refused, e.g. {}: {}",
+                "no offer completed a handshake; the first, {}: {}",
                 display_list(&alone[0].offered),
                 alone[0]
                     .result
@@ -429,14 +451,22 @@ impl Prober<'_> {
         };
         let mut order = Vec::new();
         if follows == "server" {
-            let mut remaining: Vec<Group> = accepted.iter().copied().filter(|g| GroupId::from(*g) != a).collect();
+            let mut remaining: Vec<Group> = accepted
+                .iter()
+                .copied()
+                .filter(|g| GroupId::from(*g) != a)
+                .collect();
             order.push(a.to_string());
             while remaining.len() > 1 {
                 // Reversed, so that the server's pick is not just our key share.
                 let offer: Vec<Group> = remaining.iter().rev().copied().collect();
                 let t = self.tls13(&offer).await;
                 trials.push(trial(&t));
-                let Some(pick) = t.chosen().and_then(GroupId::group).filter(|g| remaining.contains(g)) else {
+                let Some(pick) = t
+                    .chosen()
+                    .and_then(GroupId::group)
+                    .filter(|g| remaining.contains(g))
+                else {
                     break;
                 };
                 order.push(pick.name().to_owned());
@@ -521,7 +551,9 @@ fn group_finding(a: &Attempt) -> GroupFinding {
 /// The bytes of the first accepted group of the kind, else of the first probed.
 fn wire(alone: &[Attempt], pq: bool) -> Option<WireSize> {
     let of_kind = || alone.iter().filter(|a| a.offered[0].is_pq() == pq);
-    let a = of_kind().find(|a| a.ok().is_some()).or_else(|| of_kind().next())?;
+    let a = of_kind()
+        .find(|a| a.ok().is_some())
+        .or_else(|| of_kind().next())?;
     Some(WireSize {
         group: a.offered[0].name().to_owned(),
         client_hello_bytes: a.client_hello_bytes,
@@ -529,9 +561,19 @@ fn wire(alone: &[Attempt], pq: bool) -> Option<WireSize> {
     })
 }
 
-fn summary(r: &ProbeReport, pq: &[Group], classical: &Attempt, upgrade: Option<&Attempt>) -> String {
+fn summary(
+    r: &ProbeReport,
+    pq: &[Group],
+    classical: &Attempt,
+    upgrade: Option<&Attempt>,
+) -> String {
     let chosen = |a: &Attempt| a.chosen().map_or_else(|| "?".to_owned(), |g| g.to_string());
-    let err = |a: &Attempt| a.result.as_ref().err().map_or_else(String::new, ToString::to_string);
+    let err = |a: &Attempt| {
+        a.result
+            .as_ref()
+            .err()
+            .map_or_else(String::new, ToString::to_string)
+    };
     let pq = display_list(pq);
     match r.verdict {
         Verdict::PqRequired => format!(
@@ -570,10 +612,16 @@ mod tests {
         };
         assert_eq!("localhost:8443".parse(), Ok(t("localhost", 8443)));
         assert_eq!("example.com".parse(), Ok(t("example.com", 443)));
-        assert_eq!("https://example.com:9443/mcp".parse(), Ok(t("example.com", 9443)));
+        assert_eq!(
+            "https://example.com:9443/mcp".parse(),
+            Ok(t("example.com", 9443))
+        );
         assert_eq!("[::1]:8443".parse(), Ok(t("::1", 8443)));
         assert_eq!("::1".parse(), Ok(t("::1", 443)));
-        assert_eq!("[::1]:8443".parse::<Target>().unwrap().to_string(), "[::1]:8443");
+        assert_eq!(
+            "[::1]:8443".parse::<Target>().unwrap().to_string(),
+            "[::1]:8443"
+        );
         for bad in ["", ":443", "host:", "host:0", "host:99999", "[::1", "a:b:c"] {
             assert!(bad.parse::<Target>().is_err(), "{bad}");
         }

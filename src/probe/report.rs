@@ -273,7 +273,10 @@ impl ProbeReport {
                 Some(f) if f.accepted => (true, format!("{g} accepted")),
                 Some(f) => (
                     false,
-                    format!("{g} refused: {}", f.error.as_deref().unwrap_or("no reason given")),
+                    format!(
+                        "{g} refused: {}",
+                        f.error.as_deref().unwrap_or("no reason given")
+                    ),
                 ),
                 None => (false, format!("{g} was not probed")),
             },
@@ -313,7 +316,11 @@ impl ProbeReport {
     /// The report as a table for a terminal, verdict first.
     pub fn table(&self) -> String {
         let mut out = String::new();
-        let sni = self.sni.as_deref().map(|s| format!(" (sni {s})")).unwrap_or_default();
+        let sni = self
+            .sni
+            .as_deref()
+            .map(|s| format!(" (sni {s})"))
+            .unwrap_or_default();
         let addr = match &self.address {
             Some(a) if *a != self.target => format!(" [{a}]"),
             _ => String::new(),
@@ -339,7 +346,9 @@ impl ProbeReport {
         );
         for g in &self.groups {
             let bytes = |b: Option<usize>| b.map_or_else(|| "-".to_owned(), |b| b.to_string());
-            let ms = g.handshake_ms.map_or_else(|| "-".to_owned(), |m| format!("{m:.1}"));
+            let ms = g
+                .handshake_ms
+                .map_or_else(|| "-".to_owned(), |m| format!("{m:.1}"));
             let result = if g.accepted { "accepted" } else { "refused" };
             let _ = write!(
                 out,
