@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use mcp_pqtls::certs::KeyAlg;
 use mcp_pqtls::policy::{Policy, PolicyMode};
+use mcp_pqtls::probe::{probe, ProbeOptions, ProbeReport, Requirement, Target, Verdict};
 use mcp_pqtls::Group;
 use support::{connector, KillOnDrop, Pki, Server};
 
@@ -71,20 +72,7 @@ async fn our_client_negotiates_every_group_with_openssl_s_server() {
     let openssl = openssl();
     let pki = Pki::new(KeyAlg::EcdsaP256);
     for group in Group::ALL {
-        let port = free_port();
-        let _server = KillOnDrop(
-            Command::new(&openssl)
-                .args(["s_server", "-quiet", "-www", "-tls1_3", "-accept"])
-                .arg(port.to_string())
-                .args(["-groups", group.name(), "-cert"])
-                .arg(pki.path("server.pem"))
-                .arg("-key")
-                .arg(pki.path("server.key"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
+        let (_server, port) = s_server(&openssl, &pki, &["-tls1_3", "-groups", group.name()]);
         let client = connector(pki.client(&[group], PolicyMode::ClassicalAllowed));
         let url: http::Uri = format!("https://localhost:{port}/").parse().unwrap();
         let mut fetched = None;
@@ -180,4 +168,116 @@ async fn our_pq_preferred_server_retries_openssl_to_pq_and_pq_required_refuses_c
     assert_eq!(server.requests(), 0);
     assert_eq!(server.acceptor.metrics().snapshot().policy_refusals, 1);
     server.stop().await;
+}
+
+/// `openssl s_server` on a free port with these extra flags, serving the PKI's certificate.
+fn s_server(openssl: &Path, pki: &Pki, extra: &[&str]) -> (KillOnDrop, u16) {
+    let port = free_port();
+    let child = Command::new(openssl)
+        .args(["s_server", "-quiet", "-www", "-accept"])
+        .arg(port.to_string())
+        .args(extra)
+        .arg("-cert")
+        .arg(pki.path("server.pem"))
+        .arg("-key")
+        .arg(pki.path("server.key"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    (KillOnDrop(child), port)
+}
+
+/// Probes `localhost:port` once s_server listens.
+async fn probe_openssl(pki: &Pki, port: u16) -> ProbeReport {
+    let target: Target = format!("localhost:{port}").parse().unwrap();
+    let options = ProbeOptions {
+        trust: mcp_pqtls::tls::Trust::Roots(pki.roots()),
+        ..ProbeOptions::default()
+    };
+    for _ in 0..100 {
+        let report = probe(&target, &options).await;
+        if !report
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("cannot connect")
+        {
+            return report;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("s_server never listened on {port}");
+}
+
+fn accepted(report: &ProbeReport) -> Vec<&str> {
+    let groups = report.groups.iter().filter(|g| g.accepted);
+    groups.map(|g| g.name.as_str()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn probe_findings_hold_against_openssl_s_server() {
+    let openssl = openssl();
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+
+    // Restricted to our own hybrid: pq-required, and OpenSSL retries a classical share to it.
+    let (_server, port) = s_server(
+        &openssl,
+        &pki,
+        &["-tls1_3", "-groups", "SecP384r1MLKEM1024"],
+    );
+    let mut r = probe_openssl(&pki, port).await;
+    assert_eq!(r.verdict, Verdict::PqRequired, "{}", r.table());
+    assert_eq!(accepted(&r), ["SecP384r1MLKEM1024"]);
+    for g in r.groups.iter().filter(|g| !g.accepted) {
+        assert_eq!(g.alert.as_deref(), Some("handshake_failure"), "{g:?}");
+    }
+    assert_eq!(r.classical_fallback, Some(false));
+    assert_eq!(r.upgrade_to_pq, Some(true));
+    assert!(r.upgrade.as_ref().unwrap().hello_retry);
+    let cert = r.certificate.as_ref().unwrap();
+    assert_eq!((cert.verified, cert.chain_length), (Some(true), 1));
+    assert_eq!(
+        cert.signature_scheme.as_deref(),
+        Some("ecdsa_secp256r1_sha256")
+    );
+    r.require(&[Requirement::PqOnly]);
+    assert_eq!(r.exit_code(), 0);
+
+    // X25519MLKEM768 and X25519: OpenSSL takes the key share it is given rather than retry,
+    // so a classical share settles on classical.
+    let (_server, port) = s_server(
+        &openssl,
+        &pki,
+        &["-tls1_3", "-groups", "X25519MLKEM768:X25519"],
+    );
+    let mut r = probe_openssl(&pki, port).await;
+    assert_eq!(r.verdict, Verdict::PqAvailable, "{}", r.table());
+    assert_eq!(accepted(&r), ["X25519MLKEM768", "X25519"]);
+    assert_eq!(r.upgrade_to_pq, Some(false));
+    assert_eq!(
+        r.upgrade.as_ref().unwrap().chosen.as_deref(),
+        Some("X25519")
+    );
+    assert_eq!(r.classical_fallback, Some(true));
+    assert_eq!(r.server_preference.as_ref().unwrap().follows, "client");
+    r.require(&[Requirement::Pq]);
+    assert_eq!(r.exit_code(), 1);
+
+    // Classical only.
+    let (_server, port) = s_server(&openssl, &pki, &["-tls1_3", "-groups", "X25519"]);
+    let r = probe_openssl(&pki, port).await;
+    assert_eq!(r.verdict, Verdict::ClassicalOnly, "{}", r.table());
+    assert_eq!(accepted(&r), ["X25519"]);
+    assert_eq!(r.upgrade_to_pq, None);
+
+    // TLS 1.2 only: every TLS 1.3 offer gets protocol_version; TLS 1.2 completes.
+    let (_server, port) = s_server(&openssl, &pki, &["-tls1_2"]);
+    let r = probe_openssl(&pki, port).await;
+    assert_eq!(r.verdict, Verdict::ClassicalOnly, "{}", r.table());
+    assert_eq!(r.tls_version.as_deref(), Some("TLSv1.2"));
+    for g in &r.groups {
+        assert_eq!(g.alert.as_deref(), Some("protocol_version"), "{g:?}");
+    }
 }
