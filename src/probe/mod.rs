@@ -204,7 +204,8 @@ pub async fn probe(target: &Target, options: &ProbeOptions) -> ProbeReport {
         _ => None,
     };
     let (verifier, verified_against) = match verifier(options) {
-        Ok(v) => v,
+        Ok(Some((v, label))) => (Some(v), Some(label)),
+        Ok(None) => (None, None),
         Err(e) => return report.unreachable(e),
     };
     let dialer = Dialer {
@@ -228,20 +229,24 @@ pub async fn probe(target: &Target, options: &ProbeOptions) -> ProbeReport {
     .await
 }
 
-fn verifier(
-    options: &ProbeOptions,
-) -> Result<(Option<Arc<dyn ServerCertVerifier>>, Option<String>), String> {
-    let roots = match &options.trust {
-        Trust::InsecureSkipVerify => return Ok((None, None)),
-        Trust::Roots(roots) => roots.clone(),
-        Trust::System => Arc::new(crate::certs::system_roots().map_err(|e| e.to_string())?),
-    };
-    let label = match &options.trust {
-        Trust::Roots(_) => options
-            .ca_name
-            .clone()
-            .unwrap_or_else(|| "the given CA".to_owned()),
-        _ => "system roots".to_owned(),
+/// A chain verifier and how the report names what it trusts.
+type Verifier = (Arc<dyn ServerCertVerifier>, String);
+
+/// The chain verifier; `None` with `--insecure`.
+fn verifier(options: &ProbeOptions) -> Result<Option<Verifier>, String> {
+    let (roots, label) = match &options.trust {
+        Trust::InsecureSkipVerify => return Ok(None),
+        Trust::Roots(roots) => (
+            roots.clone(),
+            options
+                .ca_name
+                .clone()
+                .unwrap_or_else(|| "the given CA".to_owned()),
+        ),
+        Trust::System => (
+            Arc::new(crate::certs::system_roots().map_err(|e| e.to_string())?),
+            "system roots".to_owned(),
+        ),
     };
     let verifier = WebPkiServerVerifier::builder_with_provider(
         roots,
@@ -249,7 +254,7 @@ fn verifier(
     )
     .build()
     .map_err(|e| format!("CA: {e}"))?;
-    Ok((Some(verifier), Some(label)))
+    Ok(Some((verifier, label)))
 }
 
 const TLS13: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
