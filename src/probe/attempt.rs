@@ -164,7 +164,16 @@ impl Dialer {
         };
         let result = tokio::time::timeout(self.timeout, self.run(provider, versions, &mut attempt))
             .await
-            .unwrap_or(Err(Failure::Timeout(self.timeout)));
+            .unwrap_or_else(|_| {
+                // A silent drop of the SYN is "nothing there", not a slow TLS server.
+                Err(match attempt.client_hello_bytes {
+                    None => Failure::Connect(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no TCP connection within {:?}", self.timeout),
+                    )),
+                    Some(_) => Failure::Timeout(self.timeout),
+                })
+            });
         attempt.result = result;
         attempt
     }
