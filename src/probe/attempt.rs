@@ -20,14 +20,13 @@ use rustls::crypto::{
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::sign::CertifiedKey;
 use rustls::{
-    AlertDescription, ClientConfig, ClientConnection, DigitallySignedStruct, HandshakeKind,
-    SignatureScheme,
+    AlertDescription, ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::crypto::{cipher_suite_name, signature_scheme_name};
 use crate::groups::{Group, GroupId};
+use crate::tls::ConnectionInfo;
 
 /// The largest record a TLS server may send: 2^14 plaintext plus the largest expansion
 /// (RFC 8446 §5.2). Anything longer is not TLS.
@@ -75,12 +74,10 @@ impl Attempt {
 /// A completed handshake.
 #[derive(Debug)]
 pub(crate) struct Handshake {
+    /// Group, HelloRetryRequest, version, suite, ALPN and CertificateVerify scheme, as the
+    /// library records them for any connection.
+    pub(crate) info: ConnectionInfo,
     pub(crate) group: GroupId,
-    pub(crate) hello_retry: bool,
-    pub(crate) tls_version: String,
-    pub(crate) cipher_suite: String,
-    pub(crate) alpn: Option<String>,
-    pub(crate) signature_scheme: Option<String>,
     pub(crate) chain: Vec<CertificateDer<'static>>,
     pub(crate) verification: Verification,
     pub(crate) client_cert_requested: bool,
@@ -238,24 +235,13 @@ impl Dialer {
         let _ = flush(&mut conn, &mut tcp).await;
 
         let seen = recorder.take();
+        let sni = match &self.server_name {
+            ServerName::DnsName(d) => Some(d.as_ref().to_owned()),
+            _ => None,
+        };
         Ok(Handshake {
-            group: conn
-                .negotiated_key_exchange_group()
-                .map_or(GroupId(0), |g| GroupId::from(g.name())),
-            hello_retry: conn.handshake_kind() == Some(HandshakeKind::FullWithHelloRetryRequest),
-            tls_version: conn
-                .protocol_version()
-                .and_then(|v| v.as_str())
-                .map(|v| v.replace("TLSv1_", "TLSv1."))
-                .unwrap_or_default(),
-            cipher_suite: conn
-                .negotiated_cipher_suite()
-                .map(|s| cipher_suite_name(s.suite()))
-                .unwrap_or_default(),
-            alpn: conn
-                .alpn_protocol()
-                .map(|p| String::from_utf8_lossy(p).into_owned()),
-            signature_scheme: seen.scheme.map(signature_scheme_name),
+            info: ConnectionInfo::from_state(&conn, self.addr, sni, seen.scheme, None),
+            group: ConnectionInfo::group_id(&conn).unwrap_or(GroupId(0)),
             chain: seen.chain,
             verification: seen.verification,
             client_cert_requested: cert.requested.load(Ordering::Relaxed),

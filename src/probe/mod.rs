@@ -357,7 +357,7 @@ impl Prober<'_> {
             Some(group)
                 if main
                     .and_then(|m| m.ok())
-                    .is_some_and(|h| h.tls_version == "TLSv1.3") =>
+                    .is_some_and(|h| h.info.tls_version == "TLSv1.3") =>
             {
                 let mut found = Vec::new();
                 for suite in CipherSuite::ALL {
@@ -390,9 +390,9 @@ impl Prober<'_> {
             classical: wire(&alone, false),
         };
         if let Some(h) = main.and_then(Attempt::ok) {
-            r.tls_version = Some(h.tls_version.clone());
-            r.cipher_suite = Some(h.cipher_suite.clone());
-            r.alpn = h.alpn.clone();
+            r.tls_version = Some(h.info.tls_version.clone());
+            r.cipher_suite = Some(h.info.cipher_suite.clone());
+            r.alpn = h.info.alpn.clone();
             r.certificate = Some(Certificate {
                 chain: h
                     .chain
@@ -410,7 +410,7 @@ impl Prober<'_> {
                     Verification::Failed(e) => Some(e.clone()),
                     _ => None,
                 },
-                signature_scheme: h.signature_scheme.clone(),
+                signature_scheme: h.info.signature_scheme.clone(),
                 client_cert_requested: h.client_cert_requested,
             });
         }
@@ -533,7 +533,7 @@ fn trial(a: &Attempt) -> Trial {
         offered: names(&a.offered),
         key_shares: a.key_shares.iter().map(ToString::to_string).collect(),
         chosen: a.chosen().map(|g| g.to_string()),
-        hello_retry: a.ok().is_some_and(|h| h.hello_retry),
+        hello_retry: a.ok().is_some_and(|h| h.info.hello_retry),
         error: a.result.as_ref().err().map(ToString::to_string),
     }
 }
@@ -544,7 +544,7 @@ fn group_finding(a: &Attempt) -> GroupFinding {
         name: group.name().to_owned(),
         pq: group.is_pq(),
         accepted: a.ok().is_some(),
-        hello_retry: a.ok().is_some_and(|h| h.hello_retry),
+        hello_retry: a.ok().is_some_and(|h| h.info.hello_retry),
         handshake_ms: a.handshake_ms.map(|ms| (ms * 100.0).round() / 100.0),
         alert: a.result.as_ref().err().and_then(attempt::Failure::alert),
         error: a.result.as_ref().err().map(ToString::to_string),
@@ -599,7 +599,7 @@ fn summary(
             chosen(classical),
             classical
                 .ok()
-                .map_or("?", |h| h.tls_version.as_str())
+                .map_or("?", |h| h.info.tls_version.as_str())
         ),
         Verdict::Unreachable => "no TLS handshake completed".to_owned(),
     }
