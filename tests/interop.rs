@@ -165,8 +165,9 @@ impl Peer {
             return ClientOutcome::Refused(format!("no report: {}", stderr.trim()));
         };
         let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
-        if let Some(u) = v.get("unsupported") {
-            return ClientOutcome::Unsupported(format!("{u}: {}", v["reason"]));
+        if let Some(u) = v["unsupported"].as_str() {
+            let reason = v["reason"].as_str().unwrap_or_default();
+            return ClientOutcome::Unsupported(format!("{u}: {reason}"));
         }
         if v["ok"] == true {
             ClientOutcome::Done {
@@ -611,21 +612,37 @@ async fn interop_matrix() {
         results.policy.extend(policy_checks(peer, &pkis[0].1).await);
     }
 
+    // Regressions against the recorded results: what negotiated (or held) must still.
+    let baseline: Results = match std::fs::read_to_string(RESULTS_JSON) {
+        Ok(json) => serde_json::from_str(&json).expect("interop/RESULTS.json"),
+        Err(e) => panic!("{RESULTS_JSON}: {e} (interop/run writes it)"),
+    };
     if std::env::var_os("MCP_PQTLS_INTEROP_WRITE").is_some() {
-        std::fs::write(
-            RESULTS_JSON,
-            serde_json::to_string_pretty(&results).unwrap() + "\n",
-        )
-        .unwrap();
-        std::fs::write(RESULTS_MD, markdown(&results)).unwrap();
+        // Peers not run this time keep their recorded rows.
+        let ran = |p: &String| results.peers.contains_key(p);
+        let mut merged = Results {
+            peers: baseline.peers.clone(),
+            cells: baseline
+                .cells
+                .iter()
+                .filter(|c| !ran(&c.peer))
+                .cloned()
+                .collect(),
+            policy: baseline
+                .policy
+                .iter()
+                .filter(|c| !ran(&c.peer))
+                .cloned()
+                .collect(),
+        };
+        merged.peers.extend(results.peers.clone());
+        merged.cells.extend(results.cells.iter().cloned());
+        merged.policy.extend(results.policy.iter().cloned());
+        let json = serde_json::to_string_pretty(&merged).unwrap() + "\n";
+        std::fs::write(RESULTS_JSON, json).unwrap();
+        std::fs::write(RESULTS_MD, markdown(&merged)).unwrap();
         eprintln!("wrote {RESULTS_MD} and {RESULTS_JSON}");
     }
-
-    // Regressions against the recorded results: what negotiated (or held) must still.
-    let baseline: Results = serde_json::from_str(
-        &std::fs::read_to_string(RESULTS_JSON).expect("interop/RESULTS.json (run interop/run)"),
-    )
-    .unwrap();
     let mut regressions = Vec::new();
     for before in baseline.cells.iter().filter(|c| c.outcome == "negotiated") {
         let now = results.cells.iter().find(|c| {
