@@ -96,10 +96,32 @@ impl Peer {
                     run_text(Command::new(&command[0]).args(["-p", "process.versions.openssl"]));
                 format!("Node {v} (OpenSSL {ssl})")
             }
-            Self::Program { name: "go", .. } => "Go 1.27 crypto/tls".to_owned(),
+            Self::Program { name: "go", .. } => {
+                // install-go.sh keeps the toolchain in the cache beside the peer.
+                let cache = std::env::var_os("MCP_PQTLS_INTEROP_DIR").map_or_else(
+                    || {
+                        let home = std::env::var_os("HOME").unwrap_or_default();
+                        PathBuf::from(home).join(".cache/mcp-pqtls-interop")
+                    },
+                    PathBuf::from,
+                );
+                let go = cache.join("go-1.27/usr/lib/go-1.27/bin/go");
+                format!("{} crypto/tls", run_text(Command::new(go).arg("version")))
+            }
             Self::Program {
                 name: "boringssl", ..
-            } => "BoringSSL (boring crate)".to_owned(),
+            } => {
+                let lock = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/boring/Cargo.lock");
+                let text = std::fs::read_to_string(lock).unwrap_or_default();
+                let version = text
+                    .split("[[package]]")
+                    .find(|p| p.contains("name = \"boring\"\n"))
+                    .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = ")))
+                    .unwrap_or("?")
+                    .trim_matches('"')
+                    .to_owned();
+                format!("BoringSSL as bundled by the boring crate {version} (Cloudflare-patched)")
+            }
             Self::Program { name, .. } => (*name).to_owned(),
         }
     }
@@ -714,6 +736,7 @@ fn markdown(r: &Results) -> String {
                     });
                     let text = match c {
                         Some(c) if c.outcome == "negotiated" => "negotiated".to_owned(),
+                        Some(c) if c.outcome == "unsupported" => "unsupported by peer".to_owned(),
                         Some(c) => format!(
                             "{}: {}",
                             c.outcome,
@@ -725,6 +748,19 @@ fn markdown(r: &Results) -> String {
                 }
                 md += "\n";
             }
+        }
+    }
+    // Why a peer cannot do a group: once per peer and group, not in every cell.
+    let mut reasons = BTreeMap::new();
+    for c in r.cells.iter().filter(|c| c.outcome == "unsupported") {
+        reasons
+            .entry((c.peer.clone(), c.group.clone()))
+            .or_insert_with(|| c.detail.clone());
+    }
+    if !reasons.is_empty() {
+        md += "\n## What the peers cannot do\n\n| peer | group | the peer's reason |\n|---|---|---|\n";
+        for ((peer, group), reason) in &reasons {
+            md += &format!("| {peer} | {group} | {} |\n", reason.replace('|', "/"));
         }
     }
     md += "\n## Policy against each peer's defaults (ECDSA P-256 certificate)\n\n\
