@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use rustls::server::{Acceptor, ClientHello, ServerSessionMemoryCache, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, SignatureScheme};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::LazyConfigAcceptor;
 use tracing::{debug, warn};
@@ -212,16 +212,16 @@ impl PqAcceptor {
         *slot = Arc::new(identity);
     }
 
-    /// Runs the TLS handshake on an accepted TCP connection under the policy, within the
-    /// handshake timeout.
+    /// Runs the TLS handshake on an accepted connection (a `TcpStream`, or any byte stream:
+    /// the benches use an in-memory pipe) under the policy, within the handshake timeout.
     ///
     /// A refused ClientHello is answered with a `handshake_failure` alert (an identity
     /// refusal with `access_denied`), logged at warn with the reason, and counted.
-    pub async fn accept(
+    pub async fn accept<IO: AsyncRead + AsyncWrite + Unpin>(
         &self,
-        tcp: TcpStream,
+        tcp: IO,
         peer: SocketAddr,
-    ) -> Result<(TlsStream<TcpStream>, ConnectionInfo), AcceptError> {
+    ) -> Result<(TlsStream<IO>, ConnectionInfo), AcceptError> {
         let started = Instant::now();
         let outcome = tokio::time::timeout(self.handshake_timeout, self.handshake(tcp, peer)).await;
         self.metrics.handshake_duration(started.elapsed());
@@ -248,11 +248,11 @@ impl PqAcceptor {
         }
     }
 
-    async fn handshake(
+    async fn handshake<IO: AsyncRead + AsyncWrite + Unpin>(
         &self,
-        tcp: TcpStream,
+        tcp: IO,
         peer: SocketAddr,
-    ) -> Result<(TlsStream<TcpStream>, ConnectionInfo), AcceptError> {
+    ) -> Result<(TlsStream<IO>, ConnectionInfo), AcceptError> {
         let start = LazyConfigAcceptor::new(Acceptor::default(), tcp)
             .await
             .map_err(AcceptError::ClientHello)?;
