@@ -60,7 +60,7 @@ def main(out):
         lines.append("| " + " | ".join(row) + " |")
 
     direct = median_ns("paths", "direct_X25519MLKEM768")
-    retry = median_ns("paths", "hello_retry_X25519->X25519MLKEM768")
+    retry = median_ns("paths", "hello_retry_X25519MLKEM768")
     resumed = median_ns("paths", "resumed_X25519MLKEM768")
     plain = median_ns("server_path", "tokio-rustls_X25519MLKEM768")
     ours = median_ns("server_path", "mcp-pqtls_X25519MLKEM768")

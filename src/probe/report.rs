@@ -43,20 +43,22 @@ impl Verdict {
 
     /// The verdict the findings support.
     ///
-    /// `pq_accepted`: some pq group completed a handshake; `classical_accepted`: a client
-    /// offering only classical groups completed one (TLS 1.2 included); `upgrade_to_pq`: a
-    /// client listing a pq group behind a classical key share ended on pq.
+    /// `pq_accepted`: some pq group completed a handshake. `classical_accepted`: a client
+    /// offering only classical groups completed one (TLS 1.2 included), `Some(false)` only when
+    /// the server positively refused it (an alert or a hang-up), `None` when the trial failed
+    /// in a way that says nothing. `upgrade_to_pq`: a client listing a pq group behind a
+    /// classical key share ended on pq. `pq-required` is never claimed on a doubt.
     pub fn from_findings(
         pq_accepted: bool,
-        classical_accepted: bool,
+        classical_accepted: Option<bool>,
         upgrade_to_pq: Option<bool>,
     ) -> Self {
         match (pq_accepted, classical_accepted) {
-            (false, false) => Self::Unreachable,
-            (false, true) => Self::ClassicalOnly,
-            (true, false) => Self::PqRequired,
-            (true, true) if upgrade_to_pq == Some(true) => Self::PqPreferred,
-            (true, true) => Self::PqAvailable,
+            (false, Some(true)) => Self::ClassicalOnly,
+            (false, _) => Self::Unreachable,
+            (true, Some(false)) => Self::PqRequired,
+            (true, _) if upgrade_to_pq == Some(true) => Self::PqPreferred,
+            (true, _) => Self::PqAvailable,
         }
     }
 }
@@ -327,13 +329,18 @@ impl ProbeReport {
         };
         let _ = writeln!(out, "{}{addr}{sni}", self.target);
         let _ = writeln!(out, "  verdict             {}", self.verdict);
-        let _ = writeln!(out, "                      {}", self.summary);
+        let _ = writeln!(out, "                      {}", clean(&self.summary));
         if let Some(e) = &self.error {
-            let _ = writeln!(out, "  error               {e}");
+            let _ = writeln!(out, "  error               {}", clean(e));
         }
         for r in &self.requirements {
             let met = if r.met { "met" } else { "NOT MET" };
-            let _ = writeln!(out, "  require {:<11} {met}: {}", r.require, r.finding);
+            let _ = writeln!(
+                out,
+                "  require {:<11} {met}: {}",
+                r.require,
+                clean(&r.finding)
+            );
         }
         if self.groups.is_empty() {
             return out;
@@ -363,7 +370,7 @@ impl ProbeReport {
             );
             match &g.error {
                 Some(e) if !g.accepted => {
-                    let _ = writeln!(out, "  {e}");
+                    let _ = writeln!(out, "  {}", clean(e));
                 }
                 _ => out.push('\n'),
             }
@@ -372,7 +379,7 @@ impl ProbeReport {
         let trial = |t: &Trial| match (&t.chosen, &t.error) {
             (Some(c), _) if t.hello_retry => format!("HelloRetryRequest to {c}"),
             (Some(c), _) => format!("{c} (no HelloRetryRequest)"),
-            (None, Some(e)) => format!("refused: {e}"),
+            (None, Some(e)) => format!("refused: {}", clean(e)),
             (None, None) => "refused".to_owned(),
         };
         if let Some(t) = &self.upgrade {
@@ -442,7 +449,7 @@ impl ProbeReport {
                 (Some(true), Some(a), _) => format!("verified against {a}"),
                 (Some(false), Some(a), e) => format!(
                     "NOT verified against {a}: {}",
-                    e.as_deref().unwrap_or("unknown error")
+                    clean(e.as_deref().unwrap_or("unknown error"))
                 ),
                 _ => "not verified (--insecure)".to_owned(),
             };
@@ -466,22 +473,38 @@ impl ProbeReport {
                 let sans = if cert.sans.is_empty() {
                     String::new()
                 } else {
-                    format!(", SANs {}", cert.sans.join(" "))
+                    format!(", SANs {}", clean(&cert.sans.join(" ")))
                 };
                 let _ = writeln!(
                     out,
                     "    [{i}] {} ({} {} bits, signed {}){sans}",
-                    cert.subject, cert.key_algorithm, cert.key_bits, cert.signature_algorithm
+                    clean(&cert.subject),
+                    cert.key_algorithm,
+                    cert.key_bits,
+                    cert.signature_algorithm
                 );
                 let _ = writeln!(
                     out,
                     "        issuer {}, valid {} to {}",
-                    cert.issuer, cert.not_before, cert.not_after
+                    clean(&cert.issuer),
+                    cert.not_before,
+                    cert.not_after
                 );
             }
         }
         out
     }
+}
+
+/// A string from the peer (certificate names, errors) made safe for a terminal: a hostile
+/// certificate must not move the cursor or add lines to the report a person reads.
+fn clean(s: &str) -> String {
+    s.chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_debug().to_string(),
+            false => c.to_string(),
+        })
+        .collect()
 }
 
 fn yes_no(b: bool) -> &'static str {
@@ -503,13 +526,41 @@ mod tests {
     #[test]
     fn verdicts_follow_the_findings() {
         use Verdict::*;
-        assert_eq!(Verdict::from_findings(false, false, None), Unreachable);
-        assert_eq!(Verdict::from_findings(false, true, None), ClassicalOnly);
-        assert_eq!(Verdict::from_findings(true, false, Some(true)), PqRequired);
-        assert_eq!(Verdict::from_findings(true, false, None), PqRequired);
-        assert_eq!(Verdict::from_findings(true, true, Some(true)), PqPreferred);
-        assert_eq!(Verdict::from_findings(true, true, Some(false)), PqAvailable);
-        assert_eq!(Verdict::from_findings(true, true, None), PqAvailable);
+        assert_eq!(
+            Verdict::from_findings(false, Some(false), None),
+            Unreachable
+        );
+        assert_eq!(Verdict::from_findings(false, None, None), Unreachable);
+        assert_eq!(
+            Verdict::from_findings(false, Some(true), None),
+            ClassicalOnly
+        );
+        assert_eq!(
+            Verdict::from_findings(true, Some(false), Some(true)),
+            PqRequired
+        );
+        assert_eq!(Verdict::from_findings(true, Some(false), None), PqRequired);
+        assert_eq!(
+            Verdict::from_findings(true, Some(true), Some(true)),
+            PqPreferred
+        );
+        assert_eq!(
+            Verdict::from_findings(true, Some(true), Some(false)),
+            PqAvailable
+        );
+        assert_eq!(Verdict::from_findings(true, Some(true), None), PqAvailable);
+        // A classical trial that timed out is no proof of refusal.
+        assert_eq!(Verdict::from_findings(true, None, Some(false)), PqAvailable);
+        assert_eq!(Verdict::from_findings(true, None, Some(true)), PqPreferred);
+    }
+
+    #[test]
+    fn peer_strings_cannot_drive_the_terminal() {
+        assert_eq!(
+            clean("CN=a\x1b[2A\nverdict pq-required"),
+            "CN=a\\u{1b}[2A\\nverdict pq-required"
+        );
+        assert_eq!(clean("name \"x\", O=Ex"), "name \"x\", O=Ex");
     }
 
     #[test]
