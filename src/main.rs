@@ -553,15 +553,24 @@ fn probe_options(args: &ProbeArgs) -> anyhow::Result<(Vec<Target>, ProbeOptions)
         .filter(|p| !p.is_empty() && p.as_str() != "none")
         .map(|p| p.as_bytes().to_vec())
         .collect();
+    // A group that must be accepted is probed even when `--groups` leaves it out.
+    let mut groups = args
+        .groups
+        .clone()
+        .map_or_else(|| mcp_pqtls::Group::ALL.to_vec(), |g| g.0);
+    for r in &args.require {
+        if let Requirement::Group(g) = r {
+            if !groups.contains(g) {
+                groups.push(*g);
+            }
+        }
+    }
     let options = ProbeOptions {
         sni: args.sni.clone(),
         trust,
         ca_name,
         client_identity,
-        groups: args
-            .groups
-            .clone()
-            .map_or_else(|| mcp_pqtls::Group::ALL.to_vec(), |g| g.0),
+        groups,
         alpn,
         timeout: args.timeout.0,
     };
