@@ -1,0 +1,32 @@
+//! A short run of the load harness (`benches/load/capacity.sh`), so that it cannot rot. It
+//! measures nothing worth keeping (debug build, one second, a shared machine) and asserts no
+//! timing: only that every run completed handshakes and the table came out.
+
+use std::process::Command;
+
+#[test]
+fn capacity_harness_runs() {
+    let out = Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/benches/load/capacity.sh"
+        ))
+        .args(["1", "1"])
+        .env("CAPACITY_BIN", env!("CARGO_BIN_EXE_mcp-pqtls"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for group in ["X25519MLKEM768", "X25519"] {
+        for server in ["mcp-pqtls reflect", "OpenSSL 3.5 s_server"] {
+            let row = stdout
+                .lines()
+                .find(|l| l.starts_with(&format!("| {group} | {server} |")))
+                .unwrap_or_else(|| panic!("no row for {group} {server}:\n{stdout}\n{stderr}"));
+            let rate: f64 = row.split('|').nth(3).unwrap().trim().parse().unwrap();
+            assert!(rate > 0.0, "no handshakes completed: {row}\n{stderr}");
+        }
+    }
+    assert!(stdout.contains("Capacity ratios"), "{stdout}");
+}
