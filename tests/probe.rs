@@ -124,7 +124,8 @@ async fn pq_preferred_server() {
         ("X25519MLKEM768", "X25519")
     );
     assert!(pq.client_hello_bytes.unwrap() >= cl.client_hello_bytes.unwrap() + 1184);
-    assert!(pq.server_flight_bytes.unwrap() >= cl.server_flight_bytes.unwrap() + 1088);
+    // The ECDSA signature's DER length varies by a few bytes between handshakes.
+    assert!(pq.server_flight_bytes.unwrap() + 8 >= cl.server_flight_bytes.unwrap() + 1088);
 
     r.require(&[Requirement::Pq, Requirement::Group(Group::X25519MLKEM768)]);
     assert_eq!(r.exit_code(), 0, "{:?}", r.requirements);
