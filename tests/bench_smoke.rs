@@ -1,4 +1,4 @@
-//! A short run of the load harness (`benches/load/capacity.sh`), so that it cannot rot. It
+//! Short runs of the load harness (`benches/load/*.sh`), so that it cannot rot. The capacity run
 //! measures nothing worth keeping (debug build, one second, a shared machine) and asserts no
 //! timing: only that every run completed handshakes and the table came out.
 
@@ -29,4 +29,35 @@ fn capacity_harness_runs() {
         }
     }
     assert!(stdout.contains("Capacity ratios"), "{stdout}");
+}
+
+#[test]
+fn wire_harness_runs() {
+    let out = Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/load/wire.sh"))
+        .env("WIRE_BIN", env!("CARGO_BIN_EXE_mcp-pqtls"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // One row per catalogue group, sizes only: a pq ClientHello carries a ML-KEM key share.
+    let bytes = |group: &str| -> Vec<usize> {
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("| {group} |")))
+            .unwrap_or_else(|| panic!("no row for {group}:\n{stdout}"));
+        row.split('|')
+            .skip(2)
+            .take(3)
+            .map(|c| c.trim().parse().unwrap())
+            .collect()
+    };
+    for g in mcp_pqtls::Group::ALL {
+        assert_eq!(bytes(g.name()).len(), 3);
+    }
+    assert!(bytes("X25519MLKEM768")[0] >= bytes("X25519")[0] + 1184);
 }
