@@ -4,6 +4,16 @@
 
 use std::process::Command;
 
+/// A load script under `timeout`, so that a hang fails the test instead of stalling CI.
+fn script(name: &str) -> Command {
+    let mut cmd = Command::new("timeout");
+    cmd.args(["120", "bash"]).arg(format!(
+        "{}/benches/load/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ));
+    cmd
+}
+
 #[test]
 fn capacity_harness_runs() {
     let out = Command::new("bash")
@@ -33,8 +43,7 @@ fn capacity_harness_runs() {
 
 #[test]
 fn wire_harness_runs() {
-    let out = Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/load/wire.sh"))
+    let out = script("wire.sh")
         .env("WIRE_BIN", env!("CARGO_BIN_EXE_mcp-pqtls"))
         .output()
         .unwrap();

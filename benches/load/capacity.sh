@@ -17,25 +17,20 @@ client_cpu="${CAPACITY_CLIENT_CPU:-1}"
 # One CPU only: share it (the numbers then mean less; the smoke run still works).
 [ "$(nproc)" -ge 2 ] || client_cpu=0
 
+source benches/load/lib.sh
 openssl="$(bash interop/install-openssl.sh)"
-ours="${CAPACITY_BIN:-}"
-if [ -z "$ours" ]; then
-  cargo build --release --quiet --bin mcp-pqtls
-  ours=target/release/mcp-pqtls
-fi
+ours="$(binary "${CAPACITY_BIN:-}")"
 work="$(mktemp -d)"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 "$ours" certs init "$work/pki" >/dev/null
 ticks="$(getconf CLK_TCK)"
 
-port_free() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
 
 # One run: prints "<handshakes> <server cpu seconds>".
 run() {
   local server="$1" group="$2" port pid
-  port="$(port_free)"
+  port="$(free_port)"
   if [ "$server" = ours ]; then
     # warn: no per-connection log line (an info line per handshake would be measured too).
     RUST_LOG=warn taskset -c "$server_cpu" "$ours" reflect --listen "127.0.0.1:$port" \

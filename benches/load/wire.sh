@@ -5,24 +5,23 @@
 #   benches/load/wire.sh        (WIRE_BIN picks the binary; default: a release build)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-bin="${WIRE_BIN:-}"
-if [ -z "$bin" ]; then
-  cargo build --release --quiet --bin mcp-pqtls
-  bin=target/release/mcp-pqtls
-fi
+source benches/load/lib.sh
+bin="$(binary "${WIRE_BIN:-}")"
 work="$(mktemp -d)"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 all=X25519MLKEM768,SecP256r1MLKEM768,SecP384r1MLKEM1024,MLKEM768,MLKEM1024,X25519,secp256r1,secp384r1
 
 for alg in ecdsa-p256 ml-dsa-65; do
   "$bin" certs init "$work/$alg" --key-alg "$alg" >/dev/null
-  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+  port="$(free_port)"
   RUST_LOG=warn "$bin" reflect --listen "127.0.0.1:$port" --cert "$work/$alg/server.pem" \
     --key "$work/$alg/server.key" --groups "$all" --policy classical-allowed >/dev/null 2>&1 &
-  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
+  pid=$!
+  wait_port "$port"
   "$bin" probe "127.0.0.1:$port" --sni localhost --ca "$work/$alg/ca.pem" --format json \
     >"$work/$alg.json" || true
-  kill %1; wait 2>/dev/null || true
+  kill "$pid"
+  wait "$pid" 2>/dev/null || true
 done
 
 python3 - "$work" <<'PY'
