@@ -531,6 +531,10 @@ fn probe_options(args: &ProbeArgs) -> anyhow::Result<(Vec<Target>, ProbeOptions)
         }
     }
     anyhow::ensure!(!targets.is_empty(), "no targets to probe");
+    anyhow::ensure!(
+        !args.timeout.0.is_zero(),
+        "--timeout 0s leaves no time for a handshake; give e.g. --timeout 5s"
+    );
     let (trust, ca_name) = match (&args.ca, args.insecure) {
         (Some(ca), _) => (
             Trust::Roots(Arc::new(mcp_pqtls::certs::load_roots(ca)?)),

@@ -473,6 +473,9 @@ async fn cli_exit_codes_formats_and_several_targets() {
     .await;
     assert_eq!(code(&out), 2);
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/ca.pem"));
+    let out = run(args(&["--timeout", "0s"])).await;
+    assert_eq!(code(&out), 2);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--timeout 0s"));
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
