@@ -96,15 +96,15 @@ impl Peer {
                     run_text(Command::new(&command[0]).args(["-p", "process.versions.openssl"]));
                 format!("Node {v} (OpenSSL {ssl})")
             }
-            Self::Program { name: "go", .. } => {
-                // install-go.sh keeps the toolchain in the cache beside the peer.
-                let cache = std::env::var_os("MCP_PQTLS_INTEROP_DIR").map_or_else(
-                    || {
-                        let home = std::env::var_os("HOME").unwrap_or_default();
-                        PathBuf::from(home).join(".cache/mcp-pqtls-interop")
-                    },
-                    PathBuf::from,
-                );
+            Self::Program {
+                name: "go",
+                command,
+            } => {
+                // install-go.sh puts the peer at CACHE/go-peer/peer, the toolchain beside it.
+                let cache = Path::new(&command[0])
+                    .ancestors()
+                    .nth(2)
+                    .unwrap_or(Path::new("."));
                 let go = cache.join("go-1.27/usr/lib/go-1.27/bin/go");
                 format!("{} crypto/tls", run_text(Command::new(go).arg("version")))
             }
@@ -447,20 +447,8 @@ async fn their_server(peer: &Peer, pki: &Pki, cert: KeyAlg, group: Group) -> [Ce
         ),
         Err(e) => set(ours, "refused", e.to_string()),
     };
-    let report = probe(
-        &format!("localhost:{port}").parse::<Target>().unwrap(),
-        &ProbeOptions {
-            trust: Trust::Roots(pki.roots()),
-            ..ProbeOptions::default()
-        },
-    )
-    .await;
-    let accepted: Vec<&str> = report
-        .groups
-        .iter()
-        .filter(|g| g.accepted)
-        .map(|g| g.name.as_str())
-        .collect();
+    let report = probe_port(pki, port).await;
+    let accepted = report.accepted_groups();
     let verified = report
         .certificate
         .as_ref()
@@ -482,6 +470,16 @@ async fn their_server(peer: &Peer, pki: &Pki, cert: KeyAlg, group: Group) -> [Ce
         )
     };
     [ours, probed]
+}
+
+/// Our probe, with the whole catalogue, against a server on `localhost:port`.
+async fn probe_port(pki: &Pki, port: u16) -> mcp_pqtls::probe::ProbeReport {
+    let target: Target = format!("localhost:{port}").parse().unwrap();
+    let options = ProbeOptions {
+        trust: Trust::Roots(pki.roots()),
+        ..ProbeOptions::default()
+    };
+    probe(&target, &options).await
 }
 
 /// Our policy against the peer's defaults (ECDSA certificate).
@@ -564,20 +562,8 @@ async fn policy_checks(peer: &Peer, pki: &Pki) -> Vec<PolicyCheck> {
 
     let (observed, holds) = match peer.server(pki, None).await {
         Ok((_server, port)) => {
-            let report = probe(
-                &format!("localhost:{port}").parse::<Target>().unwrap(),
-                &ProbeOptions {
-                    trust: Trust::Roots(pki.roots()),
-                    ..ProbeOptions::default()
-                },
-            )
-            .await;
-            let accepted: Vec<&str> = report
-                .groups
-                .iter()
-                .filter(|g| g.accepted)
-                .map(|g| g.name.as_str())
-                .collect();
+            let report = probe_port(pki, port).await;
+            let accepted = report.accepted_groups();
             let upgrade = report
                 .upgrade_to_pq
                 .map_or("-", |u| if u { "yes" } else { "no" });

@@ -211,11 +211,6 @@ async fn probe_openssl(pki: &Pki, port: u16) -> ProbeReport {
     panic!("s_server never listened on {port}");
 }
 
-fn accepted(report: &ProbeReport) -> Vec<&str> {
-    let groups = report.groups.iter().filter(|g| g.accepted);
-    groups.map(|g| g.name.as_str()).collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn probe_findings_hold_against_openssl_s_server() {
     let openssl = openssl();
@@ -229,7 +224,7 @@ async fn probe_findings_hold_against_openssl_s_server() {
     );
     let mut r = probe_openssl(&pki, port).await;
     assert_eq!(r.verdict, Verdict::PqRequired, "{}", r.table());
-    assert_eq!(accepted(&r), ["SecP384r1MLKEM1024"]);
+    assert_eq!(r.accepted_groups(), ["SecP384r1MLKEM1024"]);
     for g in r.groups.iter().filter(|g| !g.accepted) {
         assert_eq!(g.alert.as_deref(), Some("handshake_failure"), "{g:?}");
     }
@@ -254,7 +249,7 @@ async fn probe_findings_hold_against_openssl_s_server() {
     );
     let mut r = probe_openssl(&pki, port).await;
     assert_eq!(r.verdict, Verdict::PqAvailable, "{}", r.table());
-    assert_eq!(accepted(&r), ["X25519MLKEM768", "X25519"]);
+    assert_eq!(r.accepted_groups(), ["X25519MLKEM768", "X25519"]);
     assert_eq!(r.upgrade_to_pq, Some(false));
     assert_eq!(
         r.upgrade.as_ref().unwrap().chosen.as_deref(),
@@ -269,7 +264,7 @@ async fn probe_findings_hold_against_openssl_s_server() {
     let (_server, port) = s_server(&openssl, &pki, &["-tls1_3", "-groups", "X25519"]);
     let r = probe_openssl(&pki, port).await;
     assert_eq!(r.verdict, Verdict::ClassicalOnly, "{}", r.table());
-    assert_eq!(accepted(&r), ["X25519"]);
+    assert_eq!(r.accepted_groups(), ["X25519"]);
     assert_eq!(r.upgrade_to_pq, None);
 
     // TLS 1.2 only: every TLS 1.3 offer gets protocol_version; TLS 1.2 completes.

@@ -31,15 +31,6 @@ async fn probe_server(server: &Server, options: &ProbeOptions) -> ProbeReport {
     probe(&target, options).await
 }
 
-fn accepted(report: &ProbeReport) -> Vec<&str> {
-    report
-        .groups
-        .iter()
-        .filter(|g| g.accepted)
-        .map(|g| g.name.as_str())
-        .collect()
-}
-
 /// Every group the server does not have is refused with the alert rustls sends for it.
 fn assert_refused_with_alert(report: &ProbeReport, alert: &str) {
     for g in report.groups.iter().filter(|g| !g.accepted) {
@@ -64,7 +55,7 @@ async fn pq_preferred_server() {
     assert_eq!(r.sni.as_deref(), Some("localhost"));
     assert_eq!(r.error, None);
     assert_eq!(r.groups.len(), Group::ALL.len());
-    assert_eq!(accepted(&r), ["X25519MLKEM768", "X25519"]);
+    assert_eq!(r.accepted_groups(), ["X25519MLKEM768", "X25519"]);
     assert_refused_with_alert(&r, "handshake_failure");
     for g in r.groups.iter().filter(|g| g.accepted) {
         assert!(
@@ -152,7 +143,10 @@ async fn pq_required_server() {
     .await;
     let mut r = probe_server(&server, &options(&pki)).await;
     assert_eq!(r.verdict, Verdict::PqRequired, "{}", r.table());
-    assert_eq!(accepted(&r), ["X25519MLKEM768", "SecP384r1MLKEM1024"]);
+    assert_eq!(
+        r.accepted_groups(),
+        ["X25519MLKEM768", "SecP384r1MLKEM1024"]
+    );
     assert_refused_with_alert(&r, "handshake_failure");
     assert_eq!(r.classical_fallback, Some(false));
     let cl = r.classical.as_ref().unwrap();
@@ -184,7 +178,7 @@ async fn classical_allowed_server_settles_for_classical() {
     .await;
     let mut r = probe_server(&server, &options(&pki)).await;
     assert_eq!(r.verdict, Verdict::PqAvailable, "{}", r.table());
-    assert_eq!(accepted(&r), ["X25519MLKEM768", "X25519"]);
+    assert_eq!(r.accepted_groups(), ["X25519MLKEM768", "X25519"]);
     assert_eq!(r.upgrade_to_pq, Some(false));
     let up = r.upgrade.as_ref().unwrap();
     assert_eq!(up.chosen.as_deref(), Some("X25519"));
@@ -215,7 +209,7 @@ async fn one_group_server() {
     .await;
     let r = probe_server(&server, &options(&pki)).await;
     assert_eq!(r.verdict, Verdict::PqRequired, "{}", r.table());
-    assert_eq!(accepted(&r), ["MLKEM1024"]);
+    assert_eq!(r.accepted_groups(), ["MLKEM1024"]);
     assert_refused_with_alert(&r, "handshake_failure");
     assert_eq!(r.classical_fallback, Some(false));
     assert_eq!(r.upgrade_to_pq, Some(true));
@@ -230,7 +224,7 @@ async fn one_group_server() {
     .await;
     let mut r = probe_server(&server, &options(&pki)).await;
     assert_eq!(r.verdict, Verdict::ClassicalOnly, "{}", r.table());
-    assert_eq!(accepted(&r), ["secp384r1"]);
+    assert_eq!(r.accepted_groups(), ["secp384r1"]);
     assert_eq!(r.upgrade_to_pq, None);
     assert_eq!(r.classical_fallback, Some(true));
     assert_eq!(
@@ -322,7 +316,7 @@ async fn tls12_only_server_is_classical_only() {
         r.classical.as_ref().unwrap().chosen.as_deref(),
         Some("X25519")
     );
-    assert!(accepted(&r).is_empty());
+    assert!(r.accepted_groups().is_empty());
     for g in &r.groups {
         let e = g.error.as_deref().unwrap();
         assert!(
@@ -564,7 +558,7 @@ async fn tls12_back_door_is_classical_fallback() {
     });
     let target: Target = format!("localhost:{port}").parse().unwrap();
     let r = probe(&target, &options(&pki)).await;
-    assert_eq!(accepted(&r), ["X25519MLKEM768"], "{}", r.table());
+    assert_eq!(r.accepted_groups(), ["X25519MLKEM768"], "{}", r.table());
     assert_eq!(r.classical_fallback, Some(true), "{}", r.table());
     let cl = r.classical.as_ref().unwrap();
     assert_eq!(cl.chosen.as_deref(), Some("X25519"));
@@ -592,7 +586,7 @@ async fn narrowed_groups_do_not_change_the_verdict() {
     let mut opts = options(&pki);
     opts.groups = vec![Group::X25519MLKEM768, Group::Secp384r1];
     let mut r = probe_server(&server, &opts).await;
-    assert_eq!(accepted(&r), ["X25519MLKEM768"]);
+    assert_eq!(r.accepted_groups(), ["X25519MLKEM768"]);
     assert_eq!(r.classical_fallback, Some(true));
     assert_eq!(r.verdict, Verdict::PqPreferred, "{}", r.table());
     r.require(&[Requirement::PqOnly]);

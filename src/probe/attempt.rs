@@ -197,7 +197,12 @@ impl Dialer {
     ) -> Attempt {
         let mut attempt = Attempt {
             offered: groups.to_vec(),
-            key_shares: key_shares(groups),
+            // Key shares exist only in TLS 1.3.
+            key_shares: if versions.contains(&&rustls::version::TLS13) {
+                key_shares(groups)
+            } else {
+                Vec::new()
+            },
             result: Err(Failure::Closed),
             handshake_ms: None,
             client_hello_bytes: None,

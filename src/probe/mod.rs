@@ -337,11 +337,10 @@ impl Prober<'_> {
         };
         // Refused over TLS 1.3: does TLS 1.2 let a classical client in?
         if classical_fallback == Some(false) {
-            let mut tls12 = self
+            let tls12 = self
                 .dialer
                 .attempt(&classical, tls12_provider(&classical), TLS12)
                 .await;
-            tls12.key_shares.clear(); // TLS 1.2 has none.
             match &tls12.result {
                 Ok(_) => {
                     classical_fallback = Some(true);

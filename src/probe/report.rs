@@ -299,6 +299,12 @@ impl ProbeReport {
         (met, format!("verdict {}{why}", self.verdict))
     }
 
+    /// The groups accepted when offered alone, in probe order.
+    pub fn accepted_groups(&self) -> Vec<&str> {
+        let accepted = self.groups.iter().filter(|g| g.accepted);
+        accepted.map(|g| g.name.as_str()).collect()
+    }
+
     /// Records the outcome of each requirement in the report.
     pub fn require(&mut self, requirements: &[Requirement]) {
         self.requirements = requirements.iter().map(|r| self.check(*r)).collect();
