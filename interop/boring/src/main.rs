@@ -179,11 +179,24 @@ fn boring_groups_list(spec: &str) -> Result<String, GroupsError> {
     Ok(names.join(":"))
 }
 
-fn tls13_only(b: &mut SslContextBuilder) {
+/// A TLS 1.3-only context with `--groups` applied. A group BoringSSL cannot do is reported
+/// with `unsupported` (each mode words it its own way) and exit 3.
+fn context(groups: Option<&str>, unsupported: fn(String, String) -> Value) -> SslContextBuilder {
+    let mut b = SslContext::builder(SslMethod::tls()).expect("SSL_CTX_new");
     b.set_min_proto_version(Some(SslVersion::TLS1_3))
         .expect("min version");
     b.set_max_proto_version(Some(SslVersion::TLS1_3))
         .expect("max version");
+    if let Some(spec) = groups {
+        match boring_groups_list(spec) {
+            Ok(list) => b.set_curves_list(&list).expect("validated groups list"),
+            Err(GroupsError::Unsupported(name, reason)) => {
+                out(unsupported(name, reason));
+                exit(3)
+            }
+        }
+    }
+    b
 }
 
 struct Args(Vec<(String, String)>);
@@ -248,17 +261,9 @@ fn server(args: Args) -> ! {
     let cert = args.need("cert");
     let key = args.need("key");
 
-    let mut b = SslContext::builder(SslMethod::tls()).expect("SSL_CTX_new");
-    tls13_only(&mut b);
-    if let Some(spec) = args.get("groups") {
-        match boring_groups_list(spec) {
-            Ok(list) => b.set_curves_list(&list).expect("validated groups list"),
-            Err(GroupsError::Unsupported(name, reason)) => {
-                out(json!({"unsupported": name, "reason": reason}));
-                exit(3)
-            }
-        }
-    }
+    let mut b = context(args.get("groups"), |name, reason| {
+        json!({"unsupported": name, "reason": reason})
+    });
     let load = |b: &mut SslContextBuilder| -> Result<(), String> {
         b.set_certificate_chain_file(cert)
             .map_err(|e| format!("loading certificate chain {cert}: {}", stack_text(&e)))?;
@@ -368,19 +373,11 @@ fn client(args: Args) -> ! {
     let name = args.need("servername");
     let ca = args.need("ca");
 
-    let mut b = SslContext::builder(SslMethod::tls()).expect("SSL_CTX_new");
-    tls13_only(&mut b);
-    if let Some(spec) = args.get("groups") {
-        // Given order = preference order. Key shares: the first group, plus the first group
-        // of the other kind (PQ vs classical) if the list has one.
-        match boring_groups_list(spec) {
-            Ok(list) => b.set_curves_list(&list).expect("validated groups list"),
-            Err(GroupsError::Unsupported(name, reason)) => {
-                out(json!({"ok": false, "unsupported": name, "reason": reason}));
-                exit(3)
-            }
-        }
-    }
+    // Given order = preference order. Key shares: the first group, plus the first group of
+    // the other kind (PQ vs classical) if the list has one.
+    let mut b = context(args.get("groups"), |name, reason| {
+        json!({"ok": false, "unsupported": name, "reason": reason})
+    });
     b.set_verify(SslVerifyMode::PEER);
     if let Err(e) = b.set_ca_file(ca) {
         fail(format!("loading CA file {ca}: {}", stack_text(&e)));
