@@ -93,6 +93,12 @@ pub struct ClientOptions {
 impl ClientOptions {
     /// Resolves and validates the options into a connector.
     pub fn build(&self) -> Result<PqConnector, ConfigError> {
+        PqConnector::new(self.tls_config()?).map_err(ConfigError::Client)
+    }
+
+    /// Resolves the options (files read) into the connector's config, for callers that set
+    /// more (such as ALPN) before building.
+    pub fn tls_config(&self) -> Result<ClientTlsConfig, ConfigError> {
         let mut config = ClientTlsConfig::default();
         if let Some(g) = &self.groups {
             config.algorithms.groups = g.0.clone();
@@ -127,7 +133,7 @@ impl ClientOptions {
                 })
             }
         };
-        PqConnector::new(config).map_err(ConfigError::Client)
+        Ok(config)
     }
 }
 

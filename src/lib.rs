@@ -68,6 +68,7 @@ mod connect;
 pub mod crypto;
 pub mod demo;
 pub mod groups;
+pub mod loadgen;
 pub mod metrics;
 pub mod policy;
 pub mod probe;

@@ -71,6 +71,12 @@ enum Command {
     /// Probe TLS endpoints: groups accepted, preferred and refused, upgrade and fallback
     /// behaviour, certificate. Exit 0: requirements met; 1: not met; 2: could not run.
     Probe(ProbeArgs),
+    /// Load generator and MCP-shaped upstream for measuring a deployment (see benches/).
+    /// Prints one JSON report.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// The whole tunnel on one machine: dev certificates, an MCP echo server, a server and a
     /// client sidecar, and MCP requests through them, with what each hop negotiated.
     Demo {
@@ -265,6 +271,86 @@ struct ServerArgs {
     fallback_rules: Vec<FallbackRule>,
 }
 
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Plain-HTTP upstream: POST gets a JSON-RPC result of --response-bytes; GET an SSE stream.
+    Upstream {
+        /// Address to listen on.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Size of the JSON-RPC response to a POST.
+        #[arg(long, default_value_t = 16 * 1024)]
+        response_bytes: usize,
+    },
+    /// Keep-alive POSTs of a JSON-RPC tools/call at fixed concurrency: req/s and latency.
+    Requests {
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Size of the tools/call request.
+        #[arg(long, default_value_t = 1024)]
+        request_bytes: usize,
+    },
+    /// New connections closed after the handshake (like `openssl s_time -new`).
+    Handshakes {
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// SSE delivery latency: runs an upstream on --upstream-listen, opens --streams streams
+    /// through URL (which must lead to it), and times each event from upstream to client.
+    Sse {
+        /// http(s)://HOST:PORT/PATH leading to the upstream.
+        url: http::Uri,
+        /// Address for the in-process upstream.
+        #[arg(long)]
+        upstream_listen: SocketAddr,
+        /// Concurrent streams.
+        #[arg(long, default_value_t = 1)]
+        streams: usize,
+        /// Events sent to every stream.
+        #[arg(long, default_value_t = 200)]
+        events: u64,
+        /// Time between events.
+        #[arg(long, default_value = "10ms")]
+        interval: Dur,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Opens --connections connections (handshake, no request) and holds them, to read the
+    /// server's memory per idle connection. Prints a report once all are open.
+    Idle {
+        /// http(s)://HOST:PORT/PATH
+        url: http::Uri,
+        /// Connections to open.
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        /// Connections opened at once.
+        #[arg(long, default_value_t = 32)]
+        parallel: usize,
+        /// How long to hold them once open.
+        #[arg(long, default_value = "10s")]
+        hold: Dur,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Args)]
+struct LoadArgs {
+    /// http(s)://HOST:PORT/PATH
+    url: http::Uri,
+    /// Concurrent connections.
+    #[arg(long, short = 'c', default_value_t = 16)]
+    connections: usize,
+    /// Measured time.
+    #[arg(long, short = 'd', default_value = "5s")]
+    duration: Dur,
+    /// Time before measuring (not counted).
+    #[arg(long, default_value = "1s")]
+    warmup: Dur,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
 #[derive(Args)]
 struct ClientArgs {
     /// Trust server certificates issued under these CAs (default: system roots).
@@ -301,7 +387,14 @@ async fn main() -> ExitCode {
     if !matches!(cli.command, Command::Server { .. } | Command::Client { .. }) {
         init_logging(LogFormat::Text);
     }
-    match run(cli).await {
+    // On a worker, not the main thread: an accept loop in `block_on` would wake the main
+    // thread for every connection and hand each one across threads (measured: ~11% of a
+    // pinned reflect server's CPU went to those context switches).
+    let outcome = match tokio::spawn(run(cli)).await {
+        Ok(outcome) => outcome,
+        Err(panicked) => std::panic::resume_unwind(panicked.into_panic()),
+    };
+    match outcome {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -419,6 +512,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Probe(args) => return probe(args).await,
+        Command::Bench { command } => return bench(command).await,
         Command::Demo { key_alg } => {
             let mut out = std::io::stdout();
             mcp_pqtls::demo::run(key_alg, &mut out)
@@ -427,6 +521,128 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn bench(command: BenchCommand) -> anyhow::Result<ExitCode> {
+    use mcp_pqtls::loadgen::{self, Broadcast, Target, UpstreamOptions};
+    let target = |url: http::Uri, client: ClientArgs| -> anyhow::Result<Result<Target, ExitCode>> {
+        let connector = if url.scheme_str() == Some("https") {
+            // The load speaks HTTP/1.1 (one request at a time per connection, like an MCP
+            // client's keep-alive POSTs): offer nothing else.
+            let built = ClientOptions::from(client).tls_config().and_then(|mut c| {
+                c.alpn = vec![b"http/1.1".to_vec()];
+                mcp_pqtls::tls::PqConnector::new(c).map_err(mcp_pqtls::config::ConfigError::Client)
+            });
+            match built {
+                Ok(c) => Some(c),
+                Err(e) => return Ok(Err(usage(&e))),
+            }
+        } else {
+            None
+        };
+        Ok(Target::new(url, connector).map_err(|e| {
+            eprintln!("error: {e}");
+            ExitCode::from(EX_USAGE)
+        }))
+    };
+    let report = match command {
+        BenchCommand::Upstream {
+            listen,
+            response_bytes,
+        } => {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            let options = UpstreamOptions {
+                response_bytes,
+                ..UpstreamOptions::default()
+            };
+            loadgen::serve_upstream(listener, options, Broadcast::default(), shutdown_signal())
+                .await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        BenchCommand::Requests {
+            load,
+            request_bytes,
+        } => {
+            let l = load_of(&load);
+            let t = match target(load.url, load.client)? {
+                Ok(t) => t,
+                Err(code) => return Ok(code),
+            };
+            loadgen::requests(&t, &l, loadgen::tools_call(request_bytes)).await
+        }
+        BenchCommand::Handshakes { load } => {
+            let l = load_of(&load);
+            let t = match target(load.url, load.client)? {
+                Ok(t) => t,
+                Err(code) => return Ok(code),
+            };
+            loadgen::handshakes(&t, &l).await
+        }
+        BenchCommand::Sse {
+            url,
+            upstream_listen,
+            streams,
+            events,
+            interval,
+            client,
+        } => {
+            let t = match target(url, client)? {
+                Ok(t) => t,
+                Err(code) => return Ok(code),
+            };
+            let listener = tokio::net::TcpListener::bind(upstream_listen)
+                .await
+                .with_context(|| format!("cannot listen on {upstream_listen}"))?;
+            let broadcast = Broadcast::default();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let upstream = tokio::spawn(loadgen::serve_upstream(
+                listener,
+                UpstreamOptions::default(),
+                broadcast.clone(),
+                stopped,
+            ));
+            let report = loadgen::sse(&t, &broadcast, streams, events, interval.0).await;
+            drop(stop);
+            upstream.abort();
+            report
+        }
+        BenchCommand::Idle {
+            url,
+            connections,
+            parallel,
+            hold,
+            client,
+        } => {
+            let t = match target(url, client)? {
+                Ok(t) => t,
+                Err(code) => return Ok(code),
+            };
+            // The "open" line is what a script waits for before reading the server's memory.
+            loadgen::idle(&t, connections, parallel, hold.0, |opened| {
+                if let Ok(line) = serde_json::to_string(opened) {
+                    println!("{line}");
+                }
+            })
+            .await;
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(if report.completed > 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn load_of(args: &LoadArgs) -> mcp_pqtls::loadgen::Load {
+    mcp_pqtls::loadgen::Load {
+        connections: args.connections.max(1),
+        duration: args.duration.0,
+        warmup: args.warmup.0,
+    }
 }
 
 async fn run_sidecar(

@@ -1,0 +1,249 @@
+#!/usr/bin/env bash
+# The sidecar under load, next to nginx, all on 127.0.0.1. Prints markdown sections:
+#   1. keep-alive MCP requests (a ~1 KiB JSON-RPC tools/call POST, a ~16 KiB result) at fixed
+#      concurrency: direct to the plain upstream, through `mcp-pqtls server`, through the full
+#      tunnel (client + server sidecars) and through nginx (Debian's, TLS 1.3 reverse proxy
+#      with the same certificate; X25519, since its OpenSSL has no ML-KEM). req/s, p50/p99,
+#      and the proxies' CPU per request (from /proc). Interleaved rounds, medians.
+#   2. SSE: upstream-to-client latency of each event, direct and through the full tunnel, at
+#      1 and 1,000 concurrent streams.
+#   3. memory: RSS of the server sidecar (and of nginx) per idle TLS connection at 1,000 and
+#      10,000 connections.
+#   4. scaling: handshake rate and latency of `reflect` from 1 to 32 concurrent clients.
+#
+#   benches/load/sidecar.sh [SECONDS_PER_RUN] [ROUNDS] [CONNECTIONS]   (default 5 3 16)
+# Proxies are pinned to CPU 0 (SIDECAR_PROXY_CPU); the load generator (`mcp-pqtls bench`) and
+# the upstream to CPU 1 (SIDECAR_LOAD_CPU). SIDECAR_BIN picks the binary (default: release
+# build); SIDECAR_IDLE ("1000 10000") and SIDECAR_SSE_STREAMS ("1 1000") size sections 2-3,
+# and SIDECAR_SECTIONS ("requests sse memory scaling") picks what runs (the smoke test runs
+# small sizes with the debug binary).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+secs="${1:-5}"
+rounds="${2:-3}"
+conns="${3:-16}"
+proxy_cpu="${SIDECAR_PROXY_CPU:-0}"
+load_cpu="${SIDECAR_LOAD_CPU:-1}"
+[ "$(nproc)" -ge 2 ] || load_cpu=0
+sections="${SIDECAR_SECTIONS:-requests sse memory scaling}"
+idle_sizes="${SIDECAR_IDLE:-1000 10000}"
+sse_streams="${SIDECAR_SSE_STREAMS:-1 1000}"
+
+source benches/load/lib.sh
+ours="$(binary "${SIDECAR_BIN:-}")"
+nginx="$(bash benches/load/install-nginx.sh | tail -n 1)"
+work="$(mktemp -d)"
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+"$ours" certs init "$work/pki" >/dev/null
+ticks="$(getconf CLK_TCK)"
+export RUST_LOG=warn # no per-request log line (nginx: access_log off)
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR + 1) / 2)]}'; }
+field() { python3 -c 'import json,sys; d=json.loads(sys.stdin.readline()); print(eval("d"+sys.argv[1]))' "$1"; }
+load() { taskset -c "$load_cpu" "$ours" bench "$@"; }
+
+start_upstream() { # port
+  taskset -c "$load_cpu" "$ours" bench upstream --listen "127.0.0.1:$1" --response-bytes 16384 &
+  wait_port "$1"
+}
+start_server() { # port upstream-port [extra flags]
+  local port="$1" up="$2"; shift 2
+  taskset -c "$proxy_cpu" "$ours" server --listen "127.0.0.1:$port" --upstream "http://127.0.0.1:$up" \
+    --cert "$work/pki/server.pem" --key "$work/pki/server.key" "$@" >/dev/null 2>"$work/server.log" &
+  wait_port "$port"
+}
+start_client() { # port server-port
+  taskset -c "$proxy_cpu" "$ours" client --listen "127.0.0.1:$1" --upstream "https://127.0.0.1:$2" \
+    --ca "$work/pki/ca.pem" >/dev/null 2>"$work/client.log" &
+  wait_port "$1"
+}
+start_nginx() { # port upstream-port
+  mkdir -p "$work/nginx"
+  cat >"$work/nginx/nginx.conf" <<CONF
+daemon off;
+master_process off;
+worker_processes 1;
+worker_rlimit_nofile 30000;
+error_log $work/nginx/error.log warn;
+pid $work/nginx/nginx.pid;
+events { worker_connections 20000; }
+http {
+  access_log off;
+  keepalive_requests 1000000; # as ours: no per-connection request limit
+  client_body_temp_path $work/nginx; proxy_temp_path $work/nginx;
+  fastcgi_temp_path $work/nginx; uwsgi_temp_path $work/nginx; scgi_temp_path $work/nginx;
+  upstream mcp { server 127.0.0.1:$2; keepalive 64; }
+  server {
+    listen 127.0.0.1:$1 ssl;
+    ssl_certificate $work/pki/server.pem;
+    ssl_certificate_key $work/pki/server.key;
+    ssl_protocols TLSv1.3;
+    ssl_ecdh_curve X25519;
+    location / {
+      proxy_pass http://mcp;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      # What MCP needs of nginx: SSE events passed on as they come.
+      proxy_buffering off;
+    }
+  }
+}
+CONF
+  taskset -c "$proxy_cpu" "$nginx" -p "$work/nginx" -c "$work/nginx/nginx.conf" 2>>"$work/nginx/error.log" &
+  wait_port "$1"
+}
+stop() { kill "$@" 2>/dev/null || true; wait "$@" 2>/dev/null || true; }
+
+# ---------------------------------------------------------------------------------------------
+requests_section() {
+  local up srv cli ngx pu ps pc pn
+  up="$(free_port)"; srv="$(free_port)"; cli="$(free_port)"; ngx="$(free_port)"
+  start_upstream "$up"; pu=$!
+  start_server "$srv" "$up"; ps=$!
+  start_client "$cli" "$srv"; pc=$!
+  start_nginx "$ngx" "$up"; pn=$!
+  declare -A url=(
+    [direct]="http://127.0.0.1:$up/mcp"
+    [server]="https://127.0.0.1:$srv/mcp"
+    [tunnel]="http://127.0.0.1:$cli/mcp"
+    [nginx]="https://127.0.0.1:$ngx/mcp"
+  )
+  declare -A pids=([direct]="" [server]="$ps" [tunnel]="$ps $pc" [nginx]="$pn")
+  declare -A tls=([direct]="" [server]="--ca $work/pki/ca.pem --groups X25519MLKEM768"
+    [tunnel]="" [nginx]="--ca $work/pki/ca.pem --groups X25519 --policy classical-allowed")
+  local order="direct server tunnel nginx"
+  for r in $(seq "$rounds"); do
+    for how in $order; do
+      local before=0 after=0 p json
+      for p in ${pids[$how]}; do before=$((before + $(cpu_ticks "$p"))); done
+      # shellcheck disable=SC2086
+      json="$(load requests "${url[$how]}" -c "$conns" -d "${secs}s" --warmup 1s ${tls[$how]})"
+      for p in ${pids[$how]}; do after=$((after + $(cpu_ticks "$p"))); done
+      echo "requests: $how round $r: $json" >&2
+      local n; n="$(echo "$json" | field '["completed"]')"
+      # The proxies' CPU over warm-up + run, per request counted in the run (an upper bound).
+      echo "$json" | field '["per_second"]' >>"$work/$how.rps"
+      echo "$json" | field '["latency_us"]["p50"]' >>"$work/$how.p50"
+      echo "$json" | field '["latency_us"]["p99"]' >>"$work/$how.p99"
+      awk -v a="$before" -v b="$after" -v t="$ticks" -v n="$n" -v w="$secs" \
+        'BEGIN { if (n > 0) printf "%.1f\n", (b - a) / t * 1e6 / (n * (w + 1) / w); else print "nan" }' \
+        >>"$work/$how.cpu"
+    done
+  done
+  stop "$pn" "$pc" "$ps" "$pu"
+  echo "| path | req/s | p50 µs | p99 µs | proxy CPU µs per request |"
+  echo "|---|---|---|---|---|"
+  local name
+  declare -A names=([direct]="direct to the upstream (no proxy)" [server]="mcp-pqtls server (X25519MLKEM768)"
+    [tunnel]="full tunnel: mcp-pqtls client + server" [nginx]="nginx 1.22 (X25519)")
+  for how in $order; do
+    cpu="$(median <"$work/$how.cpu")"; [ "$how" = direct ] && cpu="–"
+    printf '| %s | %.0f | %s | %s | %s |\n' "${names[$how]}" "$(median <"$work/$how.rps")" \
+      "$(median <"$work/$how.p50")" "$(median <"$work/$how.p99")" "$cpu"
+  done
+  echo
+  awk -v s="$(median <"$work/server.rps")" -v n="$(median <"$work/nginx.rps")" \
+    -v cs="$(median <"$work/server.cpu")" -v cn="$(median <"$work/nginx.cpu")" \
+    -v ps="$(median <"$work/server.p99")" -v pn="$(median <"$work/nginx.p99")" \
+    'BEGIN { printf "Ratios, mcp-pqtls server / nginx: req/s %.2f×, p99 %.2f×, CPU per request %.2f×.\n", s / n, ps / pn, cs / cn }'
+}
+
+# ---------------------------------------------------------------------------------------------
+sse_section() {
+  echo "| path | streams | events received | lost | p50 µs | p99 µs | max µs |"
+  echo "|---|---|---|---|---|---|---|"
+  local streams how
+  for streams in $sse_streams; do
+    for how in direct tunnel; do
+      local up srv cli ps pc url json events=200
+      [ "$streams" -gt 1 ] && events=50
+      up="$(free_port)"
+      if [ "$how" = tunnel ]; then
+        srv="$(free_port)"; cli="$(free_port)"
+        start_server "$srv" "$up" --max-connections 20000; ps=$!
+        start_client "$cli" "$srv"; pc=$!
+        url="http://127.0.0.1:$cli/mcp"
+      else
+        url="http://127.0.0.1:$up/mcp"
+      fi
+      json="$(load sse "$url" --upstream-listen "127.0.0.1:$up" --streams "$streams" \
+        --events "$events" --interval 20ms)"
+      echo "sse: $how $streams: $json" >&2
+      [ "$how" = tunnel ] && stop "$pc" "$ps"
+      printf '| %s | %s | %s | %s | %s | %s | %s |\n' \
+        "$([ "$how" = tunnel ] && echo "full tunnel (X25519MLKEM768)" || echo direct)" "$streams" \
+        "$(echo "$json" | field '["completed"]')" "$(echo "$json" | field '["errors"]')" \
+        "$(echo "$json" | field '["latency_us"]["p50"]')" "$(echo "$json" | field '["latency_us"]["p99"]')" \
+        "$(echo "$json" | field '["latency_us"]["max"]')"
+    done
+  done
+}
+
+# ---------------------------------------------------------------------------------------------
+# Opens N idle connections to the process $2 at $1 (extra load flags after), prints
+# "<rss before KiB> <rss after KiB> <opened>".
+idle_rss() {
+  local url="$1" pid="$2" n="$3"; shift 3
+  local before fifo opened
+  before="$(rss_kib "$pid")"
+  fifo="$work/idle.$n"; mkfifo "$fifo"
+  load idle "$url" --connections "$n" --parallel 32 --hold 600s "$@" >"$fifo" &
+  local lp=$!
+  read -r line <"$fifo"
+  opened="$(echo "$line" | field '["completed"]')"
+  sleep 1 # let the server settle (buffers released after the handshakes)
+  echo "$before $(rss_kib "$pid") $opened"
+  stop "$lp"; rm -f "$fifo"
+  sleep 1
+}
+
+memory_section() {
+  echo "| server | idle TLS connections | RSS before (KiB) | RSS with them open (KiB) | bytes per connection |"
+  echo "|---|---|---|---|---|"
+  local up srv ngx ps pn n
+  up="$(free_port)"; srv="$(free_port)"; ngx="$(free_port)"
+  start_upstream "$up"; local pu=$!
+  for n in $idle_sizes; do
+    start_server "$srv" "$up" --max-connections 20000; ps=$!
+    read -r b a o < <(idle_rss "https://127.0.0.1:$srv/mcp" "$ps" "$n" --ca "$work/pki/ca.pem" --groups X25519MLKEM768)
+    stop "$ps"
+    awk -v b="$b" -v a="$a" -v o="$o" -v n="$n" 'BEGIN { printf "| mcp-pqtls server (X25519MLKEM768) | %d of %d | %d | %d | %.0f |\n", o, n, b, a, (a - b) * 1024 / (o > 0 ? o : 1) }'
+    start_nginx "$ngx" "$up"; pn=$!
+    read -r b a o < <(idle_rss "https://127.0.0.1:$ngx/mcp" "$pn" "$n" --ca "$work/pki/ca.pem" --groups X25519 --policy classical-allowed)
+    stop "$pn"
+    awk -v b="$b" -v a="$a" -v o="$o" -v n="$n" 'BEGIN { printf "| nginx 1.22 (X25519) | %d of %d | %d | %d | %.0f |\n", o, n, b, a, (a - b) * 1024 / (o > 0 ? o : 1) }'
+  done
+  stop "$pu"
+}
+
+# ---------------------------------------------------------------------------------------------
+scaling_section() {
+  echo "| concurrent clients | handshakes/s | p50 µs | p99 µs |"
+  echo "|---|---|---|---|"
+  local port pr c json
+  port="$(free_port)"
+  taskset -c "$proxy_cpu" "$ours" reflect --listen "127.0.0.1:$port" --cert "$work/pki/server.pem" \
+    --key "$work/pki/server.key" --groups X25519MLKEM768 >/dev/null 2>&1 &
+  pr=$!
+  wait_port "$port"
+  for c in 1 2 4 8 16 32; do
+    json="$(load handshakes "https://127.0.0.1:$port/" -c "$c" -d "${secs}s" --warmup 1s --ca "$work/pki/ca.pem" --groups X25519MLKEM768)"
+    echo "scaling: $c: $json" >&2
+    printf '| %s | %.0f | %s | %s |\n' "$c" "$(echo "$json" | field '["per_second"]')" \
+      "$(echo "$json" | field '["latency_us"]["p50"]')" "$(echo "$json" | field '["latency_us"]["p99"]')"
+  done
+  stop "$pr"
+}
+
+for s in $sections; do
+  case "$s" in
+    requests) echo "### Requests through the sidecar vs nginx ($conns connections, ${secs} s per run, $rounds interleaved rounds, medians)"; echo; requests_section ;;
+    sse) echo "### SSE delivery latency (upstream hands the event over → client has read it)"; echo; sse_section ;;
+    memory) echo "### Memory per idle TLS connection"; echo; memory_section ;;
+    scaling) echo "### Handshakes from 1 to 32 concurrent clients (reflect, X25519MLKEM768, our load generator)"; echo; scaling_section ;;
+    *) echo "sidecar.sh: unknown section $s (requests, sse, memory, scaling)" >&2; exit 2 ;;
+  esac
+  echo
+done
