@@ -93,6 +93,11 @@ pub struct ServeOptions {
     /// After `shutdown`, time in-flight requests and streams get before they are cut off.
     /// Default 30 s.
     pub drain_timeout: Duration,
+    /// Concurrent h2 streams per connection. A client sidecar multiplexes every MCP session
+    /// of its host over one h2 connection, and each open SSE stream holds a stream for as
+    /// long as it lives: hyper's default of 200 left the 201st session waiting (measured).
+    /// Default 10,000.
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for ServeOptions {
@@ -102,6 +107,7 @@ impl Default for ServeOptions {
             max_header_bytes: 64 * 1024,
             header_read_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(30),
+            max_concurrent_streams: 10_000,
         }
     }
 }
@@ -142,7 +148,8 @@ where
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(options.max_header_bytes).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(options.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(options.max_concurrent_streams);
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {

@@ -1,6 +1,7 @@
-//! Short runs of the load harness (`benches/load/*.sh`), so that it cannot rot. The capacity run
-//! measures nothing worth keeping (debug build, one second, a shared machine) and asserts no
-//! timing: only that every run completed handshakes and the table came out.
+//! Short runs of the load harness (`benches/load/*.sh`), so that it cannot rot. The runs
+//! measure nothing worth keeping (debug build, a second or two, a shared machine) and assert
+//! no timing: only that every run did its work and the tables came out. What they do assert
+//! is function: no SSE event lost through the tunnel, every idle connection opened.
 
 use std::process::Command;
 
@@ -16,11 +17,7 @@ fn script(name: &str) -> Command {
 
 #[test]
 fn capacity_harness_runs() {
-    let out = Command::new("bash")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/benches/load/capacity.sh"
-        ))
+    let out = script("capacity.sh")
         .args(["1", "1"])
         .env("CAPACITY_BIN", env!("CARGO_BIN_EXE_mcp-pqtls"))
         .output()
@@ -69,4 +66,66 @@ fn wire_harness_runs() {
         assert_eq!(bytes(g.name()).len(), 3);
     }
     assert!(bytes("X25519MLKEM768")[0] >= bytes("X25519")[0] + 1184);
+}
+
+/// The cells of the table row that starts with `prefix`.
+fn row<'a>(stdout: &'a str, prefix: &str) -> Vec<&'a str> {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no row {prefix:?}:\n{stdout}"));
+    line.split('|').skip(1).map(str::trim).collect()
+}
+
+#[test]
+fn sidecar_harness_runs() {
+    let out = script("sidecar.sh")
+        .args(["1", "1", "2"])
+        .env("SIDECAR_BIN", env!("CARGO_BIN_EXE_mcp-pqtls"))
+        // 300 streams: past hyper's default of 200 h2 streams per connection, which once
+        // left the 201st SSE stream through the tunnel waiting forever.
+        .env("SIDECAR_SSE_STREAMS", "1 300")
+        .env("SIDECAR_SSE_EVENTS", "3")
+        .env("SIDECAR_IDLE", "50")
+        .env("SIDECAR_SCALING", "1 4")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for path in [
+        "direct to the upstream",
+        "mcp-pqtls server",
+        "full tunnel: mcp-pqtls client + server",
+        "nginx",
+    ] {
+        let cells = row(&stdout, &format!("| {path}"));
+        let rps: f64 = cells[1].parse().unwrap();
+        assert!(rps > 0.0, "no requests answered via {path}\n{stderr}");
+    }
+    for streams in ["1", "300"] {
+        for path in ["direct", "full tunnel (X25519MLKEM768)"] {
+            let cells = row(&stdout, &format!("| {path} | {streams} |"));
+            let expected = streams.parse::<u64>().unwrap() * 3;
+            assert_eq!(
+                cells[3],
+                expected.to_string(),
+                "events received: {cells:?}\n{stderr}"
+            );
+            assert_eq!(cells[4], "0", "events lost: {cells:?}\n{stderr}");
+        }
+    }
+    for server in ["mcp-pqtls server", "nginx"] {
+        let cells: Vec<_> = stdout
+            .lines()
+            .filter(|l| l.starts_with(&format!("| {server}")) && l.contains(" of "))
+            .collect();
+        assert_eq!(cells.len(), 1, "{stdout}");
+        assert!(cells[0].contains("| 50 of 50 |"), "{}", cells[0]);
+    }
+    for clients in ["1", "4"] {
+        let cells = row(&stdout, &format!("| {clients} |"));
+        let rate: f64 = cells[1].parse().unwrap();
+        assert!(rate > 0.0, "no handshakes with {clients} clients\n{stderr}");
+    }
 }

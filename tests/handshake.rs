@@ -389,3 +389,18 @@ async fn graceful_shutdown_lets_in_flight_requests_finish() {
     assert_eq!(&fetched.body[..], b"done");
     server.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn client_connections_disable_nagle() {
+    // Regression: with Nagle on, each keep-alive request through the tunnel waited for the
+    // server's delayed ACK (~40 ms). Checked as the socket option, not as a time.
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let server = Server::start(pki.server(&[X25519MLKEM768], policy(PolicyMode::PqRequired))).await;
+    let client = connector(pki.client(&[X25519MLKEM768], PolicyMode::PqRequired));
+    let (tls, _) = client
+        .connect("localhost", server.addr.port())
+        .await
+        .unwrap();
+    assert!(tls.get_ref().0.nodelay().unwrap());
+    server.stop().await;
+}

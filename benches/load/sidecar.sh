@@ -152,13 +152,15 @@ requests_section() {
 
 # ---------------------------------------------------------------------------------------------
 sse_section() {
-  echo "| path | streams | events received | lost | p50 µs | p99 µs | max µs |"
-  echo "|---|---|---|---|---|---|---|"
+  echo "| path | streams | event interval | events received | lost | p50 µs | p99 µs | max µs |"
+  echo "|---|---|---|---|---|---|---|---|"
   local streams how
   for streams in $sse_streams; do
     for how in direct tunnel; do
-      local up srv cli ps pc url json events=200
-      [ "$streams" -gt 1 ] && events=50
+      # One event per stream every 20 ms at 1 stream; every 100 ms at many (10,000 events/s
+      # at 1,000 streams, each crossing both sidecars on one core).
+      local up srv cli ps pc url json events="${SIDECAR_SSE_EVENTS:-200}" interval=20ms
+      [ "$streams" -gt 1 ] && events="${SIDECAR_SSE_EVENTS:-30}" && interval=100ms
       up="$(free_port)"
       if [ "$how" = tunnel ]; then
         srv="$(free_port)"; cli="$(free_port)"
@@ -169,11 +171,11 @@ sse_section() {
         url="http://127.0.0.1:$up/mcp"
       fi
       json="$(load sse "$url" --upstream-listen "127.0.0.1:$up" --streams "$streams" \
-        --events "$events" --interval 20ms)"
+        --events "$events" --interval "$interval")"
       echo "sse: $how $streams: $json" >&2
       [ "$how" = tunnel ] && stop "$pc" "$ps"
-      printf '| %s | %s | %s | %s | %s | %s | %s |\n' \
-        "$([ "$how" = tunnel ] && echo "full tunnel (X25519MLKEM768)" || echo direct)" "$streams" \
+      printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+        "$([ "$how" = tunnel ] && echo "full tunnel (X25519MLKEM768)" || echo direct)" "$streams" "$interval" \
         "$(echo "$json" | field '["completed"]')" "$(echo "$json" | field '["errors"]')" \
         "$(echo "$json" | field '["latency_us"]["p50"]')" "$(echo "$json" | field '["latency_us"]["p99"]')" \
         "$(echo "$json" | field '["latency_us"]["max"]')"
@@ -189,7 +191,8 @@ idle_rss() {
   local before fifo opened
   before="$(rss_kib "$pid")"
   fifo="$work/idle.$n"; mkfifo "$fifo"
-  load idle "$url" --connections "$n" --parallel 32 --hold 600s "$@" >"$fifo" &
+  # Not through load(): $! must be the load generator itself, for stop to reach it.
+  taskset -c "$load_cpu" "$ours" bench idle "$url" --connections "$n" --parallel 32 --hold 120s "$@" >"$fifo" &
   local lp=$!
   read -r line <"$fifo"
   opened="$(echo "$line" | field '["completed"]')"
@@ -220,19 +223,25 @@ memory_section() {
 
 # ---------------------------------------------------------------------------------------------
 scaling_section() {
-  echo "| concurrent clients | handshakes/s | p50 µs | p99 µs |"
-  echo "|---|---|---|---|"
+  echo "| concurrent clients | handshakes/s | p50 µs | p99 µs | server CPU µs per handshake |"
+  echo "|---|---|---|---|---|"
   local port pr c json
   port="$(free_port)"
   taskset -c "$proxy_cpu" "$ours" reflect --listen "127.0.0.1:$port" --cert "$work/pki/server.pem" \
     --key "$work/pki/server.key" --groups X25519MLKEM768 >/dev/null 2>&1 &
   pr=$!
   wait_port "$port"
-  for c in 1 2 4 8 16 32; do
+  for c in ${SIDECAR_SCALING:-1 2 4 8 16 32}; do
+    local before after n
+    before="$(cpu_ticks "$pr")"
     json="$(load handshakes "https://127.0.0.1:$port/" -c "$c" -d "${secs}s" --warmup 1s --ca "$work/pki/ca.pem" --groups X25519MLKEM768)"
+    after="$(cpu_ticks "$pr")"
     echo "scaling: $c: $json" >&2
-    printf '| %s | %.0f | %s | %s |\n' "$c" "$(echo "$json" | field '["per_second"]')" \
-      "$(echo "$json" | field '["latency_us"]["p50"]')" "$(echo "$json" | field '["latency_us"]["p99"]')"
+    n="$(echo "$json" | field '["completed"]')"
+    printf '| %s | %.0f | %s | %s | %s |\n' "$c" "$(echo "$json" | field '["per_second"]')" \
+      "$(echo "$json" | field '["latency_us"]["p50"]')" "$(echo "$json" | field '["latency_us"]["p99"]')" \
+      "$(awk -v a="$before" -v b="$after" -v t="$ticks" -v n="$n" -v w="$secs" \
+        'BEGIN { if (n > 0) printf "%.1f", (b - a) / t * 1e6 / (n * (w + 1) / w); else print "nan" }')"
   done
   stop "$pr"
 }

@@ -459,7 +459,9 @@ pub async fn sse(
                 };
                 match next {
                     Some(Ok(frame)) => {
-                        let Ok(data) = frame.into_data() else { continue };
+                        let Ok(data) = frame.into_data() else {
+                            continue;
+                        };
                         for sent_ns in parser.push(&data) {
                             let now = epoch.elapsed().as_nanos() as u64;
                             lat.record(Duration::from_nanos(now.saturating_sub(sent_ns)));

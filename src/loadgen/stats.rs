@@ -25,7 +25,8 @@ pub struct Percentiles {
 impl Latencies {
     /// Adds one sample (saturating at u32::MAX µs, about 71 minutes).
     pub fn record(&mut self, d: Duration) {
-        self.0.push(u32::try_from(d.as_micros()).unwrap_or(u32::MAX));
+        self.0
+            .push(u32::try_from(d.as_micros()).unwrap_or(u32::MAX));
     }
 
     /// Adds another task's samples.

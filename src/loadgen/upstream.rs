@@ -100,7 +100,11 @@ impl Broadcast {
     /// Sends one event to every open stream, each stamped just before it is handed over.
     /// Streams whose client has gone are dropped.
     pub async fn send_event(&self) {
-        let senders: Vec<_> = self.inner.open.lock().map_or_else(|_| Vec::new(), |o| o.clone());
+        let senders: Vec<_> = self
+            .inner
+            .open
+            .lock()
+            .map_or_else(|_| Vec::new(), |o| o.clone());
         for tx in &senders {
             let sent_ns = self.inner.epoch.elapsed().as_nanos();
             let event = format!("event: message\ndata: {{\"sent_ns\":{sent_ns}}}\n\n");
@@ -131,7 +135,9 @@ impl EventParser {
                 let digits = event[at + KEY.len()..]
                     .iter()
                     .take_while(|b| b.is_ascii_digit())
-                    .fold(0u64, |n, d| n.saturating_mul(10).saturating_add(u64::from(d - b'0')));
+                    .fold(0u64, |n, d| {
+                        n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
+                    });
                 stamps.push(digits);
             }
         }
