@@ -14,6 +14,10 @@ rounds="${2:-3}"
 clients="${CAPACITY_CLIENTS:-4}"
 server_cpu="${CAPACITY_SERVER_CPU:-0}"
 client_cpu="${CAPACITY_CLIENT_CPU:-1}"
+# The TLS 1.3 suite the clients offer (both servers follow the client's order); default
+# OpenSSL's own list, which puts TLS_AES_256_GCM_SHA384 first.
+suite=()
+[ -n "${CAPACITY_SUITE:-}" ] && suite=(-ciphersuites "$CAPACITY_SUITE")
 # One CPU only: share it (the numbers then mean less; the smoke run still works).
 [ "$(nproc)" -ge 2 ] || client_cpu=0
 
@@ -45,7 +49,7 @@ run() {
   local before after total=0
   before="$(cpu_ticks "$pid")"
   for i in $(seq "$clients"); do
-    taskset -c "$client_cpu" "$openssl" s_time -connect "127.0.0.1:$port" -new -time "$secs" \
+    taskset -c "$client_cpu" "$openssl" s_time -connect "127.0.0.1:$port" -new -time "$secs" "${suite[@]}" \
       >"$work/s_time.$i" 2>&1 &
   done
   wait $(jobs -p | grep -v "^$pid\$") 2>/dev/null || true
