@@ -353,7 +353,9 @@ pub struct Verifier {
 
 #[derive(Deserialize)]
 struct Claims {
-    sub: String,
+    // Optional here so that its absence is reported as a missing claim, not as bad JSON.
+    #[serde(default)]
+    sub: Option<String>,
     #[serde(default)]
     scope: Option<String>,
     #[serde(default)]
@@ -462,8 +464,12 @@ impl Verifier {
             (None, Some(Scp::List(l))) => l,
             (None, None) => Vec::new(),
         };
+        let subject = data
+            .claims
+            .sub
+            .ok_or_else(|| TokenError::MissingClaim("sub".into()))?;
         Ok(Principal {
-            subject: data.claims.sub,
+            subject,
             scopes,
             token,
         })

@@ -2,6 +2,7 @@
 #![allow(dead_code)] // Each test binary uses a different subset.
 
 pub mod process;
+pub mod sidecar;
 pub mod upstream;
 
 use std::net::SocketAddr;
