@@ -97,6 +97,9 @@ impl Sidecar {
                     }
                     None => None,
                 };
+                // Ready once bound, before the start-up line: whoever reads the line may ask
+                // /readyz at once.
+                state.ready.store(true, Relaxed);
                 started(&info);
                 let reload = tokio::spawn(reload_loop(
                     acceptor.clone(),
@@ -162,6 +165,7 @@ impl Sidecar {
                 };
                 info!(listen = %info.listen, upstream = %s.upstream, policy = %s.connector.policy(),
                     groups = %display_list(s.connector.offered_groups()), admin = ?admin, "Client sidecar started");
+                state.ready.store(true, Relaxed);
                 started(&info);
                 // SIGHUP's default action would kill the process; operators send it to every
                 // sidecar after rotating files.

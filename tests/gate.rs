@@ -124,6 +124,13 @@ fn rule(method: Option<&str>, tool: Option<&str>) -> RuleSection {
     }
 }
 
+/// Asserts that the scraped metrics hold every one of `lines`.
+fn metrics_have(metrics: &str, lines: &[&str]) {
+    for line in lines {
+        assert!(metrics.contains(line), "missing `{line}` in\n{metrics}");
+    }
+}
+
 fn header(res: &Response<Incoming>, name: &str) -> String {
     res.headers()
         .get(name)
@@ -328,24 +335,21 @@ async fn bad_tokens_get_401_with_the_reason_and_never_reach_upstream() {
         "a refused request reached the upstream"
     );
     let m = scrape(&g.server).await;
-    for (_, _, kind, _) in &cases {
-        assert!(
-            m.contains(&format!(
-                "mcp_pqtls_gate_token_failures_total{{kind=\"{kind}\"}}"
-            )),
-            "{kind}\n{m}"
-        );
-    }
-    assert!(
-        m.contains("mcp_pqtls_gate_token_failures_total{kind=\"algorithm_not_allowed\"} 3"),
-        "{m}"
+    let kinds: Vec<String> = cases
+        .iter()
+        .map(|(_, _, kind, _)| format!("mcp_pqtls_gate_token_failures_total{{kind=\"{kind}\"}}"))
+        .collect();
+    metrics_have(&m, &kinds.iter().map(String::as_str).collect::<Vec<_>>());
+    let unauthorized = format!(
+        "mcp_pqtls_gate_refusals_total{{reason=\"unauthorized\"}} {}",
+        cases.len()
     );
-    assert!(
-        m.contains(&format!(
-            "mcp_pqtls_gate_refusals_total{{reason=\"unauthorized\"}} {}",
-            cases.len()
-        )),
-        "{m}"
+    metrics_have(
+        &m,
+        &[
+            "mcp_pqtls_gate_token_failures_total{kind=\"algorithm_not_allowed\"} 3",
+            &unauthorized,
+        ],
     );
     // The process keeps serving.
     let res = g
@@ -465,13 +469,12 @@ async fn missing_scopes_get_403_with_a_step_up_challenge() {
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(g.upstream.requests(), 1);
     let m = scrape(&g.server).await;
-    assert!(
-        m.contains("mcp_pqtls_gate_refusals_total{reason=\"insufficient_scope\"} 2"),
-        "{m}"
-    );
-    assert!(
-        m.contains("mcp_pqtls_gate_rule_refusals_total{rule=\"admin-tools\"} 1"),
-        "{m}"
+    metrics_have(
+        &m,
+        &[
+            "mcp_pqtls_gate_refusals_total{reason=\"insufficient_scope\"} 2",
+            "mcp_pqtls_gate_rule_refusals_total{rule=\"admin-tools\"} 1",
+        ],
     );
 }
 
@@ -662,14 +665,15 @@ async fn tool_globs_deny_and_mtls_identities_decide_first_match_first() {
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(g.upstream.requests(), 2);
     let m = scrape(&g.server).await;
-    for line in [
-        "mcp_pqtls_gate_rule_refusals_total{rule=\"agents-may-delete\"} 0",
-        "mcp_pqtls_gate_rule_refusals_total{rule=\"only-ops-drop\"} 1",
-        "mcp_pqtls_gate_rule_refusals_total{rule=\"no-shell\"} 1",
-        "mcp_pqtls_gate_refusals_total{reason=\"rule\"} 2",
-    ] {
-        assert!(m.contains(line), "missing `{line}` in\n{m}");
-    }
+    metrics_have(
+        &m,
+        &[
+            "mcp_pqtls_gate_rule_refusals_total{rule=\"agents-may-delete\"} 0",
+            "mcp_pqtls_gate_rule_refusals_total{rule=\"only-ops-drop\"} 1",
+            "mcp_pqtls_gate_rule_refusals_total{rule=\"no-shell\"} 1",
+            "mcp_pqtls_gate_refusals_total{reason=\"rule\"} 2",
+        ],
+    );
 }
 
 #[tokio::test]
@@ -723,9 +727,9 @@ async fn mcp_method_and_name_headers_that_disagree_with_the_body_are_refused() {
         .await;
     assert_eq!(res.status(), StatusCode::OK);
     let m = scrape(&g.server).await;
-    assert!(
-        m.contains("mcp_pqtls_gate_refusals_total{reason=\"header_mismatch\"} 2"),
-        "{m}"
+    metrics_have(
+        &m,
+        &["mcp_pqtls_gate_refusals_total{reason=\"header_mismatch\"} 2"],
     );
 }
 
@@ -791,13 +795,12 @@ async fn rate_limit_answers_429_with_retry_after_per_client_and_class() {
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(g.upstream.requests(), 4);
     let m = scrape(&g.server).await;
-    assert!(
-        m.contains("mcp_pqtls_gate_rate_limited_total{limit=\"calls\"} 1"),
-        "{m}"
-    );
-    assert!(
-        m.contains("mcp_pqtls_gate_rate_limited_total{limit=\"everything\"} 0"),
-        "{m}"
+    metrics_have(
+        &m,
+        &[
+            "mcp_pqtls_gate_rate_limited_total{limit=\"calls\"} 1",
+            "mcp_pqtls_gate_rate_limited_total{limit=\"everything\"} 0",
+        ],
     );
 }
 
@@ -884,14 +887,15 @@ async fn malformed_oversized_and_mixed_batches_get_clear_errors_and_others_are_s
     );
     assert_eq!(g.upstream.requests(), 2);
     let m = scrape(&g.server).await;
-    for line in [
-        "mcp_pqtls_gate_refusals_total{reason=\"parse_error\"} 1",
-        "mcp_pqtls_gate_refusals_total{reason=\"invalid_request\"} 1",
-        "mcp_pqtls_gate_refusals_total{reason=\"body_too_large\"} 1",
-        "mcp_pqtls_gate_refusals_total{reason=\"rule\"} 1",
-    ] {
-        assert!(m.contains(line), "missing `{line}` in\n{m}");
-    }
+    metrics_have(
+        &m,
+        &[
+            "mcp_pqtls_gate_refusals_total{reason=\"parse_error\"} 1",
+            "mcp_pqtls_gate_refusals_total{reason=\"invalid_request\"} 1",
+            "mcp_pqtls_gate_refusals_total{reason=\"body_too_large\"} 1",
+            "mcp_pqtls_gate_refusals_total{reason=\"rule\"} 1",
+        ],
+    );
 }
 
 /// Waits until the audit file holds `n` lines; returns them parsed.

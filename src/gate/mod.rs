@@ -155,7 +155,7 @@ impl Gate {
             }
             let missing = missing_scopes(&auth.settings.required_scopes, caller.scopes());
             if !missing.is_empty() {
-                return Err(self.insufficient_scope(&caller, None, &missing));
+                return Err(self.insufficient_scope(&caller, &missing));
             }
         }
         let inspect = !self.rules.is_empty() || self.limiter.is_some() || self.audit.is_some();
@@ -251,20 +251,12 @@ impl Gate {
             .messages
             .iter()
             .map(|m| {
-                let method = m.method.as_deref()?;
-                let summary = Summary {
-                    method,
-                    tool: m.tool(),
-                    group: caller.group.as_deref().unwrap_or("none"),
-                    pq: caller.pq,
-                    identity: caller.identity.as_deref(),
-                    subject: caller.subject(),
-                    scopes: caller.scopes(),
-                };
-                rules::check(&self.rules, &summary).err().map(|d| {
-                    self.metrics.rule_refusal(&d.rule);
-                    Refusal::denied(d)
-                })
+                rules::check(&self.rules, &caller.summary(m)?)
+                    .err()
+                    .map(|d| {
+                        self.metrics.rule_refusal(&d.rule);
+                        Refusal::denied(d)
+                    })
             })
             .collect();
         if verdicts.iter().all(Option::is_none) {
@@ -423,46 +415,26 @@ impl Gate {
         Box::new(r)
     }
 
-    fn insufficient_scope(
-        &self,
-        caller: &Caller,
-        body: Option<&Body>,
-        missing: &[String],
-    ) -> Refused {
+    /// The token lacks `required-scopes`: refused before the body is read.
+    fn insufficient_scope(&self, caller: &Caller, missing: &[String]) -> Refused {
         let description = format!("the token lacks scope {}", missing.join(" "));
-        let verdicts = body.map(|b| {
-            vec![Some(Refusal::new("scope", POLICY_REFUSED, description.clone())); b.messages.len()]
-        });
-        let challenge = self.auth.as_ref().map(|a| {
-            a.settings.challenge(
+        let mut r = self.refuse_whole(
+            caller,
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            "scope",
+            POLICY_REFUSED,
+            &description,
+        );
+        if let Some(a) = &self.auth {
+            let challenge = a.settings.challenge(
                 Some(("insufficient_scope", &description)),
                 Some(&scope_hint(caller.scopes(), missing)),
-            )
-        });
-        match (body, verdicts) {
-            (Some(b), Some(v)) => self.refuse_messages(
-                caller,
-                b,
-                v,
-                StatusCode::FORBIDDEN,
-                "insufficient_scope",
-                challenge,
-            ),
-            _ => {
-                let mut r = self.refuse_whole(
-                    caller,
-                    StatusCode::FORBIDDEN,
-                    "insufficient_scope",
-                    "scope",
-                    POLICY_REFUSED,
-                    &description,
-                );
-                if let Some(c) = challenge {
-                    r.headers_mut().insert(http::header::WWW_AUTHENTICATE, c);
-                }
-                r
-            }
+            );
+            r.headers_mut()
+                .insert(http::header::WWW_AUTHENTICATE, challenge);
         }
+        r
     }
 
     /// Refuses a request as a whole, before (or without) its messages being known: a
@@ -639,17 +611,7 @@ impl Gate {
 
     /// The rule that allows a message, for the audit record of an allowed one.
     fn allowed_by(&self, caller: &Caller, m: &Message) -> Option<String> {
-        let method = m.method.as_deref()?;
-        let summary = Summary {
-            method,
-            tool: m.tool(),
-            group: caller.group.as_deref().unwrap_or("none"),
-            pq: caller.pq,
-            identity: caller.identity.as_deref(),
-            subject: caller.subject(),
-            scopes: caller.scopes(),
-        };
-        rules::check(&self.rules, &summary)
+        rules::check(&self.rules, &caller.summary(m)?)
             .ok()?
             .rule
             .map(str::to_owned)
@@ -731,6 +693,19 @@ impl Caller {
             started: Instant::now(),
             time: audit::now(),
         }
+    }
+
+    /// What the rules decide on for message `m` (none for a message without a method).
+    fn summary<'a>(&'a self, m: &'a Message) -> Option<Summary<'a>> {
+        Some(Summary {
+            method: m.method.as_deref()?,
+            tool: m.tool(),
+            group: self.group.as_deref().unwrap_or("none"),
+            pq: self.pq,
+            identity: self.identity.as_deref(),
+            subject: self.subject(),
+            scopes: self.scopes(),
+        })
     }
 
     fn subject(&self) -> Option<&str> {
@@ -950,14 +925,7 @@ mod tests {
     }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (n, v) in pairs {
-            h.append(
-                HeaderName::from_bytes(n.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        h
+        crate::proxy::headers::test_map(pairs)
     }
 
     #[test]
