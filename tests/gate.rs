@@ -942,7 +942,7 @@ async fn audit_log_has_one_record_per_message_field_by_field() {
         .post(&client, Some(&t), call(1, "echo").to_string(), &session)
         .await;
     assert_eq!(res.status(), StatusCode::OK);
-    let req = Request::post(https(&g.server, "/headers?status=202"))
+    let req = Request::post(https(&g.server, "/headers?status=202&session_id=legacy-7"))
         .header("authorization", format!("Bearer {t}"))
         .body(Full::new(Bytes::from(
             rpc(2, "tools/list", json!({})).to_string(),
@@ -1027,6 +1027,10 @@ async fn audit_log_has_one_record_per_message_field_by_field() {
     );
     assert_eq!(listed["status"], 202);
     assert_eq!(listed["path"], "/headers");
+    assert_eq!(
+        listed["session_id"], "legacy-7",
+        "legacy SSE's session in the query"
+    );
     let refused = &lines[2];
     assert_eq!(refused["decision"], "refused");
     assert_eq!(refused["rule"], "no-delete");

@@ -682,10 +682,17 @@ impl Caller {
             identity: info.and_then(|i| i.client_identity.clone()),
             group: info.map(|i| i.group.clone()),
             pq: info.is_some_and(|i| i.pq),
+            // Streamable HTTP's header, else legacy HTTP+SSE's `?session_id=`.
             session_id: req
                 .headers()
                 .get("mcp-session-id")
                 .and_then(|v| v.to_str().ok())
+                .or_else(|| {
+                    req.uri()
+                        .query()?
+                        .split('&')
+                        .find_map(|p| p.strip_prefix("session_id="))
+                })
                 .map(str::to_owned),
             http_method: req.method().to_string(),
             path: req.uri().path().to_owned(),
