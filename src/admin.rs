@@ -14,6 +14,7 @@ use http::{header, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
+use crate::gate::{GateMetrics, GateSnapshot};
 use crate::metrics::{HistogramSnapshot, Metrics, MetricsSnapshot};
 use crate::proxy::{ProxyMetrics, ProxySnapshot};
 
@@ -26,6 +27,8 @@ pub struct AdminState {
     pub listener: Option<Arc<Metrics>>,
     /// HTTP counters.
     pub proxy: Arc<ProxyMetrics>,
+    /// Gate counters, when the gate is on.
+    pub gate: Option<Arc<GateMetrics>>,
     /// Serving and not draining: `/readyz` says 200.
     pub ready: AtomicBool,
     /// Certificate reloads that took effect.
@@ -94,6 +97,9 @@ impl AdminState {
         );
         sample(&mut out, "connections_rejected_total", "", conns.1);
         render_proxy(&mut out, &self.proxy.snapshot());
+        if let Some(gate) = &self.gate {
+            render_gate(&mut out, &gate.snapshot());
+        }
         family(
             &mut out,
             "cert_reloads_total",
@@ -263,6 +269,103 @@ fn render_proxy(out: &mut String, p: &ProxySnapshot) {
         ),
     ] {
         family(out, name, kind, help);
+        sample(out, name, "", v);
+    }
+}
+
+fn render_gate(out: &mut String, g: &GateSnapshot) {
+    family(
+        out,
+        "gate_refusals_total",
+        "counter",
+        "HTTP requests the gate refused, by reason.",
+    );
+    for (reason, n) in &g.refusals {
+        sample(
+            out,
+            "gate_refusals_total",
+            &format!("reason=\"{reason}\""),
+            n,
+        );
+    }
+    family(
+        out,
+        "gate_rule_refusals_total",
+        "counter",
+        "JSON-RPC messages refused, by the rule that refused them.",
+    );
+    for (rule, n) in &g.rule_refusals {
+        sample(
+            out,
+            "gate_rule_refusals_total",
+            &format!("rule=\"{rule}\""),
+            n,
+        );
+    }
+    family(
+        out,
+        "gate_rate_limited_total",
+        "counter",
+        "HTTP requests refused with 429, by rate limit.",
+    );
+    for (limit, n) in &g.rate_limited {
+        sample(
+            out,
+            "gate_rate_limited_total",
+            &format!("limit=\"{limit}\""),
+            n,
+        );
+    }
+    family(
+        out,
+        "gate_token_failures_total",
+        "counter",
+        "Bearer tokens not accepted, by kind.",
+    );
+    for (kind, n) in &g.token_failures {
+        sample(
+            out,
+            "gate_token_failures_total",
+            &format!("kind=\"{kind}\""),
+            n,
+        );
+    }
+    family(
+        out,
+        "gate_jwks_refreshes_total",
+        "counter",
+        "JWKS loads by result (a failed one keeps the previous keys).",
+    );
+    sample(
+        out,
+        "gate_jwks_refreshes_total",
+        "result=\"ok\"",
+        g.jwks_refresh_ok,
+    );
+    sample(
+        out,
+        "gate_jwks_refreshes_total",
+        "result=\"failed\"",
+        g.jwks_refresh_failed,
+    );
+    for (name, help, v) in [
+        (
+            "gate_tokens_verified_total",
+            "Bearer tokens accepted.",
+            g.tokens_verified,
+        ),
+        (
+            "gate_audit_records_total",
+            "Audit records queued for writing.",
+            g.audit_records,
+        ),
+        (
+            "gate_audit_dropped_total",
+            "Audit records dropped because the writer fell behind.",
+            g.audit_dropped,
+        ),
+    ] {
+        family(out, name, "counter", help);
         sample(out, name, "", v);
     }
 }

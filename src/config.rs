@@ -11,6 +11,9 @@ use serde::Deserialize;
 
 use crate::certs::{load_roots, CertError, Identity};
 use crate::crypto::Algorithms;
+use crate::gate::config::{
+    AuditSection, AuthSection, GateConfig, OneOrMany, RateLimitSection, RuleSection, Sections,
+};
 use crate::groups::{GroupError, GroupList};
 use crate::policy::{FallbackRule, Policy, PolicyError, PolicyMode};
 use crate::proxy::{
@@ -251,6 +254,14 @@ pub struct SidecarConfig {
     pub reload_interval: Option<Dur>,
     /// `text` or `json`.
     pub log_format: Option<LogFormat>,
+    /// Server: `[auth]`, OAuth 2.1 bearer-token checks (see [`crate::gate`]).
+    pub auth: Option<AuthSection>,
+    /// Server: `[[rules]]`, per-method rules, first match wins.
+    pub rules: Option<Vec<RuleSection>>,
+    /// Server: `[[rate-limit]]` (or one `[rate-limit]` table), token buckets per client.
+    pub rate_limit: Option<OneOrMany<RateLimitSection>>,
+    /// Server: `[audit]`, one JSON line per JSON-RPC message.
+    pub audit: Option<AuditSection>,
 }
 
 /// A duration written like `10s` or `1m30s`.
@@ -302,6 +313,8 @@ pub struct ServerSidecar {
     pub cert: PathBuf,
     /// See `cert`.
     pub key: PathBuf,
+    /// The MCP gate (`[auth]`, `[[rules]]`, `[[rate-limit]]`, `[audit]`); `None`: off.
+    pub gate: Option<GateConfig>,
     /// The shared sidecar parts.
     pub common: Common,
 }
@@ -393,7 +406,11 @@ impl SidecarConfig {
             upstream_timeout,
             drain_timeout,
             reload_interval,
-            log_format
+            log_format,
+            auth,
+            rules,
+            rate_limit,
+            audit
         )
     }
 
@@ -438,6 +455,16 @@ impl SidecarConfig {
                         error: format!("`{upstream}`: the server sidecar speaks plain HTTP to its upstream; use http://HOST:PORT or unix:/PATH"),
                     });
                 }
+                let gate = GateConfig::resolve(
+                    Sections {
+                        auth: self.auth.as_ref(),
+                        rules: self.rules.as_deref(),
+                        rate_limit: self.rate_limit.as_ref().map(|r| r.0.as_slice()),
+                        audit: self.audit.as_ref(),
+                    },
+                    self.client_ca.is_some(),
+                    common.http.max_body_bytes,
+                )?;
                 let cert = require(self.cert, "cert", mode)?;
                 let key = require(self.key, "key", mode)?;
                 let options = ServerOptions {
@@ -456,6 +483,7 @@ impl SidecarConfig {
                     upstream,
                     cert,
                     key,
+                    gate,
                     common,
                 }))
             }
@@ -468,6 +496,10 @@ impl SidecarConfig {
                     ("fallback-rules", self.fallback_rules.is_some()),
                     ("handshake-timeout", self.handshake_timeout.is_some()),
                     ("reload-interval", self.reload_interval.is_some()),
+                    ("auth", self.auth.is_some()),
+                    ("rules", self.rules.is_some()),
+                    ("rate-limit", self.rate_limit.is_some()),
+                    ("audit", self.audit.is_some()),
                 ] {
                     misplaced(field, set, Mode::Server)?;
                 }
@@ -578,6 +610,14 @@ pub enum ConfigError {
     Field {
         /// The field (flag without dashes, or TOML key).
         field: &'static str,
+        /// What is wrong and how to fix it.
+        error: String,
+    },
+    /// A field of the gate's sections (`rules[2].tool`, `auth.jwks-url`, ...).
+    #[error("{field}: {error}")]
+    Gate {
+        /// The field, with its section and index.
+        field: String,
         /// What is wrong and how to fix it.
         error: String,
     },

@@ -10,6 +10,8 @@
 //!   rules, and the pure decision made per ClientHello.
 //! - [`tls`]: [`tls::PqAcceptor`] (server: the server's group preference and the policy
 //!   enforced per ClientHello) and [`tls::PqConnector`] (client, usable with hyper-util).
+//! - [`gate`]: the server sidecar's MCP-aware gate: bearer tokens, per-method rules, rate
+//!   limits and an audit log.
 //! - [`serve`]: one call serves a hyper service over PQ TLS, with the
 //!   [`tls::ConnectionInfo`] of its connection in every request.
 //! - [`probe`]: what a TLS endpoint accepts, prefers and refuses, by real handshakes.
@@ -67,6 +69,7 @@ pub mod config;
 mod connect;
 pub mod crypto;
 pub mod demo;
+pub mod gate;
 pub mod groups;
 pub mod loadgen;
 pub mod metrics;

@@ -801,11 +801,15 @@ fn probe_options(args: &ProbeArgs) -> anyhow::Result<(Vec<Target>, ProbeOptions)
 fn describe(sidecar: &Sidecar) -> String {
     match sidecar {
         Sidecar::Server(s) => format!(
-            "server mode: listen {}, upstream {}, policy {}, groups {}",
+            "server mode: listen {}, upstream {}, policy {}, groups {}{}",
             s.listen,
             s.upstream,
             s.acceptor.policy().mode,
-            mcp_pqtls::groups::display_list(s.acceptor.groups())
+            mcp_pqtls::groups::display_list(s.acceptor.groups()),
+            s.gate
+                .as_ref()
+                .map(|g| format!("; {}", g.summary()))
+                .unwrap_or_default()
         ),
         Sidecar::Client(c) => format!(
             "client mode: listen {}, upstream {}, policy {}, groups {}",

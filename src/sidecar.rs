@@ -15,6 +15,7 @@ use tracing::{error, info, warn};
 use crate::admin::AdminState;
 use crate::certs::Identity;
 use crate::config::{Common, Sidecar};
+use crate::gate::Gate;
 use crate::groups::display_list;
 use crate::proxy::{Proxy, Side, UpstreamConnector};
 use crate::tls::PqAcceptor;
@@ -44,21 +45,33 @@ impl Sidecar {
             Sidecar::Server(s) => {
                 let listener = bind(s.listen, "listen").await?;
                 let acceptor = Arc::new(s.acceptor);
-                let proxy = Proxy::new(
-                    s.upstream.clone(),
-                    UpstreamConnector::for_upstream(&s.upstream),
-                    Side::Server,
-                    s.common.http.clone(),
-                );
+                let gate_summary = s.gate.as_ref().map(|g| format!("; {}", g.summary()));
+                let gate = s.gate.map(Gate::start).transpose()?.map(Arc::new);
+                let connector = UpstreamConnector::for_upstream(&s.upstream);
+                let proxy = match &gate {
+                    Some(g) => Proxy::gated(
+                        s.upstream.clone(),
+                        connector,
+                        s.common.http.clone(),
+                        g.clone(),
+                    ),
+                    None => Proxy::new(
+                        s.upstream.clone(),
+                        connector,
+                        Side::Server,
+                        s.common.http.clone(),
+                    ),
+                };
                 let state = Arc::new(AdminState {
                     tls: acceptor.metrics().clone(),
                     proxy: proxy.metrics().clone(),
+                    gate: gate.as_ref().map(|g| g.metrics().clone()),
                     ..AdminState::default()
                 });
                 let admin = start_admin(s.common.admin, &state).await?;
                 let cert = acceptor.certificate();
                 let summary = format!(
-                    "mcp-pqtls server: listening on https://{} -> upstream {}; policy {}, groups {}; certificate {} ({}, expires {}){}",
+                    "mcp-pqtls server: listening on https://{} -> upstream {}; policy {}, groups {}; certificate {} ({}, expires {}){}{}",
                     listener.local_addr()?,
                     s.upstream,
                     acceptor.policy().mode,
@@ -67,6 +80,7 @@ impl Sidecar {
                     cert.key_algorithm,
                     cert.not_after,
                     admin.map(|a| format!("; admin http://{a}")).unwrap_or_default(),
+                    gate_summary.unwrap_or_default(),
                 );
                 let info = Started {
                     mode: "server",
@@ -76,6 +90,16 @@ impl Sidecar {
                 };
                 info!(listen = %info.listen, upstream = %s.upstream, policy = %acceptor.policy().mode,
                     groups = %display_list(acceptor.groups()), admin = ?admin, "Server sidecar started");
+                let jwks_refresh = match &gate {
+                    Some(g) => {
+                        g.log_started();
+                        g.load_keys().await
+                    }
+                    None => None,
+                };
+                // Ready once bound, before the start-up line: whoever reads the line may ask
+                // /readyz at once.
+                state.ready.store(true, Relaxed);
                 started(&info);
                 let reload = tokio::spawn(reload_loop(
                     acceptor.clone(),
@@ -96,6 +120,9 @@ impl Sidecar {
                 )
                 .await;
                 reload.abort();
+                if let Some(r) = jwks_refresh {
+                    r.abort();
+                }
                 result
             }
             Sidecar::Client(s) => {
@@ -138,6 +165,7 @@ impl Sidecar {
                 };
                 info!(listen = %info.listen, upstream = %s.upstream, policy = %s.connector.policy(),
                     groups = %display_list(s.connector.offered_groups()), admin = ?admin, "Client sidecar started");
+                state.ready.store(true, Relaxed);
                 started(&info);
                 // SIGHUP's default action would kill the process; operators send it to every
                 // sidecar after rotating files.

@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 
 use mcp_pqtls::certs::KeyAlg;
 use serde_json::Value;
+use support::jwt::{jwks, keys, token, AUDIENCE, ISSUER};
 use support::process::Proc;
 use support::{KillOnDrop, Pki};
 
@@ -70,12 +71,20 @@ fn python_server(python: &Path, transport: &str) -> (KillOnDrop, u16) {
     (child, port)
 }
 
-/// Runs the SDK's client scenario against `url`; returns its JSON report.
-fn python_client(python: &Path, url: &str, transport: &str, ca: Option<&Path>) -> Value {
+/// Runs the SDK's client scenario against `url` (`extra`: more client.py flags); returns
+/// its JSON report.
+fn python_client(
+    python: &Path,
+    url: &str,
+    transport: &str,
+    ca: Option<&Path>,
+    extra: &[&str],
+) -> Value {
     let mut cmd = Command::new(python);
     cmd.arg(repo().join("tests/mcp/client.py"))
         .arg(url)
-        .args(["--transport", transport]);
+        .args(["--transport", transport])
+        .args(extra);
     if let Some(ca) = ca {
         cmd.arg("--ca").arg(ca);
     }
@@ -155,6 +164,7 @@ fn full_tunnel_streamable_http_and_legacy_sse() {
             &format!("http://127.0.0.1:{}{path}", client.port),
             transport,
             None,
+            &[],
         );
         assert_scenario(&report, port);
         let tls = &report["tls_info"];
@@ -178,6 +188,7 @@ fn sdk_client_straight_to_the_server_sidecar_over_https() {
         &format!("https://localhost:{}/mcp", server.port),
         "streamable-http",
         Some(&ca),
+        &[],
     );
     assert_scenario(&report, port);
     // Whatever Python's OpenSSL negotiated, the announcement is consistent with it, and a
@@ -189,4 +200,110 @@ fn sdk_client_straight_to_the_server_sidecar_over_https() {
     if !pq {
         server.wait_log(&["WARN", "Classical key exchange"]);
     }
+}
+
+#[test]
+fn sdk_client_with_a_bearer_token_through_the_gate() {
+    let Some(python) = python() else { return };
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let dir = tempfile::tempdir().unwrap();
+    let k = keys();
+    let jwks_path = dir.path().join("jwks.json");
+    std::fs::write(&jwks_path, jwks(&[&k.es_jwk, &k.rs_jwk])).unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let config = dir.path().join("gate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[auth]
+jwks-file = {jwks_path:?}
+issuer = "{ISSUER}"
+audience = "{AUDIENCE}"
+required-scopes = ["mcp"]
+
+[[rules]]
+name = "no-forbidden"
+tool = "forbidden_*"
+deny = true
+
+[[rules]]
+name = "pq-calls"
+method = "tools/call"
+require-pq = true
+
+[rate-limit]
+key = "subject"
+per-minute = 600
+
+[audit]
+path = {audit:?}
+"#
+        ),
+    )
+    .unwrap();
+    let (_mcp, port) = python_server(python, "streamable-http");
+    let server = server_sidecar(&pki, port, &["--config", config.to_str().unwrap()]);
+    let client = client_sidecar(&pki, &server);
+    let report = python_client(
+        python,
+        &format!("http://127.0.0.1:{}/mcp", client.port),
+        "streamable-http",
+        None,
+        &[
+            "--bearer",
+            &token("python-agent"),
+            "--denied-tool",
+            "forbidden_tool",
+        ],
+    );
+    // The whole scenario went through the gate, progress notifications unbunched.
+    assert_scenario(&report, port);
+    let tls = &report["tls_info"];
+    assert_eq!(tls["x-mcp-pqtls-subject"], "python-agent", "{report}");
+    assert_eq!(tls["x-mcp-pqtls-scopes"], "mcp tools");
+    assert_eq!(tls["authorization"], Value::Null, "the token went upstream");
+    // The SDK surfaces the gate's refusal as the JSON-RPC error it is.
+    let denied = &report["denied"];
+    assert_eq!(denied["code"], -32010, "{report}");
+    assert_eq!(
+        denied["message"],
+        "unauthorized: denied by rule `no-forbidden`"
+    );
+    assert_eq!(denied["data"]["rule"], "no-forbidden");
+    // One audit record per JSON-RPC message; the refused call among them.
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let records: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let methods: Vec<&str> = records
+        .iter()
+        .filter_map(|r| r["method"].as_str())
+        .collect();
+    for m in [
+        "initialize",
+        "notifications/initialized",
+        "tools/list",
+        "tools/call",
+    ] {
+        assert!(methods.contains(&m), "{m} not audited: {methods:?}");
+    }
+    let refused: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["decision"] == "refused")
+        .collect();
+    assert_eq!(refused.len(), 1, "{text}");
+    assert_eq!(refused[0]["tool"], "forbidden_tool");
+    assert_eq!(refused[0]["rule"], "no-forbidden");
+    assert_eq!(refused[0]["status"], 403);
+    let echo = records.iter().find(|r| r["tool"] == "echo").unwrap();
+    assert_eq!(echo["subject"], "python-agent");
+    assert_eq!(echo["pq"], true);
+    assert_eq!(echo["decision"], "allowed");
+    assert_eq!(echo["rule"], "pq-calls", "the rule that allowed it: {echo}");
+    assert!(
+        echo["session_id"].as_str().is_some_and(|s| !s.is_empty()),
+        "{echo}"
+    );
 }

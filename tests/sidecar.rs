@@ -3,73 +3,23 @@
 
 mod support;
 
-use support::upstream::{get_plain, read_until, Upstream, GUARD};
+use support::sidecar::{https, json, run, scrape, server_config, text, tls_client, Running};
+use support::upstream::{read_until, Upstream, GUARD};
 
 use std::convert::Infallible;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Channel, Full};
-use hyper::body::Incoming;
+use http::{Request, StatusCode};
+use http_body_util::{Channel, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use mcp_pqtls::certs::KeyAlg;
 use mcp_pqtls::config::{Dur, Mode, SidecarConfig};
 use mcp_pqtls::groups::GroupList;
-use mcp_pqtls::sidecar::Started;
 use mcp_pqtls::{Group, PolicyMode};
 use support::Pki;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::oneshot;
-
-/// A sidecar running in this process until dropped.
-struct Running {
-    started: Started,
-    stop: Option<oneshot::Sender<()>>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
-}
-
-async fn run(mode: Mode, config: SidecarConfig) -> Running {
-    let sidecar = config.resolve(mode).expect("valid config");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let (tx, rx) = oneshot::channel();
-    tokio::spawn(async move {
-        sidecar
-            .run(
-                async {
-                    let _ = stopped.await;
-                },
-                move |s| {
-                    let _ = tx.send(s.clone());
-                },
-            )
-            .await
-            .unwrap();
-    });
-    Running {
-        started: rx.await.unwrap(),
-        stop: Some(stop),
-    }
-}
-
-fn server_config(pki: &Pki, upstream: &str) -> SidecarConfig {
-    SidecarConfig {
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        upstream: Some(upstream.to_owned()),
-        cert: Some(pki.path("server.pem")),
-        key: Some(pki.path("server.key")),
-        admin: Some("127.0.0.1:0".parse().unwrap()),
-        ..SidecarConfig::default()
-    }
-}
 
 fn client_config(pki: &Pki, server: &Running) -> SidecarConfig {
     SidecarConfig {
@@ -84,33 +34,8 @@ fn client_config(pki: &Pki, server: &Running) -> SidecarConfig {
     }
 }
 
-/// An HTTPS client trusting the dev CA, offering `groups` under `policy`.
-fn tls_client(
-    pki: &Pki,
-    groups: &[Group],
-    policy: PolicyMode,
-) -> Client<mcp_pqtls::tls::PqConnector, Full<Bytes>> {
-    let connector = support::connector(pki.client(groups, policy));
-    Client::builder(TokioExecutor::new()).build(connector)
-}
-
 fn plain_client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
     Client::builder(TokioExecutor::new()).build_http()
-}
-
-async fn json(res: Response<Incoming>) -> serde_json::Value {
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    serde_json::from_slice(&body).unwrap_or_else(|_| panic!("not JSON: {body:?}"))
-}
-
-async fn text(res: Response<Incoming>) -> String {
-    String::from_utf8_lossy(&res.into_body().collect().await.unwrap().to_bytes()).into_owned()
-}
-
-fn https(server: &Running, path: &str) -> http::Uri {
-    format!("https://localhost:{}{path}", server.started.listen.port())
-        .parse()
-        .unwrap()
 }
 
 fn http_url(running: &Running, path: &str) -> http::Uri {
@@ -287,13 +212,6 @@ async fn origin_not_allowed_is_refused_before_upstream_and_allowed_one_is_rewrit
         metrics.contains("mcp_pqtls_origin_refused_total 1"),
         "{metrics}"
     );
-}
-
-async fn scrape(running: &Running) -> String {
-    let admin = running.started.admin.expect("admin listener");
-    let (status, body) = get_plain(&format!("http://{admin}/metrics")).await;
-    assert_eq!(status, 200);
-    body
 }
 
 #[tokio::test]

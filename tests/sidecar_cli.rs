@@ -176,9 +176,17 @@ async fn sigterm_stops_accepting_and_drains_in_flight_requests() {
 fn example_configs_pass_check_config() {
     let dir = tempfile::tempdir().unwrap();
     mcp_pqtls::certs::write_dev_pki(&dir.path().join("certs/dev"), KeyAlg::EcdsaP256).unwrap();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    std::fs::create_dir(dir.path().join("examples")).unwrap();
+    std::fs::copy(
+        examples.join("jwks.example.json"),
+        dir.path().join("examples/jwks.example.json"),
+    )
+    .unwrap();
     for (file, mode) in [
         ("server.toml", "server mode"),
         ("client.toml", "client mode"),
+        ("gate.toml", "server mode"),
     ] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("examples")
@@ -196,6 +204,12 @@ fn example_configs_pass_check_config() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(stdout.contains(&format!("ok ({mode}")), "{stdout}");
+        if file == "gate.toml" {
+            assert!(
+                stdout.contains("gate: auth (audience https://mcp.example.com/mcp), 3 rules, 2 rate limits, audit to audit.jsonl"),
+                "{stdout}"
+            );
+        }
     }
 }
 
@@ -275,4 +289,59 @@ fn bad_config_files_name_the_field_the_value_and_the_fix() {
         "http://127.0.0.1:9",
     ]);
     server.wait_log(&["Server sidecar started", "upstream=http://127.0.0.1:9"]);
+}
+
+#[test]
+fn check_config_validates_the_gate_sections_and_names_the_field() {
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/jwks.example.json");
+    let base = format!(
+        "mode = \"server\"\nlisten = \"127.0.0.1:0\"\nupstream = \"http://127.0.0.1:8000\"\ncert = {:?}\nkey = {:?}\n",
+        pki.path("server.pem"),
+        pki.path("server.key")
+    );
+    let auth = format!(
+        "[auth]\njwks-file = {jwks:?}\nissuer = \"https://idp.test\"\naudience = \"https://mcp.test/mcp\"\n"
+    );
+    let check = |text: &str| {
+        let path = dir.path().join("gate.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = bin().arg("check-config").arg(&path).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let good = format!("{base}{auth}[[rules]]\ntool = \"delete_*\"\nscopes = [\"admin\"]\n[rate-limit]\nkey = \"subject\"\nper-minute = 60\n[audit]\npath = \"-\"\n");
+    let (code, stdout, stderr) = check(&good);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains(
+            "gate: auth (audience https://mcp.test/mcp), 1 rules, 1 rate limits, audit to -"
+        ),
+        "{stdout}"
+    );
+    for (extra, expected) in [
+        (format!("{auth}jwks-url = \"https://idp.test/jwks\"\n"), "auth.jwks-file: give jwks-file or jwks-url, not both"),
+        ("[auth]\njwks-file = \"/nonexistent/jwks.json\"\nissuer = \"x\"\naudience = \"https://mcp.test/\"\n".to_owned(), "auth.jwks-file: /nonexistent/jwks.json:"),
+        ("[[rules]]\nmethod = \"tools/call\"\nscopes = [\"admin\"]\n".to_owned(), "rules[0].scopes: scopes come from bearer tokens: add an [auth] section"),
+        ("[[rules]]\ntool = \"delete_?\"\n".to_owned(), "rules[0].tool: `delete_?`: `?` is not supported"),
+        ("[rate-limit]\nkey = \"ip\"\nper-minute = 5\n".to_owned(), "unknown variant `ip`, expected one of `identity`, `subject`, `address`"),
+        ("[rate-limit]\nper-minute = 0\n".to_owned(), "rate-limit[0].per-minute: must be greater than 0"),
+        ("[rate_limit]\nper-minute = 5\n".to_owned(), "unknown field `rate_limit`"),
+    ] {
+        let (code, _, stderr) = check(&format!("{base}{extra}"));
+        assert_eq!(code, Some(64), "{extra}: {stderr}");
+        assert!(stderr.contains(expected), "{extra}: expected `{expected}` in: {stderr}");
+    }
+    // The client sidecar has no gate.
+    let client = "mode = \"client\"\nlisten = \"127.0.0.1:0\"\nupstream = \"https://127.0.0.1:8443\"\n[audit]\npath = \"-\"\n";
+    let (code, _, stderr) = check(client);
+    assert_eq!(code, Some(64));
+    assert!(
+        stderr.contains("audit: only applies to server mode; remove it"),
+        "{stderr}"
+    );
 }

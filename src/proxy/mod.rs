@@ -32,6 +32,7 @@ pub use self::metrics::{ProxyMetrics, ProxySnapshot};
 pub use self::upstream::{Upstream, UpstreamConnector, UpstreamError};
 
 use self::body::{RequestLog, Tracked};
+use crate::gate::Gate;
 use crate::tls::ConnectionInfo;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
@@ -104,6 +105,7 @@ struct Inner<C> {
     side: Side,
     options: HttpOptions,
     metrics: Arc<ProxyMetrics>,
+    gate: Option<Arc<Gate>>,
 }
 
 impl<C> Proxy<C>
@@ -112,6 +114,21 @@ where
 {
     /// A proxy to `upstream` over `connector`, pooling upstream connections.
     pub fn new(upstream: Upstream, connector: C, side: Side, options: HttpOptions) -> Self {
+        Self::build(upstream, connector, side, options, None)
+    }
+
+    /// A server-side proxy whose requests pass `gate` first (see [`crate::gate`]).
+    pub fn gated(upstream: Upstream, connector: C, options: HttpOptions, gate: Arc<Gate>) -> Self {
+        Self::build(upstream, connector, Side::Server, options, Some(gate))
+    }
+
+    fn build(
+        upstream: Upstream,
+        connector: C,
+        side: Side,
+        options: HttpOptions,
+        gate: Option<Arc<Gate>>,
+    ) -> Self {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .build(connector);
@@ -122,6 +139,7 @@ where
                 side,
                 options,
                 metrics: Arc::default(),
+                gate,
             }),
         }
     }
@@ -143,26 +161,55 @@ where
             started,
             metrics: inner.metrics.clone(),
         };
-        let response = match self.prepare(req, peer) {
-            Ok(upstream_req) => self.send(upstream_req, started).await,
-            Err(refused) => Err(refused),
+        let response = match &inner.gate {
+            Some(gate) => self.forward_gated(gate, req, peer, started).await,
+            None => match self.prepare(req, peer) {
+                Ok(upstream_req) => self.send(upstream_req, started).await,
+                Err(refused) => Err(refused),
+            },
         };
         let response = match response {
             Ok(r) => r.map(|b| b.map_err(BoxError::from).boxed()),
-            Err(local) => local
-                .into_response()
-                .map(|b| b.map_err(|never| match never {}).boxed()),
+            Err(local) => local.into_response(),
         };
         inner.metrics.response(response.status());
         Tracked::wrap(response, log)
     }
 
-    /// Checks and rewrites the client's request for the upstream.
-    fn prepare(
+    /// The gate decides first; what it lets through goes the usual way, with its headers.
+    /// Only the request body may be read by the gate: the response streams by untouched.
+    async fn forward_gated(
         &self,
+        gate: &Gate,
         req: Request<Incoming>,
         peer: SocketAddr,
-    ) -> Result<Request<BoxBody<Bytes, BoxError>>, LocalReply> {
+        started: Instant,
+    ) -> Result<Response<Incoming>, LocalReply> {
+        let (req, admitted) = gate.admit(req, peer).await.map_err(LocalReply::Gate)?;
+        let result = match self.prepare(req, peer) {
+            Ok(mut upstream_req) => {
+                admitted.apply(upstream_req.headers_mut());
+                self.send(upstream_req, started).await
+            }
+            Err(refused) => Err(refused),
+        };
+        admitted.finish(match &result {
+            Ok(r) => r.status(),
+            Err(local) => local.status(),
+        });
+        result
+    }
+
+    /// Checks and rewrites the client's request for the upstream.
+    fn prepare<B>(
+        &self,
+        req: Request<B>,
+        peer: SocketAddr,
+    ) -> Result<Request<BoxBody<Bytes, BoxError>>, LocalReply>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BoxError>,
+    {
         let inner = &*self.inner;
         if let Err(origin) = inner.options.allowed_origins.check(req.headers()) {
             inner.metrics.origin_refused();
@@ -312,26 +359,40 @@ pub fn is_event_stream(headers: &http::HeaderMap) -> bool {
         })
 }
 
-/// A response made here rather than upstream: a status and a one-line reason.
-struct LocalReply {
-    status: StatusCode,
-    body: String,
+/// A response made here rather than upstream: a status and a one-line reason, or the
+/// gate's own answer.
+enum LocalReply {
+    Text { status: StatusCode, body: String },
+    Gate(crate::gate::Refused),
 }
 
 impl LocalReply {
-    fn into_response(self) -> Response<Full<Bytes>> {
-        let mut r = Response::new(Full::new(Bytes::from(self.body)));
-        *r.status_mut() = self.status;
-        r.headers_mut().insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        r
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Text { status, .. } => *status,
+            Self::Gate(r) => r.status(),
+        }
+    }
+
+    fn into_response(self) -> Response<ProxyBody> {
+        let r = match self {
+            Self::Text { status, body } => {
+                let mut r = Response::new(Full::new(Bytes::from(body)));
+                *r.status_mut() = status;
+                r.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                r
+            }
+            Self::Gate(r) => *r,
+        };
+        r.map(|b| b.map_err(|never| match never {}).boxed())
     }
 }
 
 fn local(status: StatusCode, body: String) -> LocalReply {
-    LocalReply { status, body }
+    LocalReply::Text { status, body }
 }
 
 fn error_chain<'a>(

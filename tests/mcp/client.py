@@ -2,6 +2,7 @@
 """Drive an MCP server with the official Python SDK's own client (2.x), for interop tests.
 
     client.py URL [--transport streamable-http|sse] [--ca FILE] [--timeout SECONDS]
+              [--bearer TOKEN] [--denied-tool NAME]
 
 Uses the explicit ClientSession + initialize path (protocol 2025-11-25 handshake, so
 Streamable HTTP exercises Mcp-Session-Id and SSE-streamed responses), then: tools/list,
@@ -14,7 +15,9 @@ Prints ONE JSON object (one line) to stdout:
 where "t" is seconds since the countdown call started. Exit 0 on success; exit 1 with
 `client.py: error: ...` on stderr on any failure (connection refused, HTTP error status, TLS
 verification failure, tool error, timeout). --ca FILE trusts exactly that CA (PEM) for https
-URLs instead of the system store.
+URLs instead of the system store. --bearer TOKEN sends `Authorization: Bearer TOKEN` on every
+HTTP request. --denied-tool NAME calls that tool last and expects a JSON-RPC error: the report
+gets "denied": {"code", "message", "data"} (exit 1 if the call succeeds).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import httpx2
 from mcp.client.session import ClientSession
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 
 ECHO_TEXT = "hello through pq tls"
 
@@ -52,7 +56,7 @@ def check(name: str, result: Any) -> Any:
     return result
 
 
-async def exercise(session: ClientSession) -> dict[str, Any]:
+async def exercise(session: ClientSession, denied_tool: str | None = None) -> dict[str, Any]:
     init = await session.initialize()
     tools = await session.list_tools()
     echo = check("echo", await session.call_tool("echo", {"text": ECHO_TEXT}))
@@ -76,7 +80,16 @@ async def exercise(session: ClientSession) -> dict[str, Any]:
     if tls_info is None:
         tls_info = json.loads(tool_text(info))
 
-    return {
+    denied = None
+    if denied_tool:
+        try:
+            await session.call_tool(denied_tool, {})
+        except MCPError as e:
+            denied = {"code": e.error.code, "message": e.error.message, "data": e.error.data}
+        else:
+            raise Failure(f"tool {denied_tool} was expected to be refused, and was not")
+
+    report = {
         "server_name": init.server_info.name,
         "protocol_version": init.protocol_version,
         "tools": sorted(t.name for t in tools.tools),
@@ -85,6 +98,9 @@ async def exercise(session: ClientSession) -> dict[str, Any]:
         "progress": progress,
         "tls_info": tls_info,
     }
+    if denied_tool:
+        report["denied"] = denied
+    return report
 
 
 # HTTP error statuses seen (the SDK turns most of them into generic JSON-RPC errors).
@@ -97,17 +113,22 @@ async def record_http_error(response: httpx2.Response) -> None:
         http_errors.append(f"HTTP {response.status_code} {response.reason_phrase} from {req.method} {req.url}")
 
 
-async def run(url: str, transport: str, ca: str | None, timeout: float) -> dict[str, Any]:
+async def run(
+    url: str, transport: str, ca: str | None, timeout: float, bearer: str | None, denied_tool: str | None
+) -> dict[str, Any]:
     # verify=True: httpx2's default store (honours SSL_CERT_FILE / SSL_CERT_DIR).
     verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca) if ca else True
     http_timeout = httpx2.Timeout(timeout, read=timeout)
     hooks = {"response": [record_http_error]}
+    auth_headers = {"authorization": f"Bearer {bearer}"} if bearer else {}
     with anyio.fail_after(timeout):
         if transport == "streamable-http":
-            async with httpx2.AsyncClient(verify=verify, timeout=http_timeout, event_hooks=hooks) as http:
+            async with httpx2.AsyncClient(
+                verify=verify, timeout=http_timeout, event_hooks=hooks, headers=auth_headers
+            ) as http:
                 async with streamable_http_client(url, http_client=http) as (read, write):
                     async with ClientSession(read, write, read_timeout_seconds=timeout) as session:
-                        return await exercise(session)
+                        return await exercise(session, denied_tool)
         else:
 
             def factory(
@@ -116,14 +137,18 @@ async def run(url: str, transport: str, ca: str | None, timeout: float) -> dict[
                 auth: httpx2.Auth | None = None,
             ) -> httpx2.AsyncClient:
                 return httpx2.AsyncClient(
-                    headers=headers, timeout=timeout, auth=auth, verify=verify, event_hooks=hooks
+                    headers={**(headers or {}), **auth_headers},
+                    timeout=timeout,
+                    auth=auth,
+                    verify=verify,
+                    event_hooks=hooks,
                 )
 
             async with sse_client(
                 url, timeout=timeout, sse_read_timeout=timeout, httpx_client_factory=factory
             ) as (read, write):
                 async with ClientSession(read, write, read_timeout_seconds=timeout) as session:
-                    return await exercise(session)
+                    return await exercise(session, denied_tool)
     raise AssertionError("unreachable")
 
 
@@ -153,6 +178,8 @@ def main() -> int:
     parser.add_argument("--transport", choices=["streamable-http", "sse"], default="streamable-http")
     parser.add_argument("--ca", metavar="FILE", help="PEM CA certificate(s) to trust for https")
     parser.add_argument("--timeout", type=float, default=20.0, help="overall deadline (seconds)")
+    parser.add_argument("--bearer", metavar="TOKEN", help="send Authorization: Bearer TOKEN")
+    parser.add_argument("--denied-tool", metavar="NAME", help="call NAME last and expect a JSON-RPC error")
     args = parser.parse_args()
     if args.ca and not os.path.isfile(args.ca):
         parser.error(f"--ca {args.ca}: no such file")
@@ -168,7 +195,7 @@ def main() -> int:
     timer.start()
 
     try:
-        result = anyio.run(run, args.url, args.transport, args.ca, args.timeout)
+        result = anyio.run(run, args.url, args.transport, args.ca, args.timeout, args.bearer, args.denied_tool)
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # noqa: BLE001 - report everything, exit 1

@@ -54,7 +54,7 @@ async def countdown(n: int, ctx: Context, delay_ms: int = 200) -> str:
 @mcp.tool()
 def tls_info(ctx: Context) -> dict:
     """Headers of the HTTP request that carried this call: every x-mcp-pqtls-* header, host,
-    origin (null when absent) and x-forwarded-for / x-forwarded-proto / forwarded when present.
+    origin and authorization (null when absent) and x-forwarded-for / x-forwarded-proto / forwarded when present.
     Names are lower-case; repeated headers are joined with ", "."""
     request = ctx.request_context.request
     if request is None:
@@ -65,6 +65,7 @@ def tls_info(ctx: Context) -> dict:
         info[name] = ", ".join(headers.getlist(name))
     info["host"] = headers.get("host")
     info["origin"] = headers.get("origin")
+    info["authorization"] = headers.get("authorization")
     for name in FORWARDING_HEADERS:
         if name in headers:
             info[name] = ", ".join(headers.getlist(name))

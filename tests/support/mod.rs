@@ -1,7 +1,9 @@
 //! Test helpers: dev PKIs, a reflect server on 127.0.0.1 with a request counter, clients.
 #![allow(dead_code)] // Each test binary uses a different subset.
 
+pub mod jwt;
 pub mod process;
+pub mod sidecar;
 pub mod upstream;
 
 use std::net::SocketAddr;

@@ -107,7 +107,7 @@ async fn upstream_route(
             let status = req
                 .uri()
                 .query()
-                .and_then(|q| q.strip_prefix("status="))
+                .and_then(|q| q.split('&').find_map(|p| p.strip_prefix("status=")))
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(200);
             let mut seen = BTreeMap::<String, String>::new();

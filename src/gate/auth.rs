@@ -1,0 +1,727 @@
+//! OAuth 2.1 resource-server checks: `Authorization: Bearer` JWTs verified locally against a
+//! JWKS (a file, or a URL fetched and refreshed), the Protected Resource Metadata document
+//! ([RFC 9728]) and the `WWW-Authenticate` challenges of the MCP authorization spec.
+//!
+//! The algorithm a token may use is decided by the key (its `kty`, `crv` and `alg`), never by
+//! the token's header alone; `none` and HMAC are always refused.
+//!
+//! [RFC 9728]: <https://www.rfc-editor.org/rfc/rfc9728>
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderValue, AUTHORIZATION};
+use http::Uri;
+use http_body_util::{BodyExt, Empty, Limited};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use tracing::{info, warn};
+
+use super::metrics::GateMetrics;
+use crate::tls::PqConnector;
+
+/// The path of the Protected Resource Metadata document (RFC 9728 §3).
+pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
+/// Default time between JWKS refreshes.
+pub const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(300);
+/// Default clock-skew allowance on `exp` and `nbf`.
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
+/// An unknown `kid` triggers a JWKS fetch (key rotation) at most this often.
+const UNKNOWN_KID_REFETCH: Duration = Duration::from_secs(10);
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_JWKS_BYTES: usize = 1024 * 1024;
+
+/// Where the signing keys come from.
+#[derive(Clone, Debug)]
+pub enum JwksSource {
+    /// A JWKS file, read at start and re-read every refresh.
+    File(PathBuf),
+    /// An `https://` URL (or `http://` on loopback), fetched at start and every refresh.
+    Url {
+        /// The URL.
+        url: Uri,
+        /// For `https://`: the PQ TLS client (`pq-preferred`: identity providers are often
+        /// classical; the keys are public, their authenticity is what TLS must give).
+        connector: Option<PqConnector>,
+    },
+}
+
+/// `[auth]`, validated.
+#[derive(Clone, Debug)]
+pub struct AuthSettings {
+    /// The keys' source.
+    pub jwks: JwksSource,
+    /// Keys read while validating the config (a file source).
+    pub initial_keys: Option<KeySet>,
+    /// Time between refreshes.
+    pub refresh: Duration,
+    /// The `iss` tokens must carry.
+    pub issuer: String,
+    /// This server's resource URI: `aud` must contain it (RFC 8707).
+    pub audience: String,
+    /// The `authorization_servers` of the metadata document.
+    pub authorization_servers: Vec<String>,
+    /// The public URL of the metadata document, for `WWW-Authenticate`.
+    pub resource_metadata_url: String,
+    /// Scopes every request's token must carry.
+    pub required_scopes: Vec<String>,
+    /// The metadata's `scopes_supported`: required scopes and those rules ask for.
+    pub scopes_supported: Vec<String>,
+    /// Clock-skew allowance on `exp` and `nbf`.
+    pub leeway: Duration,
+    /// Send the client's `Authorization` upstream.
+    pub forward_token: bool,
+}
+
+impl AuthSettings {
+    /// The metadata URL derived from a resource URI (RFC 9728 §3.1): the well-known path goes
+    /// between the authority and the resource's path.
+    pub fn default_metadata_url(audience: &Uri) -> String {
+        let scheme = audience.scheme_str().unwrap_or("https");
+        let authority = audience.authority().map_or("", |a| a.as_str());
+        format!(
+            "{scheme}://{authority}{METADATA_PATH}{}",
+            resource_path(audience)
+        )
+    }
+
+    /// Paths the metadata document is served at: the plain well-known path, the one suffixed
+    /// with the resource's path, and the path of `resource_metadata_url`.
+    pub fn metadata_paths(&self) -> Vec<String> {
+        let mut paths = vec![METADATA_PATH.to_owned()];
+        if let Ok(aud) = self.audience.parse::<Uri>() {
+            paths.push(format!("{METADATA_PATH}{}", resource_path(&aud)));
+        }
+        if let Ok(url) = self.resource_metadata_url.parse::<Uri>() {
+            paths.push(url.path().to_owned());
+        }
+        paths.sort();
+        paths.dedup();
+        paths
+    }
+
+    /// The Protected Resource Metadata document.
+    pub fn metadata_document(&self) -> Vec<u8> {
+        let doc = serde_json::json!({
+            "resource": self.audience,
+            "authorization_servers": self.authorization_servers,
+            "scopes_supported": self.scopes_supported,
+            "bearer_methods_supported": ["header"],
+        });
+        serde_json::to_vec_pretty(&doc).unwrap_or_default()
+    }
+
+    /// A `WWW-Authenticate` challenge: `error` (with its description) when a token was
+    /// present but not accepted, `scope` when scopes are missing.
+    pub fn challenge(&self, error: Option<(&str, &str)>, scope: Option<&str>) -> HeaderValue {
+        let mut v = String::from("Bearer ");
+        if let Some((code, description)) = error {
+            v.push_str(&format!(
+                "error=\"{code}\", error_description=\"{}\", ",
+                quoted(description)
+            ));
+        }
+        if let Some(scope) = scope {
+            v.push_str(&format!("scope=\"{}\", ", quoted(scope)));
+        }
+        v.push_str(&format!(
+            "resource_metadata=\"{}\"",
+            quoted(&self.resource_metadata_url)
+        ));
+        HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
+    }
+}
+
+fn resource_path(uri: &Uri) -> &str {
+    match uri.path() {
+        "/" => "",
+        p => p,
+    }
+}
+
+/// A quoted-string's content: no quote, backslash or control character can break out.
+fn quoted(s: &str) -> String {
+    s.chars()
+        .filter(|c| !matches!(c, '"' | '\\') && (' '..='~').contains(c))
+        .collect()
+}
+
+/// Usable signing keys of a JWKS.
+#[derive(Clone, Default)]
+pub struct KeySet {
+    keys: Vec<Key>,
+}
+
+#[derive(Clone)]
+struct Key {
+    kid: Option<String>,
+    alg: Algorithm,
+    key: DecodingKey,
+}
+
+impl std::fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.keys.iter().map(|k| (k.kid.as_deref(), k.alg)))
+            .finish()
+    }
+}
+
+impl KeySet {
+    /// Reads a JWKS. Keys we cannot use for signatures (encryption keys, HMAC secrets,
+    /// unsupported curves) are skipped; a set with none left is an error.
+    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
+        #[derive(Deserialize)]
+        struct Raw {
+            keys: Vec<serde_json::Value>,
+        }
+        let raw: Raw = serde_json::from_slice(bytes)
+            .map_err(|e| format!("not a JWKS (a JSON object with \"keys\"): {e}"))?;
+        let mut keys = Vec::new();
+        let mut skipped = Vec::new();
+        for (i, value) in raw.keys.into_iter().enumerate() {
+            match signing_key(value) {
+                Ok(k) => keys.push(k),
+                Err(why) => skipped.push(format!("keys[{i}]: {why}")),
+            }
+        }
+        if keys.is_empty() {
+            return Err(format!(
+                "no usable signing key (RSA, EC P-256/P-384 or Ed25519){}",
+                if skipped.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", skipped.join("; "))
+                }
+            ));
+        }
+        Ok(Self { keys })
+    }
+
+    /// How many usable keys the set holds.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether the set holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+/// The algorithm a JWK's own parameters allow. An `alg` on the key must agree with them.
+fn signing_key(value: serde_json::Value) -> Result<Key, String> {
+    let jwk: Jwk = serde_json::from_value(value).map_err(|e| e.to_string())?;
+    if jwk.common.public_key_use == Some(PublicKeyUse::Encryption) {
+        return Err("an encryption key (use: enc)".into());
+    }
+    let stated = jwk.common.key_algorithm;
+    let alg = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => match stated {
+            None => Algorithm::RS256,
+            Some(KeyAlgorithm::RS256) => Algorithm::RS256,
+            Some(KeyAlgorithm::RS384) => Algorithm::RS384,
+            Some(KeyAlgorithm::RS512) => Algorithm::RS512,
+            Some(KeyAlgorithm::PS256) => Algorithm::PS256,
+            Some(KeyAlgorithm::PS384) => Algorithm::PS384,
+            Some(KeyAlgorithm::PS512) => Algorithm::PS512,
+            Some(other) => return Err(format!("RSA key with alg {other}")),
+        },
+        AlgorithmParameters::EllipticCurve(ec) => {
+            let alg = match ec.curve {
+                EllipticCurve::P256 => Algorithm::ES256,
+                EllipticCurve::P384 => Algorithm::ES384,
+                ref other => return Err(format!("unsupported curve {other:?}")),
+            };
+            let agrees = match stated {
+                None => true,
+                Some(KeyAlgorithm::ES256) => alg == Algorithm::ES256,
+                Some(KeyAlgorithm::ES384) => alg == Algorithm::ES384,
+                Some(_) => false,
+            };
+            if !agrees {
+                return Err(format!("EC key on {:?} with alg {stated:?}", ec.curve));
+            }
+            alg
+        }
+        AlgorithmParameters::OctetKeyPair(okp) => {
+            if okp.curve != EllipticCurve::Ed25519 {
+                return Err(format!("unsupported curve {:?}", okp.curve));
+            }
+            if stated.is_some_and(|a| a != KeyAlgorithm::EdDSA) {
+                return Err(format!("Ed25519 key with alg {stated:?}"));
+            }
+            Algorithm::EdDSA
+        }
+        AlgorithmParameters::OctetKey(_) => {
+            return Err("a shared secret (kty oct): HMAC is never accepted".into())
+        }
+    };
+    let key = DecodingKey::from_jwk(&jwk).map_err(|e| e.to_string())?;
+    Ok(Key {
+        kid: jwk.common.key_id,
+        alg,
+        key,
+    })
+}
+
+/// The caller of a request with an accepted token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    /// `sub`.
+    pub subject: String,
+    /// `scope` (space-separated) or `scp` (an array).
+    pub scopes: Vec<String>,
+    /// The token itself (forwarded only with `forward-token`, audited only with
+    /// `include-tokens`).
+    pub token: String,
+}
+
+/// Why a bearer token was not accepted.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// No `Authorization: Bearer` header.
+    #[error("no bearer token")]
+    Missing,
+    /// Not a JWT, or not the JSON it should hold.
+    #[error("malformed token: {0}")]
+    Malformed(String),
+    /// `none`, HMAC, or an algorithm the key does not have.
+    #[error("algorithm not allowed: {0}")]
+    AlgorithmNotAllowed(String),
+    /// No key with the token's `kid` (or, without one, for its algorithm).
+    #[error("unknown signing key: {0}")]
+    UnknownKid(String),
+    /// The signature does not verify.
+    #[error("bad signature")]
+    BadSignature,
+    /// `exp` has passed (beyond the leeway).
+    #[error("token expired")]
+    Expired,
+    /// `nbf` is in the future (beyond the leeway).
+    #[error("token not yet valid (nbf)")]
+    NotYetValid,
+    /// `iss` is not the configured issuer.
+    #[error("wrong issuer")]
+    WrongIssuer,
+    /// `aud` does not contain this server's resource URI.
+    #[error("token is for another audience, not {0}")]
+    WrongAudience(String),
+    /// A required claim (`exp`, `iss`, `aud`, `sub`) is absent.
+    #[error("missing claim {0}")]
+    MissingClaim(String),
+    /// No keys have been loaded yet (the JWKS URL has not answered).
+    #[error("no signing keys loaded yet")]
+    NoKeys,
+}
+
+impl TokenError {
+    /// The `kind` label of `gate_token_failures_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Malformed(_) => "malformed",
+            Self::AlgorithmNotAllowed(_) => "algorithm_not_allowed",
+            Self::UnknownKid(_) => "unknown_kid",
+            Self::BadSignature => "bad_signature",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::WrongIssuer => "wrong_issuer",
+            Self::WrongAudience(_) => "wrong_audience",
+            Self::MissingClaim(_) => "missing_claim",
+            Self::NoKeys => "no_keys",
+        }
+    }
+}
+
+/// Verifies bearer tokens against the current keys, refreshing them as configured.
+#[derive(Debug)]
+pub struct Verifier {
+    /// The settings.
+    pub settings: AuthSettings,
+    keys: RwLock<Arc<KeySet>>,
+    last_refetch: tokio::sync::Mutex<Option<Instant>>,
+    metrics: Arc<GateMetrics>,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    // Optional here so that its absence is reported as a missing claim, not as bad JSON.
+    #[serde(default)]
+    sub: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    scp: Option<Scp>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Scp {
+    List(Vec<String>),
+    Text(String),
+}
+
+impl Verifier {
+    /// A verifier starting with the keys read at validation (a file), or none (a URL, until
+    /// [`Verifier::refresh`] has fetched them).
+    pub fn new(settings: AuthSettings, metrics: Arc<GateMetrics>) -> Self {
+        let keys = settings.initial_keys.clone().unwrap_or_default();
+        Self {
+            settings,
+            keys: RwLock::new(Arc::new(keys)),
+            last_refetch: tokio::sync::Mutex::new(None),
+            metrics,
+        }
+    }
+
+    /// Loads the keys again; on failure the previous keys stay. Logs and counts both.
+    pub async fn refresh(&self, trigger: &'static str) -> bool {
+        match self.load().await {
+            Ok(keys) => {
+                let n = keys.len();
+                *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
+                self.metrics.jwks_refresh_ok.fetch_add(1, Relaxed);
+                info!(trigger, keys = n, "JWKS loaded");
+                true
+            }
+            Err(e) => {
+                self.metrics.jwks_refresh_failed.fetch_add(1, Relaxed);
+                warn!(trigger, error = %e, "JWKS refresh failed; keeping the previous keys");
+                false
+            }
+        }
+    }
+
+    /// Refreshes every `refresh` interval, forever.
+    pub async fn refresh_loop(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(self.settings.refresh).await;
+            self.refresh("interval").await;
+        }
+    }
+
+    async fn load(&self) -> Result<KeySet, String> {
+        let bytes = match &self.settings.jwks {
+            JwksSource::File(path) => tokio::fs::read(path)
+                .await
+                .map(Bytes::from)
+                .map_err(|e| format!("{}: {e}", path.display()))?,
+            JwksSource::Url { url, connector } => {
+                tokio::time::timeout(FETCH_TIMEOUT, fetch(url, connector.as_ref()))
+                    .await
+                    .map_err(|_| format!("{url}: no answer within {FETCH_TIMEOUT:?}"))?
+                    .map_err(|e| format!("{url}: {e}"))?
+            }
+        };
+        KeySet::parse(&bytes)
+    }
+
+    fn keys(&self) -> Arc<KeySet> {
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Verifies the request's bearer token.
+    pub async fn verify(&self, headers: &HeaderMap) -> Result<Principal, TokenError> {
+        let token = bearer(headers)?;
+        let (alg, kid) = header_of(&token)?;
+        let mut keys = self.keys();
+        let mut key = pick(&keys, alg, kid.as_deref());
+        if matches!(key, Err(TokenError::UnknownKid(_)))
+            && matches!(self.settings.jwks, JwksSource::Url { .. })
+        {
+            // Key rotation: the IdP may sign with a key published after our last fetch.
+            let mut last = self.last_refetch.lock().await;
+            keys = self.keys();
+            key = pick(&keys, alg, kid.as_deref());
+            if key.is_err() && last.is_none_or(|t| t.elapsed() >= UNKNOWN_KID_REFETCH) {
+                *last = Some(Instant::now());
+                self.refresh("unknown kid").await;
+                keys = self.keys();
+                key = pick(&keys, alg, kid.as_deref());
+            }
+        }
+        let key = key?;
+        let mut validation = Validation::new(key.alg);
+        validation.leeway = self.settings.leeway.as_secs();
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.set_issuer(&[&self.settings.issuer]);
+        validation.set_audience(&[&self.settings.audience]);
+        let data = jsonwebtoken::decode::<Claims>(&token, &key.key, &validation)
+            .map_err(|e| self.token_error(e.into_kind()))?;
+        let scopes = match (data.claims.scope, data.claims.scp) {
+            (Some(s), _) | (None, Some(Scp::Text(s))) => {
+                s.split_whitespace().map(str::to_owned).collect()
+            }
+            (None, Some(Scp::List(l))) => l,
+            (None, None) => Vec::new(),
+        };
+        let subject = data
+            .claims
+            .sub
+            .ok_or_else(|| TokenError::MissingClaim("sub".into()))?;
+        Ok(Principal {
+            subject,
+            scopes,
+            token,
+        })
+    }
+
+    fn token_error(&self, kind: ErrorKind) -> TokenError {
+        match kind {
+            ErrorKind::InvalidSignature
+            | ErrorKind::InvalidEcdsaKey
+            | ErrorKind::InvalidEddsaKey
+            | ErrorKind::InvalidRsaKey(_)
+            | ErrorKind::InvalidKeyFormat
+            | ErrorKind::Provider(_) => TokenError::BadSignature,
+            ErrorKind::ExpiredSignature => TokenError::Expired,
+            ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+            ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
+            ErrorKind::InvalidAudience => TokenError::WrongAudience(self.settings.audience.clone()),
+            ErrorKind::MissingRequiredClaim(c) => TokenError::MissingClaim(c),
+            ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
+                TokenError::AlgorithmNotAllowed("the key does not allow it".into())
+            }
+            other => TokenError::Malformed(format!("{other:?}")),
+        }
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Result<String, TokenError> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Err(TokenError::Missing);
+    };
+    if values.next().is_some() {
+        return Err(TokenError::Malformed(
+            "more than one Authorization header".into(),
+        ));
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| TokenError::Malformed("Authorization is not ASCII".into()))?;
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
+            let token = token.trim();
+            if token.is_empty() {
+                Err(TokenError::Malformed("empty bearer token".into()))
+            } else {
+                Ok(token.to_owned())
+            }
+        }
+        // Another scheme (Basic, ...) carries no bearer token (RFC 6750 §3.1).
+        _ => Err(TokenError::Missing),
+    }
+}
+
+/// The token header's `alg` and `kid`, read before any key is chosen so that `none` and
+/// HMAC are refused by name.
+fn header_of(token: &str) -> Result<(Algorithm, Option<String>), TokenError> {
+    #[derive(Deserialize)]
+    struct Header {
+        alg: String,
+        #[serde(default)]
+        kid: Option<String>,
+    }
+    let parts: Vec<&str> = token.split('.').collect();
+    if parts.len() != 3 {
+        return Err(TokenError::Malformed(format!(
+            "a JWT has 3 parts, this has {}",
+            parts.len()
+        )));
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(parts[0].trim_end_matches('='))
+        .map_err(|e| TokenError::Malformed(format!("header is not base64url: {e}")))?;
+    let header: Header = serde_json::from_slice(&bytes)
+        .map_err(|e| TokenError::Malformed(format!("header: {e}")))?;
+    let alg = header.alg;
+    if alg.eq_ignore_ascii_case("none") || alg.to_ascii_uppercase().starts_with("HS") {
+        return Err(TokenError::AlgorithmNotAllowed(alg));
+    }
+    let alg: Algorithm = alg
+        .parse()
+        .map_err(|_| TokenError::AlgorithmNotAllowed(alg.clone()))?;
+    Ok((alg, header.kid))
+}
+
+fn pick<'k>(keys: &'k KeySet, alg: Algorithm, kid: Option<&str>) -> Result<&'k Key, TokenError> {
+    if keys.is_empty() {
+        return Err(TokenError::NoKeys);
+    }
+    let key = match kid {
+        Some(kid) => keys
+            .keys
+            .iter()
+            .find(|k| k.kid.as_deref() == Some(kid))
+            .ok_or_else(|| TokenError::UnknownKid(kid.to_owned()))?,
+        None => keys
+            .keys
+            .iter()
+            .find(|k| k.alg == alg)
+            .ok_or_else(|| TokenError::UnknownKid(format!("no kid, and no {alg:?} key")))?,
+    };
+    if key.alg != alg {
+        return Err(TokenError::AlgorithmNotAllowed(format!(
+            "the token says {alg:?}, its key is {:?}",
+            key.alg
+        )));
+    }
+    Ok(key)
+}
+
+/// GETs a JWKS: over PQ TLS for `https://`, plain HTTP for a loopback `http://`.
+async fn fetch(url: &Uri, connector: Option<&PqConnector>) -> Result<Bytes, String> {
+    if let Some(connector) = connector {
+        let fetched = crate::get(connector, url.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        if !fetched.status.is_success() {
+            return Err(format!("HTTP {}", fetched.status));
+        }
+        if fetched.body.len() > MAX_JWKS_BYTES {
+            return Err(format!("larger than {MAX_JWKS_BYTES} bytes"));
+        }
+        return Ok(fetched.body);
+    }
+    let host = url.host().unwrap_or("localhost");
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let tcp = tokio::net::TcpStream::connect((host, url.port_u16().unwrap_or(80)))
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let req = http::Request::get(url.path_and_query().map_or("/", |p| p.as_str()))
+        .header(
+            http::header::HOST,
+            url.authority().map_or("localhost", |a| a.as_str()),
+        )
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let res = send.send_request(req).await.map_err(|e| e.to_string())?;
+    if !res.status().is_success() {
+        return Err(format!("HTTP {}", res.status()));
+    }
+    Ok(Limited::new(res.into_body(), MAX_JWKS_BYTES)
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_url_puts_the_well_known_path_before_the_resource_path() {
+        let aud: Uri = "https://mcp.example.com/mcp".parse().unwrap();
+        assert_eq!(
+            AuthSettings::default_metadata_url(&aud),
+            "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
+        );
+        let root: Uri = "https://mcp.example.com:8443/".parse().unwrap();
+        assert_eq!(
+            AuthSettings::default_metadata_url(&root),
+            "https://mcp.example.com:8443/.well-known/oauth-protected-resource"
+        );
+    }
+
+    #[test]
+    fn none_and_hmac_are_refused_by_name_before_any_key_is_looked_at() {
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        for alg in ["none", "NONE", "HS256", "hs512"] {
+            let token = format!("{}.{}.", b64(&format!("{{\"alg\":\"{alg}\"}}")), b64("{}"));
+            assert_eq!(
+                header_of(&token),
+                Err(TokenError::AlgorithmNotAllowed(alg.into()))
+            );
+        }
+        let token = format!("{}.{}.sig", b64(r#"{"alg":"ES256","kid":"k1"}"#), b64("{}"));
+        assert_eq!(
+            header_of(&token),
+            Ok((Algorithm::ES256, Some("k1".to_owned())))
+        );
+        assert!(matches!(header_of("a.b"), Err(TokenError::Malformed(_))));
+    }
+
+    #[test]
+    fn bearer_needs_one_authorization_header_with_the_bearer_scheme() {
+        let mut h = HeaderMap::new();
+        assert_eq!(bearer(&h), Err(TokenError::Missing));
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Basic dXNlcjpw"));
+        assert_eq!(bearer(&h), Err(TokenError::Missing));
+        h.insert(AUTHORIZATION, HeaderValue::from_static("bearer abc"));
+        assert_eq!(bearer(&h), Ok("abc".into()));
+        h.append(AUTHORIZATION, HeaderValue::from_static("Bearer def"));
+        assert!(matches!(bearer(&h), Err(TokenError::Malformed(_))));
+    }
+
+    #[test]
+    fn jwks_keeps_signing_keys_and_skips_the_rest() {
+        let jwks = br#"{"keys":[
+            {"kty":"oct","k":"c2VjcmV0","kid":"hmac"},
+            {"kty":"EC","crv":"P-256","kid":"ec","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"},
+            {"kty":"EC","crv":"P-256","alg":"ES384","kid":"mismatch","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"},
+            {"kty":"OKP","crv":"Ed25519","kid":"ed","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}
+        ]}"#;
+        let set = KeySet::parse(jwks).unwrap();
+        let kept: Vec<_> = set
+            .keys
+            .iter()
+            .map(|k| (k.kid.clone().unwrap(), k.alg))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                ("ec".to_owned(), Algorithm::ES256),
+                ("ed".to_owned(), Algorithm::EdDSA)
+            ]
+        );
+        let e = KeySet::parse(br#"{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#).unwrap_err();
+        assert!(e.contains("HMAC is never accepted"), "{e}");
+        assert!(KeySet::parse(b"[]").unwrap_err().contains("not a JWKS"));
+    }
+
+    #[test]
+    fn challenges_quote_safely() {
+        let s = AuthSettings {
+            jwks: JwksSource::File("x".into()),
+            initial_keys: None,
+            refresh: DEFAULT_JWKS_REFRESH,
+            issuer: "https://idp".into(),
+            audience: "https://mcp.example.com/mcp".into(),
+            authorization_servers: vec!["https://idp".into()],
+            resource_metadata_url:
+                "https://mcp.example.com/.well-known/oauth-protected-resource/mcp".into(),
+            required_scopes: vec![],
+            scopes_supported: vec![],
+            leeway: DEFAULT_LEEWAY,
+            forward_token: false,
+        };
+        assert_eq!(
+            s.challenge(None, None),
+            "Bearer resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/mcp\""
+        );
+        let v = s.challenge(Some(("invalid_token", "bad \"quote\"\n")), Some("a b"));
+        assert_eq!(
+            v,
+            "Bearer error=\"invalid_token\", error_description=\"bad quote\", scope=\"a b\", resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/mcp\""
+        );
+        assert_eq!(
+            s.metadata_paths(),
+            [METADATA_PATH, "/.well-known/oauth-protected-resource/mcp"]
+        );
+    }
+}

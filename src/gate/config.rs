@@ -1,0 +1,582 @@
+//! The gate's sections of the server sidecar's TOML (`[auth]`, `[[rules]]`,
+//! `[[rate-limit]]`, `[audit]`) as written, and their validation into a [`GateConfig`].
+//! Every error names the field (`rules[2].tool`) and what would be accepted.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use http::Uri;
+use serde::Deserialize;
+
+use super::audit::AuditSettings;
+use super::auth::{AuthSettings, JwksSource, KeySet, DEFAULT_JWKS_REFRESH, DEFAULT_LEEWAY};
+use super::rate::{KeyKind, Limit};
+use super::rules::{Glob, Rule};
+use crate::certs::load_roots;
+use crate::config::{ConfigError, Dur};
+use crate::policy::PolicyMode;
+use crate::tls::{ClientTlsConfig, PqConnector, Trust};
+
+/// `[auth]` as written: OAuth 2.1 resource-server checks.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct AuthSection {
+    /// A JWKS file.
+    pub jwks_file: Option<PathBuf>,
+    /// A JWKS URL (`https://`, or `http://` on loopback).
+    pub jwks_url: Option<String>,
+    /// Time between JWKS refreshes. Default is 5m.
+    pub jwks_refresh: Option<Dur>,
+    /// CAs to trust for `jwks-url` (default: system roots).
+    pub jwks_ca: Option<PathBuf>,
+    /// The `iss` tokens must carry.
+    pub issuer: Option<String>,
+    /// This server's resource URI; `aud` must contain it.
+    pub audience: Option<String>,
+    /// `authorization_servers` of the metadata document. Default is `[issuer]`.
+    pub authorization_servers: Option<Vec<String>>,
+    /// Public URL of the metadata document. Default is derived from `audience`.
+    pub resource_metadata_url: Option<String>,
+    /// Scopes every token must carry. Default is none.
+    pub required_scopes: Option<Vec<String>>,
+    /// Clock-skew allowance on `exp`/`nbf`. Default is 60s.
+    pub leeway: Option<Dur>,
+    /// Send the client's `Authorization` upstream. Default is false.
+    pub forward_token: Option<bool>,
+}
+
+/// One `[[rules]]` entry as written.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RuleSection {
+    /// Name in refusals, audit records and metrics. Default is `rules[N]`.
+    pub name: Option<String>,
+    /// JSON-RPC method glob. Default is `tools/call` when `tool` is set.
+    pub method: Option<String>,
+    /// Tool name glob (tools/call only).
+    pub tool: Option<String>,
+    /// Refuse every match.
+    pub deny: Option<bool>,
+    /// Refuse over a classical group.
+    pub require_pq: Option<bool>,
+    /// Only these mTLS identities (globs).
+    pub allow_identities: Option<Vec<String>>,
+    /// Only these token subjects (globs).
+    pub allow_subjects: Option<Vec<String>>,
+    /// Scopes the token must carry.
+    pub scopes: Option<Vec<String>>,
+}
+
+/// One `[[rate-limit]]` entry as written.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RateLimitSection {
+    /// Name in 429s, audit records and metrics. Default is `rate-limit[N]`.
+    pub name: Option<String>,
+    /// Method glob: the class this limit counts. Default is `*`.
+    pub method: Option<String>,
+    /// `identity`, `subject` or `address`. Default is `identity`.
+    pub key: Option<KeyKind>,
+    /// Sustained rate. Required.
+    pub per_minute: Option<u32>,
+    /// Bucket size. Default is `per-minute`.
+    pub burst: Option<u32>,
+}
+
+/// `[audit]` as written.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct AuditSection {
+    /// A JSON-lines file, or `-` for stdout. Required.
+    pub path: Option<PathBuf>,
+    /// Record each JSON-RPC message. Default is false.
+    pub include_bodies: Option<bool>,
+    /// Record bearer tokens. Default is false.
+    pub include_tokens: Option<bool>,
+}
+
+/// A TOML value that may be one table or an array of tables (`[rate-limit]` or
+/// `[[rate-limit]]`).
+#[derive(Clone, Debug, Default)]
+pub struct OneOrMany<T>(pub Vec<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visitor<T> {
+            type Value = OneOrMany<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a table or an array of tables")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(|t| OneOrMany(vec![t]))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                Vec::<T>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+                    .map(OneOrMany)
+            }
+        }
+        d.deserialize_any(Visitor(std::marker::PhantomData))
+    }
+}
+
+/// The gate's sections as written, borrowed from the sidecar config.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sections<'a> {
+    /// `[auth]`.
+    pub auth: Option<&'a AuthSection>,
+    /// `[[rules]]`.
+    pub rules: Option<&'a [RuleSection]>,
+    /// `[[rate-limit]]`.
+    pub rate_limit: Option<&'a [RateLimitSection]>,
+    /// `[audit]`.
+    pub audit: Option<&'a AuditSection>,
+}
+
+/// The gate, validated: what [`super::Gate::start`] runs.
+#[derive(Clone, Debug)]
+pub struct GateConfig {
+    /// Token checks.
+    pub auth: Option<AuthSettings>,
+    /// Per-method rules, first match wins.
+    pub rules: Vec<Rule>,
+    /// Rate limits, first match per message.
+    pub limits: Vec<Limit>,
+    /// The audit log.
+    pub audit: Option<AuditSettings>,
+    /// Largest request body the gate reads (the sidecar's `max-body-bytes`).
+    pub max_body_bytes: u64,
+}
+
+impl GateConfig {
+    /// Validates the sections; `None` when none is present (the gate is off). `mtls` says
+    /// whether client certificates are required (`client-ca`), which identities need.
+    pub fn resolve(
+        s: Sections<'_>,
+        mtls: bool,
+        max_body_bytes: u64,
+    ) -> Result<Option<Self>, ConfigError> {
+        if s.auth.is_none() && s.rules.is_none() && s.rate_limit.is_none() && s.audit.is_none() {
+            return Ok(None);
+        }
+        let has_auth = s.auth.is_some();
+        let rules = s
+            .rules
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .map(|(i, r)| rule(i, r, has_auth, mtls))
+            .collect::<Result<Vec<_>, _>>()?;
+        unique_names(rules.iter().map(|r| r.name.as_str()), "rules")?;
+        let limits = s
+            .rate_limit
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .map(|(i, l)| limit(i, l, has_auth))
+            .collect::<Result<Vec<_>, _>>()?;
+        unique_names(limits.iter().map(|l| l.name.as_str()), "rate-limit")?;
+        let auth = s.auth.map(|a| auth(a, &rules)).transpose()?;
+        let audit = s.audit.map(audit).transpose()?;
+        Ok(Some(Self {
+            auth,
+            rules,
+            limits,
+            audit,
+            max_body_bytes,
+        }))
+    }
+
+    /// One line on what the gate does, for `check-config` and the start-up line.
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(a) = &self.auth {
+            parts.push(format!("auth (audience {})", a.audience));
+        }
+        if !self.rules.is_empty() {
+            parts.push(format!("{} rules", self.rules.len()));
+        }
+        if !self.limits.is_empty() {
+            parts.push(format!("{} rate limits", self.limits.len()));
+        }
+        if let Some(a) = &self.audit {
+            parts.push(format!("audit to {}", a.path.display()));
+        }
+        format!("gate: {}", parts.join(", "))
+    }
+}
+
+fn field(field: impl Into<String>, error: impl Into<String>) -> ConfigError {
+    ConfigError::Gate {
+        field: field.into(),
+        error: error.into(),
+    }
+}
+
+fn glob(f: &str, pattern: &str) -> Result<Glob, ConfigError> {
+    Glob::new(pattern).map_err(|e| field(f, e))
+}
+
+fn globs(f: &str, patterns: &Option<Vec<String>>) -> Result<Vec<Glob>, ConfigError> {
+    patterns.iter().flatten().map(|p| glob(f, p)).collect()
+}
+
+fn name(f: String, written: &Option<String>, default: String) -> Result<String, ConfigError> {
+    match written {
+        None => Ok(default),
+        Some(n) if n.is_empty() || n.chars().any(|c| c.is_control() || c == '"' || c == '\\') => {
+            Err(field(f, format!("{n:?}: a name must be non-empty, without quotes, backslashes or control characters")))
+        }
+        Some(n) => Ok(n.clone()),
+    }
+}
+
+fn unique_names<'a>(
+    names: impl Iterator<Item = &'a str>,
+    section: &str,
+) -> Result<(), ConfigError> {
+    let mut seen = BTreeSet::new();
+    for n in names {
+        if !seen.insert(n) {
+            return Err(field(
+                format!("{section}.name"),
+                format!("`{n}` is used twice; names must be unique"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn scopes(f: &str, list: &Option<Vec<String>>) -> Result<Vec<String>, ConfigError> {
+    let list = list.clone().unwrap_or_default();
+    if let Some(bad) = list
+        .iter()
+        .find(|s| s.is_empty() || s.contains(char::is_whitespace) || s.contains('"'))
+    {
+        return Err(field(
+            f,
+            format!("{bad:?} is not a scope (no spaces, quotes or empty strings)"),
+        ));
+    }
+    Ok(list)
+}
+
+fn rule(i: usize, r: &RuleSection, has_auth: bool, mtls: bool) -> Result<Rule, ConfigError> {
+    let at = |k: &str| format!("rules[{i}].{k}");
+    let method = match (&r.method, &r.tool) {
+        (Some(m), _) => glob(&at("method"), m)?,
+        (None, Some(_)) => glob(&at("method"), "tools/call")?,
+        (None, None) => {
+            return Err(field(
+                format!("rules[{i}]"),
+                "set method (\"*\" for every method) or tool",
+            ))
+        }
+    };
+    let tool = r
+        .tool
+        .as_deref()
+        .map(|t| glob(&at("tool"), t))
+        .transpose()?;
+    if tool.is_some() && !method.matches("tools/call") {
+        return Err(field(at("tool"), format!("only tools/call has a tool, and method `{method}` does not match it; drop tool or set method = \"tools/call\"")));
+    }
+    let scopes = scopes(&at("scopes"), &r.scopes)?;
+    if !has_auth && !scopes.is_empty() {
+        return Err(field(
+            at("scopes"),
+            "scopes come from bearer tokens: add an [auth] section, or remove scopes",
+        ));
+    }
+    let allow_subjects = globs(&at("allow-subjects"), &r.allow_subjects)?;
+    if !has_auth && !allow_subjects.is_empty() {
+        return Err(field(
+            at("allow-subjects"),
+            "subjects come from bearer tokens: add an [auth] section, or remove allow-subjects",
+        ));
+    }
+    let allow_identities = globs(&at("allow-identities"), &r.allow_identities)?;
+    if !mtls && !allow_identities.is_empty() {
+        return Err(field(at("allow-identities"), "client identities come from client certificates: set client-ca, or remove allow-identities"));
+    }
+    Ok(Rule {
+        name: name(at("name"), &r.name, format!("rules[{i}]"))?,
+        method,
+        tool,
+        deny: r.deny.unwrap_or(false),
+        require_pq: r.require_pq.unwrap_or(false),
+        allow_identities,
+        allow_subjects,
+        scopes,
+    })
+}
+
+fn limit(i: usize, l: &RateLimitSection, has_auth: bool) -> Result<Limit, ConfigError> {
+    let at = |k: &str| format!("rate-limit[{i}].{k}");
+    let per_minute = match l.per_minute {
+        None => {
+            return Err(field(
+                at("per-minute"),
+                "required: requests per minute, e.g. per-minute = 120",
+            ))
+        }
+        Some(0) => return Err(field(at("per-minute"), "must be greater than 0")),
+        Some(n) => n,
+    };
+    let burst = match l.burst {
+        Some(0) => return Err(field(at("burst"), "must be greater than 0")),
+        b => b.unwrap_or(per_minute),
+    };
+    let key = l.key.unwrap_or(KeyKind::Identity);
+    if key == KeyKind::Subject && !has_auth {
+        return Err(field(at("key"), "subject comes from bearer tokens: add an [auth] section, or use key = \"identity\" or \"address\""));
+    }
+    Ok(Limit {
+        name: name(at("name"), &l.name, format!("rate-limit[{i}]"))?,
+        method: glob(&at("method"), l.method.as_deref().unwrap_or("*"))?,
+        key,
+        per_minute,
+        burst,
+    })
+}
+
+fn audit(a: &AuditSection) -> Result<AuditSettings, ConfigError> {
+    let path = a.path.clone().ok_or_else(|| {
+        field(
+            "audit.path",
+            "required: a file to append JSON lines to, or \"-\" for stdout",
+        )
+    })?;
+    if path != Path::new("-") {
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        if !dir.is_dir() {
+            return Err(field(
+                "audit.path",
+                format!(
+                    "{}: directory {} does not exist",
+                    path.display(),
+                    dir.display()
+                ),
+            ));
+        }
+    }
+    Ok(AuditSettings {
+        path,
+        include_bodies: a.include_bodies.unwrap_or(false),
+        include_tokens: a.include_tokens.unwrap_or(false),
+    })
+}
+
+fn absolute_url(f: &str, s: &str) -> Result<Uri, ConfigError> {
+    let uri: Uri = s
+        .parse()
+        .map_err(|_| field(f, format!("`{s}` is not a URL")))?;
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("https" | "http"), Some(_)) => Ok(uri),
+        _ => Err(field(
+            f,
+            format!("`{s}`: give an absolute http(s) URL such as https://mcp.example.com/mcp"),
+        )),
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn auth(a: &AuthSection, rules: &[Rule]) -> Result<AuthSettings, ConfigError> {
+    let issuer = match &a.issuer {
+        Some(i) if !i.is_empty() => i.clone(),
+        _ => return Err(field("auth.issuer", "required: the `iss` your identity provider puts in tokens, e.g. issuer = \"https://idp.example.com\"")),
+    };
+    let audience_text = a.audience.clone().ok_or_else(|| {
+        field(
+            "auth.audience",
+            "required: this server's resource URI, e.g. audience = \"https://mcp.example.com/mcp\"",
+        )
+    })?;
+    let audience = absolute_url("auth.audience", &audience_text)?;
+    let resource_metadata_url = match &a.resource_metadata_url {
+        Some(u) => absolute_url("auth.resource-metadata-url", u)?.to_string(),
+        None => AuthSettings::default_metadata_url(&audience),
+    };
+    let (jwks, initial_keys) = match (&a.jwks_file, &a.jwks_url) {
+        (Some(_), Some(_)) => return Err(field("auth.jwks-file", "give jwks-file or jwks-url, not both")),
+        (None, None) => return Err(field("auth", "set jwks-file (a JWKS on disk) or jwks-url (where your identity provider publishes it)")),
+        (Some(path), None) => {
+            if a.jwks_ca.is_some() {
+                return Err(field("auth.jwks-ca", "only applies to jwks-url; remove it"));
+            }
+            let bytes = std::fs::read(path)
+                .map_err(|e| field("auth.jwks-file", format!("{}: {e}", path.display())))?;
+            let keys = KeySet::parse(&bytes)
+                .map_err(|e| field("auth.jwks-file", format!("{}: {e}", path.display())))?;
+            (JwksSource::File(path.clone()), Some(keys))
+        }
+        (None, Some(url)) => {
+            let uri = absolute_url("auth.jwks-url", url)?;
+            let connector = match uri.scheme_str() {
+                Some("https") => Some(jwks_connector(a.jwks_ca.as_deref())?),
+                _ if is_loopback(uri.host().unwrap_or_default()) => {
+                    if a.jwks_ca.is_some() {
+                        return Err(field("auth.jwks-ca", "only applies to an https:// jwks-url; remove it"));
+                    }
+                    None
+                }
+                _ => return Err(field("auth.jwks-url", format!("`{url}`: keys fetched in plain HTTP could be swapped on the way; use https:// (http:// only on loopback)"))),
+            };
+            (JwksSource::Url { url: uri, connector }, None)
+        }
+    };
+    let refresh = a.jwks_refresh.map_or(DEFAULT_JWKS_REFRESH, |d| d.0);
+    if refresh.is_zero() {
+        return Err(field("auth.jwks-refresh", "must be greater than 0s"));
+    }
+    let required_scopes = scopes("auth.required-scopes", &a.required_scopes)?;
+    let mut supported: BTreeSet<String> = required_scopes.iter().cloned().collect();
+    supported.extend(rules.iter().flat_map(|r| r.scopes.iter().cloned()));
+    let authorization_servers = match &a.authorization_servers {
+        Some(list) => {
+            for s in list {
+                absolute_url("auth.authorization-servers", s)?;
+            }
+            list.clone()
+        }
+        None => vec![issuer.clone()],
+    };
+    Ok(AuthSettings {
+        jwks,
+        initial_keys,
+        refresh,
+        issuer,
+        audience: audience_text,
+        authorization_servers,
+        resource_metadata_url,
+        required_scopes,
+        scopes_supported: supported.into_iter().collect(),
+        leeway: a.leeway.map_or(DEFAULT_LEEWAY, |d| d.0),
+        forward_token: a.forward_token.unwrap_or(false),
+    })
+}
+
+fn jwks_connector(ca: Option<&Path>) -> Result<PqConnector, ConfigError> {
+    let trust = match ca {
+        Some(ca) => Trust::Roots(Arc::new(
+            load_roots(ca).map_err(|e| field("auth.jwks-ca", e.to_string()))?,
+        )),
+        None => Trust::System,
+    };
+    PqConnector::new(ClientTlsConfig {
+        trust,
+        policy: PolicyMode::PqPreferred,
+        ..ClientTlsConfig::default()
+    })
+    .map_err(|e| field("auth.jwks-url", e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(toml_text: &str) -> Result<Option<GateConfig>, String> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "kebab-case")]
+        struct File {
+            auth: Option<AuthSection>,
+            rules: Option<Vec<RuleSection>>,
+            rate_limit: Option<OneOrMany<RateLimitSection>>,
+            audit: Option<AuditSection>,
+        }
+        let f: File = toml::from_str(toml_text).map_err(|e| e.to_string())?;
+        GateConfig::resolve(
+            Sections {
+                auth: f.auth.as_ref(),
+                rules: f.rules.as_deref(),
+                rate_limit: f.rate_limit.as_ref().map(|r| r.0.as_slice()),
+                audit: f.audit.as_ref(),
+            },
+            false,
+            1024,
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn no_sections_no_gate() {
+        assert!(parse("").unwrap().is_none());
+    }
+
+    #[test]
+    fn rate_limit_is_a_table_or_an_array_of_tables() {
+        let one = parse("[rate-limit]\nkey = \"address\"\nper-minute = 120\nburst = 20\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(one.limits.len(), 1);
+        assert_eq!((one.limits[0].per_minute, one.limits[0].burst), (120, 20));
+        assert_eq!(one.limits[0].name, "rate-limit[0]");
+        let two = parse("[[rate-limit]]\nmethod = \"tools/call\"\nper-minute = 10\n[[rate-limit]]\nper-minute = 100\nkey = \"address\"\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(two.limits.len(), 2);
+        assert_eq!(two.limits[0].burst, 10, "burst defaults to per-minute");
+        assert_eq!(two.limits[1].key, KeyKind::Address);
+    }
+
+    #[test]
+    fn errors_name_the_field_and_the_fix() {
+        for (text, expected) in [
+            ("[[rules]]\ndeny = true\n", "rules[0]: set method"),
+            ("[[rules]]\nmethod = \"tools/[a]\"\n", "rules[0].method: `tools/[a]`: `[` is not supported"),
+            ("[[rules]]\nmethod = \"resources/read\"\ntool = \"x\"\n", "rules[0].tool: only tools/call has a tool"),
+            ("[[rules]]\ntool = \"x\"\nscopes = [\"admin\"]\n", "rules[0].scopes: scopes come from bearer tokens: add an [auth] section"),
+            ("[[rules]]\ntool = \"x\"\nallow-identities = [\"spiffe://a\"]\n", "rules[0].allow-identities: client identities come from client certificates: set client-ca"),
+            ("[[rules]]\nname = \"a\"\nmethod = \"x\"\n[[rules]]\nname = \"a\"\nmethod = \"y\"\n", "rules.name: `a` is used twice"),
+            ("[rate-limit]\nper-minute = 0\n", "rate-limit[0].per-minute: must be greater than 0"),
+            ("[rate-limit]\nburst = 3\n", "rate-limit[0].per-minute: required"),
+            ("[rate-limit]\nper-minute = 5\nkey = \"subject\"\n", "rate-limit[0].key: subject comes from bearer tokens"),
+            ("[rate-limit]\nper-minute = 5\nkey = \"ip\"\n", "unknown variant `ip`, expected one of `identity`, `subject`, `address`"),
+            ("[audit]\ninclude-bodies = true\n", "audit.path: required"),
+            ("[audit]\npath = \"/nonexistent-dir/a.jsonl\"\n", "audit.path: /nonexistent-dir/a.jsonl: directory /nonexistent-dir does not exist"),
+            ("[auth]\nissuer = \"https://idp\"\naudience = \"https://mcp/mcp\"\n", "auth: set jwks-file (a JWKS on disk) or jwks-url"),
+            ("[auth]\nissuer = \"https://idp\"\naudience = \"https://mcp/mcp\"\njwks-file = \"a\"\njwks-url = \"https://idp/jwks\"\n", "auth.jwks-file: give jwks-file or jwks-url, not both"),
+            ("[auth]\nissuer = \"https://idp\"\naudience = \"https://mcp/mcp\"\njwks-url = \"http://idp.example.com/jwks\"\n", "auth.jwks-url: `http://idp.example.com/jwks`: keys fetched in plain HTTP"),
+            ("[auth]\naudience = \"https://mcp/mcp\"\njwks-url = \"https://idp/jwks\"\n", "auth.issuer: required"),
+            ("[auth]\nissuer = \"https://idp\"\naudience = \"mcp\"\njwks-url = \"https://idp/jwks\"\n", "auth.audience: `mcp`: give an absolute http(s) URL"),
+            ("[auth]\nissuer = \"https://idp\"\naudience = \"https://mcp/mcp\"\njwks-url = \"https://idp/jwks\"\njwks_refresh = \"1m\"\n", "unknown field `jwks_refresh`, expected one of"),
+        ] {
+            let e = parse(text).err().unwrap_or_else(|| panic!("accepted: {text}"));
+            assert!(e.contains(expected), "{text}\nexpected `{expected}` in: {e}");
+        }
+    }
+
+    #[test]
+    fn auth_defaults_follow_the_audience_and_issuer() {
+        let g = parse("[auth]\nissuer = \"https://idp.example.com\"\naudience = \"https://mcp.example.com/mcp\"\njwks-url = \"http://127.0.0.1:9/jwks\"\nrequired-scopes = [\"mcp\"]\n[[rules]]\ntool = \"admin_*\"\nscopes = [\"admin\"]\n")
+            .unwrap()
+            .unwrap();
+        let a = g.auth.unwrap();
+        assert_eq!(a.authorization_servers, ["https://idp.example.com"]);
+        assert_eq!(
+            a.resource_metadata_url,
+            "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
+        );
+        assert_eq!(a.scopes_supported, ["admin", "mcp"]);
+        assert_eq!(a.leeway, DEFAULT_LEEWAY);
+        assert!(!a.forward_token);
+        assert_eq!(g.rules[0].method.to_string(), "tools/call");
+    }
+}
