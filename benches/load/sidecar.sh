@@ -96,24 +96,49 @@ CONF
 }
 stop() { kill "$@" 2>/dev/null || true; wait "$@" 2>/dev/null || true; }
 
+# The MCP gate with everything that reads a request: rules, a rate limit too high to refuse
+# (so its bookkeeping is measured, not its refusals) and the audit log.
+cat >"$work/gate.toml" <<CONF
+mode = "server"
+[[rules]]
+name = "pq-for-tools"
+method = "tools/call"
+require-pq = true
+[[rules]]
+name = "no-shell"
+tool = "shell_*"
+deny = true
+[rate-limit]
+key = "address"
+per-minute = 1000000000
+burst = 1000000
+[audit]
+path = "$work/audit.jsonl"
+CONF
+
 # ---------------------------------------------------------------------------------------------
 requests_section() {
   local up srv cli ngx pu ps pc pn
   up="$(free_port)"; srv="$(free_port)"; cli="$(free_port)"; ngx="$(free_port)"
   start_upstream "$up"; pu=$!
   start_server "$srv" "$up"; ps=$!
+  local gsrv pg
+  gsrv="$(free_port)"
+  start_server "$gsrv" "$up" --config "$work/gate.toml"; pg=$!
   start_client "$cli" "$srv"; pc=$!
   start_nginx "$ngx" "$up"; pn=$!
   declare -A url=(
     [direct]="http://127.0.0.1:$up/mcp"
     [server]="https://127.0.0.1:$srv/mcp"
+    [gate]="https://127.0.0.1:$gsrv/mcp"
     [tunnel]="http://127.0.0.1:$cli/mcp"
     [nginx]="https://127.0.0.1:$ngx/mcp"
   )
-  declare -A pids=([direct]="" [server]="$ps" [tunnel]="$ps $pc" [nginx]="$pn")
+  declare -A pids=([direct]="" [server]="$ps" [gate]="$pg" [tunnel]="$ps $pc" [nginx]="$pn")
   declare -A tls=([direct]="" [server]="--ca $work/pki/ca.pem --groups X25519MLKEM768"
+    [gate]="--ca $work/pki/ca.pem --groups X25519MLKEM768"
     [tunnel]="" [nginx]="--ca $work/pki/ca.pem --groups X25519 --policy classical-allowed")
-  local order="direct server tunnel nginx"
+  local order="direct server gate tunnel nginx"
   for r in $(seq "$rounds"); do
     for how in $order; do
       local before=0 after=0 p json
@@ -132,11 +157,12 @@ requests_section() {
         >>"$work/$how.cpu"
     done
   done
-  stop "$pn" "$pc" "$ps" "$pu"
+  stop "$pn" "$pc" "$pg" "$ps" "$pu"
   echo "| path | req/s | p50 µs | p99 µs | proxy CPU µs per request |"
   echo "|---|---|---|---|---|"
   local name
   declare -A names=([direct]="direct to the upstream (no proxy)" [server]="mcp-pqtls server (X25519MLKEM768)"
+    [gate]="mcp-pqtls server + MCP gate (rules, rate limit, audit)"
     [tunnel]="full tunnel: mcp-pqtls client + server" [nginx]="nginx 1.22 (X25519)")
   for how in $order; do
     cpu="$(median <"$work/$how.cpu")"; [ "$how" = direct ] && cpu="–"
@@ -148,23 +174,31 @@ requests_section() {
     -v cs="$(median <"$work/server.cpu")" -v cn="$(median <"$work/nginx.cpu")" \
     -v ps="$(median <"$work/server.p99")" -v pn="$(median <"$work/nginx.p99")" \
     'BEGIN { printf "Ratios, mcp-pqtls server / nginx: req/s %.2f×, p99 %.2f×, CPU per request %.2f×.\n", s / n, ps / pn, cs / cn }'
+  awk -v s="$(median <"$work/server.rps")" -v g="$(median <"$work/gate.rps")" \
+    -v cs="$(median <"$work/server.cpu")" -v cg="$(median <"$work/gate.cpu")" \
+    'BEGIN { printf "The gate (reads and audits each request): req/s %.2f×, CPU per request %.2f× the ungated server.\n", g / s, cg / cs }'
+  [ "$(wc -l <"$work/audit.jsonl")" -gt 0 ] || { echo "sidecar.sh: the gate wrote no audit records" >&2; exit 1; }
 }
 
 # ---------------------------------------------------------------------------------------------
 sse_section() {
+  declare -A names=([direct]=direct [tunnel]="full tunnel (X25519MLKEM768)"
+    [gated]="full tunnel + MCP gate on the server sidecar")
   echo "| path | streams | event interval | events received | lost | p50 µs | p99 µs | max µs |"
   echo "|---|---|---|---|---|---|---|---|"
   local streams how
   for streams in $sse_streams; do
-    for how in direct tunnel; do
+    for how in direct tunnel gated; do
       # One event per stream every 20 ms at 1 stream; every 100 ms at many (10,000 events/s
       # at 1,000 streams, each crossing both sidecars on one core).
       local up srv cli ps pc url json events="${SIDECAR_SSE_EVENTS:-200}" interval=20ms
       [ "$streams" -gt 1 ] && events="${SIDECAR_SSE_EVENTS:-30}" && interval=100ms
       up="$(free_port)"
-      if [ "$how" = tunnel ]; then
+      if [ "$how" != direct ]; then
         srv="$(free_port)"; cli="$(free_port)"
-        start_server "$srv" "$up" --max-connections 20000; ps=$!
+        local gate=()
+        [ "$how" = gated ] && gate=(--config "$work/gate.toml")
+        start_server "$srv" "$up" --max-connections 20000 "${gate[@]}"; ps=$!
         start_client "$cli" "$srv"; pc=$!
         url="http://127.0.0.1:$cli/mcp"
       else
@@ -173,9 +207,9 @@ sse_section() {
       json="$(load sse "$url" --upstream-listen "127.0.0.1:$up" --streams "$streams" \
         --events "$events" --interval "$interval")"
       echo "sse: $how $streams: $json" >&2
-      [ "$how" = tunnel ] && stop "$pc" "$ps"
+      [ "$how" != direct ] && stop "$pc" "$ps"
       printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' \
-        "$([ "$how" = tunnel ] && echo "full tunnel (X25519MLKEM768)" || echo direct)" "$streams" "$interval" \
+        "${names[$how]}" "$streams" "$interval" \
         "$(echo "$json" | field '["completed"]')" "$(echo "$json" | field '["errors"]')" \
         "$(echo "$json" | field '["latency_us"]["p50"]')" "$(echo "$json" | field '["latency_us"]["p99"]')" \
         "$(echo "$json" | field '["latency_us"]["max"]')"

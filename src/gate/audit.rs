@@ -12,6 +12,9 @@ use serde_json::Value;
 
 use super::metrics::GateMetrics;
 
+/// How long the writer waits after a record for more to write with it.
+const GROUP_COMMIT: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// Records queued for the writer at most; beyond, records are dropped and counted
 /// (`gate_audit_dropped_total`) rather than make requests wait.
 const QUEUE: usize = 8192;
@@ -109,11 +112,18 @@ impl AuditLog {
             .spawn(move || {
                 let mut out = io::BufWriter::new(out);
                 let mut failing = false;
-                for line in rx {
-                    // Flushed per line: `tail -f` and readers see each record at once.
-                    let written = out
-                        .write_all(line.as_bytes())
-                        .and_then(|()| out.write_all(b"\n"))
+                // Group commit: woken by the first record, the writer gives the others
+                // GROUP_COMMIT to arrive, then writes and flushes them together. A wake-up
+                // and a write per record cost the proxy ~25 µs of CPU per request (measured
+                // under load, mostly context switches); readers see a record within ~2 ms.
+                while let Ok(first) = rx.recv() {
+                    std::thread::sleep(GROUP_COMMIT);
+                    let written = std::iter::once(first)
+                        .chain(rx.try_iter())
+                        .try_for_each(|line| {
+                            out.write_all(line.as_bytes())?;
+                            out.write_all(b"\n")
+                        })
                         .and_then(|()| out.flush());
                     match (written, failing) {
                         (Err(e), false) => {
