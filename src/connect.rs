@@ -35,6 +35,15 @@ pub struct Fetched {
 /// # Ok(()) }
 /// ```
 pub async fn get(connector: &PqConnector, url: Uri) -> Result<Fetched, ClientError> {
+    get_limited(connector, url, usize::MAX).await
+}
+
+/// As [`get`], refusing a body larger than `limit` bytes as it arrives.
+pub(crate) async fn get_limited(
+    connector: &PqConnector,
+    url: Uri,
+    limit: usize,
+) -> Result<Fetched, ClientError> {
     let stream = connector.clone().call(url.clone()).await?;
     let server = stream.info().sni.clone().unwrap_or_default();
     // In TLS 1.3 the server checks the client certificate after the client has finished its
@@ -80,7 +89,14 @@ pub async fn get(connector: &PqConnector, url: Uri) -> Result<Fetched, ClientErr
         or_connection_error(sent, conn).await.map_err(http)?
     };
     let status = resp.status();
-    let body = resp.into_body().collect().await.map_err(http)?.to_bytes();
+    let body = http_body_util::Limited::new(resp.into_body(), limit)
+        .collect()
+        .await
+        .map_err(|e| match e.downcast::<hyper::Error>() {
+            Ok(e) => http(*e),
+            Err(e) => ClientError::Http(format!("response body: {e} ({limit} bytes)")),
+        })?
+        .to_bytes();
     Ok(Fetched { info, status, body })
 }
 

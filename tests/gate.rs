@@ -1117,3 +1117,63 @@ async fn streams_pass_the_gate_event_by_event() {
     assert_eq!(lines[1]["method"], Value::Null);
     assert_eq!(lines[1]["status"], 200);
 }
+
+#[tokio::test]
+async fn a_call_whose_client_leaves_is_still_audited_as_499() {
+    // Regression: the audit record was written only when the upstream answered; a client
+    // that reset or closed while its call was upstream left no record of a call that ran.
+    let g = Gated::start(|c, dir| {
+        c.audit = Some(AuditSection {
+            path: Some(dir.join("audit.jsonl")),
+            ..AuditSection::default()
+        });
+    })
+    .await;
+    let client = g.client();
+    let req = Request::post(https(&g.server, "/never"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(call(7, "slow").to_string())))
+        .unwrap();
+    let pending = tokio::spawn(async move { client.request(req).await });
+    let deadline = Instant::now() + GUARD;
+    while g.upstream.requests() == 0 {
+        assert!(Instant::now() < deadline, "the call never reached upstream");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The client goes away: its connection (and the request on it) is dropped.
+    pending.abort();
+    let lines = audit_lines(&g.audit_path(), 1).await;
+    assert_eq!(lines[0]["method"], "tools/call");
+    assert_eq!(lines[0]["tool"], "slow");
+    assert_eq!(lines[0]["decision"], "allowed");
+    assert_eq!(lines[0]["status"], 499);
+}
+
+#[tokio::test]
+async fn bodies_on_methods_other_than_post_are_refused_unread() {
+    let g = Gated::start(|c, _| {
+        c.rules = Some(vec![RuleSection {
+            deny: Some(true),
+            ..rule(None, Some("shell_*"))
+        }]);
+    })
+    .await;
+    let client = g.client();
+    for method in ["PUT", "PATCH", "GET"] {
+        let req = Request::builder()
+            .method(method)
+            .uri(https(&g.server, "/mcp"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(call(1, "shell_exec").to_string())))
+            .unwrap();
+        let res = client.request(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED, "{method}");
+    }
+    assert_eq!(g.upstream.requests(), 0);
+    // A bodiless GET (an SSE stream) still passes.
+    let req = Request::get(https(&g.server, "/echo"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let res = client.request(req).await.unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+}

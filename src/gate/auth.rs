@@ -434,7 +434,7 @@ impl Verifier {
         let (alg, kid) = header_of(&token)?;
         let mut keys = self.keys();
         let mut key = pick(&keys, alg, kid.as_deref());
-        if matches!(key, Err(TokenError::UnknownKid(_)))
+        if matches!(key, Err(TokenError::UnknownKid(_) | TokenError::NoKeys))
             && matches!(self.settings.jwks, JwksSource::Url { .. })
         {
             // Key rotation: the IdP may sign with a key published after our last fetch.
@@ -582,14 +582,12 @@ fn pick<'k>(keys: &'k KeySet, alg: Algorithm, kid: Option<&str>) -> Result<&'k K
 /// GETs a JWKS: over PQ TLS for `https://`, plain HTTP for a loopback `http://`.
 async fn fetch(url: &Uri, connector: Option<&PqConnector>) -> Result<Bytes, String> {
     if let Some(connector) = connector {
-        let fetched = crate::get(connector, url.clone())
+        // Bounded while it is read, not after: a hostile endpoint cannot fill memory.
+        let fetched = crate::connect::get_limited(connector, url.clone(), MAX_JWKS_BYTES)
             .await
             .map_err(|e| e.to_string())?;
         if !fetched.status.is_success() {
             return Err(format!("HTTP {}", fetched.status));
-        }
-        if fetched.body.len() > MAX_JWKS_BYTES {
-            return Err(format!("larger than {MAX_JWKS_BYTES} bytes"));
         }
         return Ok(fetched.body);
     }

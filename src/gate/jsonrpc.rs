@@ -79,8 +79,9 @@ impl ParseError {
 /// Parses a request body. A batch with one unusable member is unusable as a whole: the
 /// gate refuses a batch rather than forward part of it.
 ///
-/// Duplicate object keys resolve to the last one, as in Python's and JavaScript's JSON
-/// parsers, so the gate reads the same method and name the MCP server will.
+/// Duplicate object keys resolve to the last one, as in Python's, JavaScript's and Go's JSON
+/// parsers, so the gate reads the same method and name the MCP server will; keys that
+/// differ from the ones decided on only in case are refused (see `unambiguous`).
 pub fn parse(bytes: &[u8]) -> Result<Body, ParseError> {
     let value: Value =
         serde_json::from_slice(bytes).map_err(|e| ParseError::NotJson(e.to_string()))?;
@@ -88,6 +89,12 @@ pub fn parse(bytes: &[u8]) -> Result<Body, ParseError> {
         Value::Array(members) => {
             if members.is_empty() {
                 return Err(ParseError::Invalid("empty batch".into()));
+            }
+            if members.len() > MAX_BATCH {
+                return Err(ParseError::Invalid(format!(
+                    "batch of {} messages; at most {MAX_BATCH} are accepted",
+                    members.len()
+                )));
             }
             let messages = members
                 .into_iter()
@@ -108,10 +115,51 @@ pub fn parse(bytes: &[u8]) -> Result<Body, ParseError> {
     }
 }
 
+/// Batch members accepted at most: a batch is parsed whole before any decision, and MCP
+/// (2025-06-18 on) no longer sends batches at all.
+pub const MAX_BATCH: usize = 256;
+
+/// Keys the gate decides on, at the top level and in `params`.
+const MESSAGE_KEYS: &[&str] = &["jsonrpc", "id", "method", "params", "result", "error"];
+const PARAMS_KEYS: &[&str] = &["name", "uri"];
+
+/// Refuses a key that is not one of `keys` but folds to one of them. Go's `encoding/json`
+/// (and so some MCP servers) matches keys without case and folds `ſ` to `s` and the Kelvin
+/// sign to `k`: `{"method":"tools/list","Method":"tools/call"}` would be `tools/list` here
+/// and `tools/call` there.
+fn unambiguous(obj: &Map<String, Value>, keys: &[&str], at: &str) -> Result<(), String> {
+    let fold = |k: &str| -> String {
+        k.chars()
+            .map(|c| match c {
+                '\u{017F}' => 's',
+                '\u{212A}' => 'k',
+                c => c.to_ascii_lowercase(),
+            })
+            .collect()
+    };
+    for key in obj.keys() {
+        if keys.contains(&key.as_str()) {
+            continue;
+        }
+        let folded = fold(key);
+        if let Some(canonical) = keys.iter().find(|k| **k == folded) {
+            return Err(format!(
+                "{at}key {key:?} differs from \"{canonical}\" only in case; refused, since \
+                 servers that match keys without case would read it as \"{canonical}\""
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn message(value: Value) -> Result<Message, String> {
     let Value::Object(obj) = &value else {
         return Err(format!("expected an object, got {}", type_name(&value)));
     };
+    unambiguous(obj, MESSAGE_KEYS, "")?;
+    if let Some(Value::Object(params)) = obj.get("params") {
+        unambiguous(params, PARAMS_KEYS, "params: ")?;
+    }
     if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
         return Err("\"jsonrpc\" must be \"2.0\"".into());
     }
@@ -281,5 +329,30 @@ mod tests {
             assert_eq!(e.code(), code, "{body}: {e}");
             assert!(e.to_string().contains(needle), "{body}: {e}");
         }
+    }
+
+    #[test]
+    fn keys_that_differ_only_in_case_are_refused() {
+        for body in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","Method":"tools/call","params":{"name":"x"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","Name":"delete_all"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":{},"METHOD":"tools/call"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping","paramſ":{}}"#,
+        ] {
+            let err = parse(body.as_bytes()).unwrap_err();
+            assert_eq!(err.code(), INVALID_REQUEST, "{body}");
+            assert!(err.to_string().contains("only in case"), "{err}");
+        }
+        // Other keys are not the gate's business.
+        assert!(parse(br#"{"jsonrpc":"2.0","id":1,"method":"ping","Extra":1}"#).is_ok());
+    }
+
+    #[test]
+    fn oversized_batches_are_refused() {
+        let one = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+        let batch = |n: usize| format!("[{}]", vec![one; n].join(","));
+        assert!(parse(batch(MAX_BATCH).as_bytes()).is_ok());
+        let err = parse(batch(MAX_BATCH + 1).as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("at most"), "{err}");
     }
 }

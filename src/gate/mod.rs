@@ -159,6 +159,21 @@ impl Gate {
             }
         }
         let inspect = !self.rules.is_empty() || self.limiter.is_some() || self.audit.is_some();
+        if inspect && !bodiless_or_post(&req) {
+            // Only POST bodies are read: a PUT carrying a tools/call, or a GET with a body,
+            // would reach an upstream that accepts any method unread.
+            return Err(self.refuse_whole(
+                &caller,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "http-method",
+                jsonrpc::INVALID_REQUEST,
+                &format!(
+                    "{} with a body is not inspected: MCP sends its messages with POST",
+                    req.method()
+                ),
+            ));
+        }
         let (parts, body) = req.into_parts();
         if !inspect || parts.method != Method::POST {
             self.charge(&caller, None)?;
@@ -640,12 +655,16 @@ impl Admitted {
 
     /// Writes the audit records with the status the client got (at the response head:
     /// a stream's body is never waited for).
-    pub fn finish(self, status: StatusCode) {
-        let Some(t) = self.ticket else { return };
+    pub fn finish(mut self, status: StatusCode) {
+        self.write_records(status.as_u16());
+    }
+
+    fn write_records(&mut self, status: u16) {
+        let Some(t) = self.ticket.take() else { return };
         let duration_ms = ms(t.started);
         for r in t.records {
             t.audit.write(&Record {
-                status: status.as_u16(),
+                status,
                 duration_ms,
                 ..r
             });
@@ -653,11 +672,37 @@ impl Admitted {
     }
 }
 
+/// Dropped unfinished: the client went away (an h2 reset, a closed connection, the drain
+/// timeout) while the request was upstream. It may have run there, so it is still audited,
+/// with status 499 (nginx's "client closed request").
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.write_records(CLIENT_CLOSED);
+    }
+}
+
+/// The audit status of a request whose client left before the response head.
+pub const CLIENT_CLOSED: u16 = 499;
+
 #[derive(Debug)]
 struct Ticket {
     audit: AuditLog,
     records: Vec<Record>,
     started: Instant,
+}
+
+/// A POST, or a request without a body of one of the methods MCP uses besides POST (GET
+/// opens a stream, DELETE ends a session; HEAD and OPTIONS for probes and CORS preflight).
+fn bodiless_or_post(req: &Request<Incoming>) -> bool {
+    use hyper::body::Body as _;
+    let m = req.method();
+    if m == Method::POST {
+        return true;
+    }
+    let known = [Method::GET, Method::DELETE, Method::HEAD, Method::OPTIONS].contains(m);
+    // The size hint is exact for Content-Length and for an h2 stream that ended with its
+    // headers; a chunked HTTP/1.1 body has no upper bound.
+    known && req.body().size_hint().upper() == Some(0)
 }
 
 /// Who sent a request, over what.

@@ -185,6 +185,8 @@ where
         peer: SocketAddr,
         started: Instant,
     ) -> Result<Response<Incoming>, LocalReply> {
+        // A refused Origin costs no rate-limit tokens and is not audited as allowed.
+        self.check_origin(req.headers(), peer)?;
         let (req, admitted) = gate.admit(req, peer).await.map_err(LocalReply::Gate)?;
         let result = match self.prepare(req, peer) {
             Ok(mut upstream_req) => {
@@ -200,6 +202,18 @@ where
         result
     }
 
+    fn check_origin(&self, headers: &http::HeaderMap, peer: SocketAddr) -> Result<(), LocalReply> {
+        let inner = &*self.inner;
+        inner.options.allowed_origins.check(headers).map_err(|origin| {
+            inner.metrics.origin_refused();
+            warn!(client.addr = %peer, http.origin = %origin, "Refused request: Origin not in allowed-origins");
+            local(
+                StatusCode::FORBIDDEN,
+                format!("origin {origin} is not allowed\n"),
+            )
+        })
+    }
+
     /// Checks and rewrites the client's request for the upstream.
     fn prepare<B>(
         &self,
@@ -211,14 +225,7 @@ where
         B::Error: Into<BoxError>,
     {
         let inner = &*self.inner;
-        if let Err(origin) = inner.options.allowed_origins.check(req.headers()) {
-            inner.metrics.origin_refused();
-            warn!(client.addr = %peer, http.origin = %origin, "Refused request: Origin not in allowed-origins");
-            return Err(local(
-                StatusCode::FORBIDDEN,
-                format!("origin {origin} is not allowed\n"),
-            ));
-        }
+        self.check_origin(req.headers(), peer)?;
         let too_big = req
             .headers()
             .get(CONTENT_LENGTH)
