@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{Request, StatusCode};
@@ -20,14 +20,9 @@ use support::Pki;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// The fd and metric checks need the process to themselves: one test at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+/// The fd and metric checks need the process to themselves: one test at a time (an async
+/// lock: it is held across awaits, and does not poison when a test fails).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const ALERT: u8 = 0x15;
 const HANDSHAKE: u8 = 0x16;
@@ -124,16 +119,11 @@ fn alerted(records: &[(u8, Vec<u8>)]) -> Option<u8> {
 }
 
 fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
+    support::proc_usage(std::process::id()).1
 }
 
 fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+    support::proc_usage(std::process::id()).0
 }
 
 /// Waits (bounded) for the process's fds to come back to `baseline` (+ a little slack for
@@ -161,9 +151,21 @@ fn metric(text: &str, sample: &str) -> u64 {
         .unwrap_or(0)
 }
 
-async fn server(pki: &Pki, upstream: &Upstream, tweak: SidecarConfig) -> Running {
-    let base = server_config(pki, &upstream.url());
-    run(
+/// One test's world: the other tests wait; a PKI, an upstream, the server sidecar in front
+/// of it (handshake timeout 2 s unless `tweak` says), and the fd count once it is up.
+struct Scene {
+    _serial: tokio::sync::MutexGuard<'static, ()>,
+    pki: Pki,
+    upstream: Upstream,
+    running: Running,
+    baseline: usize,
+}
+
+async fn scene(tweak: SidecarConfig) -> Scene {
+    let serial = SERIAL.lock().await;
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let upstream = Upstream::start().await;
+    let running = run(
         Mode::Server,
         SidecarConfig {
             handshake_timeout: tweak
@@ -171,11 +173,17 @@ async fn server(pki: &Pki, upstream: &Upstream, tweak: SidecarConfig) -> Running
                 .or(Some(Dur(Duration::from_secs(2)))),
             max_connections: tweak.max_connections,
             policy: tweak.policy,
-            groups: tweak.groups,
-            ..base
+            ..server_config(&pki, &upstream.url())
         },
     )
-    .await
+    .await;
+    Scene {
+        _serial: serial,
+        baseline: open_fds(),
+        pki,
+        upstream,
+        running,
+    }
 }
 
 /// An honest client gets an answer from the upstream.
@@ -190,11 +198,9 @@ async fn honest_request(pki: &Pki, running: &Running) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_client_hello_is_cut_off_at_the_handshake_timeout_while_others_are_served() {
-    let _serial = serial();
-    let pki = Pki::new(KeyAlg::EcdsaP256);
-    let upstream = Upstream::start().await;
-    let running = server(&pki, &upstream, SidecarConfig::default()).await;
-    let baseline = open_fds();
+    let w = scene(SidecarConfig::default()).await;
+    let (pki, running) = (&w.pki, &w.running);
+    let baseline = w.baseline;
 
     let hello = client_hello(&[Group::X25519MLKEM768]);
     let tcp = TcpStream::connect(running.started.listen).await.unwrap();
@@ -210,7 +216,7 @@ async fn slowloris_client_hello_is_cut_off_at_the_handshake_timeout_while_others
     });
     // Meanwhile, honest clients are served.
     for _ in 0..3 {
-        honest_request(&pki, &running).await;
+        honest_request(pki, running).await;
     }
     let mut buf = [0u8; 64];
     let n = tokio::time::timeout(GUARD, rd.read(&mut buf))
@@ -224,7 +230,7 @@ async fn slowloris_client_hello_is_cut_off_at_the_handshake_timeout_while_others
         "cut off early: {lasted:?}"
     );
     dribble.abort();
-    let metrics = scrape(&running).await;
+    let metrics = scrape(running).await;
     assert_eq!(
         metric(&metrics, "mcp_pqtls_handshakes_total{result=\"timeout\"}"),
         1
@@ -235,11 +241,9 @@ async fn slowloris_client_hello_is_cut_off_at_the_handshake_timeout_while_others
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_truncated_and_oversized_client_hellos_get_an_alert_or_a_close() {
-    let _serial = serial();
-    let pki = Pki::new(KeyAlg::EcdsaP256);
-    let upstream = Upstream::start().await;
-    let running = server(&pki, &upstream, SidecarConfig::default()).await;
-    let baseline = open_fds();
+    let w = scene(SidecarConfig::default()).await;
+    let (pki, running) = (&w.pki, &w.running);
+    let baseline = w.baseline;
     let hello = client_hello(&[Group::X25519MLKEM768]);
 
     let mut huge_claim = vec![1, 0x01, 0x90, 0x00]; // a 100 KiB ClientHello, announced
@@ -301,8 +305,8 @@ async fn garbage_truncated_and_oversized_client_hellos_get_an_alert_or_a_close()
     );
     drop(tcp);
 
-    honest_request(&pki, &running).await;
-    let metrics = scrape(&running).await;
+    honest_request(pki, running).await;
+    let metrics = scrape(running).await;
     // The padded hello counts as failed too: it left after the ServerHello.
     let failed = metric(&metrics, "mcp_pqtls_handshakes_total{result=\"failed\"}");
     let deadline = Instant::now() + GUARD;
@@ -310,7 +314,7 @@ async fn garbage_truncated_and_oversized_client_hellos_get_an_alert_or_a_close()
     while failed_now < count + 1 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
         failed_now = metric(
-            &scrape(&running).await,
+            &scrape(running).await,
             "mcp_pqtls_handshakes_total{result=\"failed\"}",
         );
     }
@@ -320,10 +324,8 @@ async fn garbage_truncated_and_oversized_client_hellos_get_an_alert_or_a_close()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_ignores_the_hello_retry_request_gets_an_alert() {
-    let _serial = serial();
-    let pki = Pki::new(KeyAlg::EcdsaP256);
-    let upstream = Upstream::start().await;
-    let running = server(&pki, &upstream, SidecarConfig::default()).await;
+    let w = scene(SidecarConfig::default()).await;
+    let (pki, running) = (&w.pki, &w.running);
     // Lists X25519MLKEM768 but sends only an X25519 share: pq-preferred asks for a retry.
     let hello = client_hello(&[Group::X25519, Group::X25519MLKEM768]);
     let mut tcp = TcpStream::connect(running.started.listen).await.unwrap();
@@ -338,8 +340,8 @@ async fn a_client_that_ignores_the_hello_retry_request_gets_an_alert() {
     tcp.write_all(&hello).await.unwrap();
     let got = answer(&mut tcp).await;
     assert!(alerted(&got).is_some(), "no alert: {got:?}");
-    honest_request(&pki, &running).await;
-    let metrics = scrape(&running).await;
+    honest_request(pki, running).await;
+    let metrics = scrape(running).await;
     assert_eq!(
         metric(&metrics, "mcp_pqtls_handshakes_total{result=\"failed\"}"),
         1,
@@ -349,11 +351,9 @@ async fn a_client_that_ignores_the_hello_retry_request_gets_an_alert() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_closing_mid_handshake_are_counted_and_leave_nothing_open() {
-    let _serial = serial();
-    let pki = Pki::new(KeyAlg::EcdsaP256);
-    let upstream = Upstream::start().await;
-    let running = server(&pki, &upstream, SidecarConfig::default()).await;
-    let baseline = open_fds();
+    let w = scene(SidecarConfig::default()).await;
+    let (pki, running) = (&w.pki, &w.running);
+    let baseline = w.baseline;
     let hello = client_hello(&[Group::X25519MLKEM768]);
     // Half a ClientHello, then gone; a whole one, the server's flight read, then gone.
     for whole in [false, true] {
@@ -372,7 +372,7 @@ async fn clients_closing_mid_handshake_are_counted_and_leave_nothing_open() {
     }
     let deadline = Instant::now() + GUARD;
     loop {
-        let metrics = scrape(&running).await;
+        let metrics = scrape(running).await;
         let failed = metric(&metrics, "mcp_pqtls_handshakes_total{result=\"failed\"}");
         if failed == 2 {
             assert_eq!(metric(&metrics, "mcp_pqtls_connections_active"), 0);
@@ -381,25 +381,19 @@ async fn clients_closing_mid_handshake_are_counted_and_leave_nothing_open() {
         assert!(Instant::now() < deadline, "{metrics}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    honest_request(&pki, &running).await;
+    honest_request(pki, running).await;
     fds_return_to(baseline).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_policy_refusals_each_get_an_alert_and_leave_nothing_behind() {
-    let _serial = serial();
-    let pki = Pki::new(KeyAlg::EcdsaP256);
-    let upstream = Upstream::start().await;
-    let running = server(
-        &pki,
-        &upstream,
-        SidecarConfig {
-            policy: Some(PolicyMode::PqRequired),
-            ..SidecarConfig::default()
-        },
-    )
+    let w = scene(SidecarConfig {
+        policy: Some(PolicyMode::PqRequired),
+        ..SidecarConfig::default()
+    })
     .await;
-    let baseline = open_fds();
+    let (pki, running) = (&w.pki, &w.running);
+    let baseline = w.baseline;
     let rss_before = rss_kib();
     let hello = Arc::new(client_hello(&[Group::X25519]));
     const N: usize = 2000;
@@ -421,8 +415,8 @@ async fn thousands_of_policy_refusals_each_get_an_alert_and_leave_nothing_behind
     for w in workers {
         w.await.unwrap();
     }
-    honest_request(&pki, &running).await;
-    let metrics = scrape(&running).await;
+    honest_request(pki, running).await;
+    let metrics = scrape(running).await;
     assert_eq!(
         metric(
             &metrics,
@@ -441,22 +435,16 @@ async fn thousands_of_policy_refusals_each_get_an_alert_and_leave_nothing_behind
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_past_max_connections_is_refused_at_once_while_a_stream_keeps_flowing() {
-    let _serial = serial();
-    let pki = Pki::new(KeyAlg::EcdsaP256);
-    let upstream = Upstream::start().await;
-    let running = server(
-        &pki,
-        &upstream,
-        SidecarConfig {
-            max_connections: Some(4),
-            handshake_timeout: Some(Dur(Duration::from_secs(20))),
-            ..SidecarConfig::default()
-        },
-    )
+    let w = scene(SidecarConfig {
+        max_connections: Some(4),
+        handshake_timeout: Some(Dur(Duration::from_secs(20))),
+        ..SidecarConfig::default()
+    })
     .await;
-    let baseline = open_fds();
-    let client = tls_client(&pki, &[Group::X25519MLKEM768], PolicyMode::PqRequired);
-    let res = client.get(https(&running, "/sse")).await.unwrap();
+    let (pki, upstream, running) = (&w.pki, &w.upstream, &w.running);
+    let baseline = w.baseline;
+    let client = tls_client(pki, &[Group::X25519MLKEM768], PolicyMode::PqRequired);
+    let res = client.get(https(running, "/sse")).await.unwrap();
     let mut stream = res.into_body();
     read_until(&mut stream, "data: one").await;
     // Three silent connections take the remaining slots...
@@ -485,7 +473,7 @@ async fn a_flood_past_max_connections_is_refused_at_once_while_a_stream_keeps_fl
     // The stream admitted before the flood carries on.
     upstream.release.notify_one();
     read_until(&mut stream, "data: two").await;
-    let metrics = scrape(&running).await;
+    let metrics = scrape(running).await;
     assert_eq!(
         metric(&metrics, "mcp_pqtls_connections_rejected_total"),
         FLOOD
@@ -519,10 +507,8 @@ async fn raw_http1(pki: &Pki, running: &Running, request: &[u8]) -> (Option<u16>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_smuggling_and_malformed_heads_are_refused_before_the_upstream() {
-    let _serial = serial();
-    let pki = Pki::new(KeyAlg::EcdsaP256);
-    let upstream = Upstream::start().await;
-    let running = server(&pki, &upstream, SidecarConfig::default()).await;
+    let w = scene(SidecarConfig::default()).await;
+    let (pki, upstream, running) = (&w.pki, &w.upstream, &w.running);
     let big = format!("X-Big: {}\r\n", "a".repeat(100 * 1024));
     let cases: Vec<(&str, Vec<u8>, u16)> = vec![
         (
@@ -572,7 +558,7 @@ async fn http1_smuggling_and_malformed_heads_are_refused_before_the_upstream() {
         ),
     ];
     for (what, request, expected) in cases {
-        let (status, _) = raw_http1(&pki, &running, &request).await;
+        let (status, _) = raw_http1(pki, running, &request).await;
         assert!(
             status == Some(expected) || (status.is_none() && expected == 400),
             "{what}: {status:?}, expected {expected}"
@@ -585,8 +571,8 @@ async fn http1_smuggling_and_malformed_heads_are_refused_before_the_upstream() {
     // closes the connection after the response, so what follows the body (a smuggled
     // request) is never read. The upstream gets one request, framed anew.
     let (status, answer) = raw_http1(
-        &pki,
-        &running,
+        pki,
+        running,
         b"POST /headers HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n",
     )
     .await;
@@ -604,8 +590,8 @@ async fn http1_smuggling_and_malformed_heads_are_refused_before_the_upstream() {
     // Text that is not UTF-8 (obs-text) in a value is legal HTTP: it passes through
     // byte for byte, as nginx passes it.
     let (status, answer) = raw_http1(
-        &pki,
-        &running,
+        pki,
+        running,
         b"GET /headers HTTP/1.1\r\nHost: localhost\r\nX-Latin1: caf\xe9\r\nConnection: close\r\n\r\n",
     )
     .await;
@@ -615,16 +601,14 @@ async fn http1_smuggling_and_malformed_heads_are_refused_before_the_upstream() {
         "{answer}"
     );
     assert_eq!(upstream.requests(), 2);
-    honest_request(&pki, &running).await;
+    honest_request(pki, running).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_rapid_reset_is_cut_off_and_other_clients_are_served() {
-    let _serial = serial();
-    let pki = Pki::new(KeyAlg::EcdsaP256);
-    let upstream = Upstream::start().await;
-    let running = server(&pki, &upstream, SidecarConfig::default()).await;
-    let baseline = open_fds();
+    let w = scene(SidecarConfig::default()).await;
+    let (pki, upstream, running) = (&w.pki, &w.upstream, &w.running);
+    let baseline = w.baseline;
     let mut config = pki.client(&[Group::X25519MLKEM768], PolicyMode::PqRequired);
     config.alpn = vec![b"h2".to_vec()];
     let connector = support::connector(config);
@@ -642,7 +626,7 @@ async fn h2_rapid_reset_is_cut_off_and_other_clients_are_served() {
                 Ok(h2) => h2,
                 Err(e) => return Err(e),
             };
-            let req = Request::get(https(&running, "/never")).body(()).unwrap();
+            let req = Request::get(https(running, "/never")).body(()).unwrap();
             let (_, mut stream) = match h2.send_request(req, true) {
                 Ok(s) => s,
                 Err(e) => return Err(e),
@@ -662,9 +646,9 @@ async fn h2_rapid_reset_is_cut_off_and_other_clients_are_served() {
     );
     assert!(sent < ATTEMPTS);
     let _ = tokio::time::timeout(GUARD, driver).await;
-    honest_request(&pki, &running).await;
+    honest_request(pki, running).await;
     let deadline = Instant::now() + GUARD;
-    while metric(&scrape(&running).await, "mcp_pqtls_connections_active") > 0 {
+    while metric(&scrape(running).await, "mcp_pqtls_connections_active") > 0 {
         assert!(
             Instant::now() < deadline,
             "the attacker's connection stayed open"

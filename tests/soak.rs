@@ -25,7 +25,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use mcp_pqtls::certs::KeyAlg;
 use support::process::Proc;
 use support::upstream::get_plain;
-use support::Pki;
+use support::{free_port, proc_usage, Pki};
 use tokio::sync::watch;
 
 type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
@@ -286,25 +286,6 @@ async fn session_posts(
     }
 }
 
-fn proc_usage(pid: u32) -> (u64, usize) {
-    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0);
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
-    (rss, fds)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Writes `from`'s cert and key over `dir/server.pem` and `dir/server.key`, each by rename.
 fn install_cert(from: &Pki, dir: &std::path::Path) {
     for name in ["server.pem", "server.key"] {
@@ -360,15 +341,17 @@ async fn quiesce(produced: &Produced, seen: &Seen) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
         let events = produced.events.lock().unwrap().clone();
-        let streams = seen.streams.lock().unwrap();
-        if events.iter().all(|(s, n)| {
-            streams
-                .get(s)
-                .map_or(*n == 0, |st| st.received == *n || st.ended)
-        }) {
+        let arrived = {
+            let streams = seen.streams.lock().unwrap();
+            events.iter().all(|(s, n)| {
+                streams
+                    .get(s)
+                    .map_or(*n == 0, |st| st.received == *n || st.ended)
+            })
+        };
+        if arrived {
             return;
         }
-        drop(streams);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
