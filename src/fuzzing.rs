@@ -336,3 +336,15 @@ fn glob_reference(pattern: &str, text: &str) -> bool {
     }
     row[t.len()]
 }
+
+/// A certificate as a server (to the probe) or a client (mTLS identities) sends it: DER in,
+/// our inspection (subject, SANs, key algorithm and size, ML-DSA OIDs mapped by us) and the
+/// identities the policy matches on. Errors, never panics.
+pub fn certificate_der(data: &[u8]) {
+    if let Ok(info) = crate::certs::CertInfo::parse(data) {
+        assert!(!info.key_algorithm.is_empty());
+    }
+    for id in crate::certs::identities(data) {
+        assert!(!id.is_empty());
+    }
+}
