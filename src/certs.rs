@@ -294,7 +294,7 @@ fn key_algorithm(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> (String,
                 .parameters
                 .as_ref()
                 .and_then(|p| p.as_oid().ok())
-                .map(|o| o.to_id_string());
+                .map(|o| dotted(&o));
             match curve.as_deref() {
                 Some("1.2.840.10045.3.1.7") => "ecdsa-p256".to_owned(),
                 Some("1.3.132.0.34") => "ecdsa-p384".to_owned(),
