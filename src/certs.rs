@@ -70,7 +70,7 @@ impl CertInfo {
             sans,
             key_algorithm,
             key_bits,
-            signature_algorithm: oid_name(&cert.signature_algorithm.algorithm.to_id_string()),
+            signature_algorithm: oid_name(&dotted(&cert.signature_algorithm.algorithm)),
             not_before: rfc3339(validity.not_before.timestamp()),
             not_after: rfc3339(validity.not_after.timestamp()),
             is_ca: cert.is_ca(),
@@ -285,7 +285,7 @@ fn san_string(name: &GeneralName<'_>) -> Option<String> {
 /// Names the subject public key, including ML-DSA, whose OIDs x509-parser 0.18 does not
 /// name (it parses them as `PublicKey::Unknown`): mapped here from FIPS 204 / RFC 9881.
 fn key_algorithm(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> (String, usize) {
-    let oid = spki.algorithm.algorithm.to_id_string();
+    let oid = dotted(&spki.algorithm.algorithm);
     let bits = spki.parsed().map(|k| k.key_size()).unwrap_or(0);
     let name = match oid.as_str() {
         "1.2.840.10045.2.1" => {
@@ -294,7 +294,7 @@ fn key_algorithm(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> (String,
                 .parameters
                 .as_ref()
                 .and_then(|p| p.as_oid().ok())
-                .map(|o| o.to_id_string());
+                .map(|o| dotted(&o));
             match curve.as_deref() {
                 Some("1.2.840.10045.3.1.7") => "ecdsa-p256".to_owned(),
                 Some("1.3.132.0.34") => "ecdsa-p384".to_owned(),
@@ -312,6 +312,15 @@ fn key_algorithm(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> (String,
         _ => oid,
     };
     (name, bits)
+}
+
+/// An OID in dotted form. A peer's certificate may carry an empty one (found by fuzzing:
+/// x509-parser accepts it and renders it as ""), which a report must still name.
+fn dotted(oid: &x509_parser::der_parser::oid::Oid<'_>) -> String {
+    match oid.to_id_string() {
+        s if s.is_empty() => "empty-oid".to_owned(),
+        s => s,
+    }
 }
 
 /// Names a signature algorithm OID.
@@ -462,6 +471,15 @@ pub enum CertError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_certificate_with_an_empty_key_algorithm_oid_still_names_it() {
+        // fuzz/corpus/certificate_der: a dev certificate whose SPKI algorithm OID is empty.
+        let der = include_bytes!("../fuzz/corpus/certificate_der/regression_undecodable_key_oid");
+        let info = CertInfo::parse(der).unwrap();
+        assert_eq!(info.key_algorithm, "empty-oid");
+        assert!(!info.signature_algorithm.is_empty());
+    }
 
     #[test]
     fn ml_dsa_oids_are_named() {

@@ -69,6 +69,8 @@ pub mod config;
 mod connect;
 pub mod crypto;
 pub mod demo;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gate;
 pub mod groups;
 pub mod loadgen;

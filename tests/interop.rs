@@ -64,14 +64,6 @@ enum ClientOutcome {
     Unsupported(String),
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn group_arg(groups: Option<&[Group]>, sep: &str) -> Option<String> {
     groups.map(|gs| gs.iter().map(|g| g.name()).collect::<Vec<_>>().join(sep))
 }
@@ -207,7 +199,7 @@ impl Peer {
         pki: &Pki,
         groups: Option<&[Group]>,
     ) -> Result<(KillOnDrop, u16), String> {
-        let port = free_port();
+        let port = support::free_port();
         let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
         let mut cmd = match self {
             Self::OpenSsl(bin) => {

@@ -8,7 +8,6 @@
 mod support;
 
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -57,14 +56,6 @@ async fn s_client(openssl: &Path, port: u16, ca: PathBuf, groups: &str, extra: &
     })
     .await
     .unwrap()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -172,7 +163,7 @@ async fn our_pq_preferred_server_retries_openssl_to_pq_and_pq_required_refuses_c
 
 /// `openssl s_server` on a free port with these extra flags, serving the PKI's certificate.
 fn s_server(openssl: &Path, pki: &Pki, extra: &[&str]) -> (KillOnDrop, u16) {
-    let port = free_port();
+    let port = support::free_port();
     let child = Command::new(openssl)
         .args(["s_server", "-quiet", "-www", "-accept"])
         .arg(port.to_string())

@@ -869,7 +869,7 @@ fn scope_hint(held: &[String], missing: &[String]) -> String {
 
 /// Why `Mcp-Method`/`Mcp-Name` disagree with the body, if they do. The body decides; the
 /// headers are only checked, so a rule cannot be dodged by a header.
-fn header_mismatch(headers: &HeaderMap, body: &Body) -> Option<String> {
+pub(crate) fn header_mismatch(headers: &HeaderMap, body: &Body) -> Option<String> {
     let read = |name: &str| -> Result<Option<String>, String> {
         let mut values = headers.get_all(name).iter();
         let Some(v) = values.next() else {

@@ -8,6 +8,7 @@ mod verify;
 
 pub use client::{ClientError, ClientTlsConfig, PqConnector, PqStream, Trust};
 pub use info::ConnectionInfo;
+pub(crate) use server::summarize;
 pub use server::{AcceptError, ClientAuth, PqAcceptor, ServerError, ServerTlsConfig};
 
 /// ALPN protocols offered by default: h2, then HTTP/1.1.

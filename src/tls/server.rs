@@ -390,7 +390,11 @@ impl rustls::server::ResolvesServerCert for CurrentIdentity {
 }
 
 /// Reduces a ClientHello to what the policy needs.
-fn summarize(hello: &ClientHello<'_>, peer: SocketAddr, time: SystemTime) -> ClientHelloSummary {
+pub(crate) fn summarize(
+    hello: &ClientHello<'_>,
+    peer: SocketAddr,
+    time: SystemTime,
+) -> ClientHelloSummary {
     ClientHelloSummary {
         sni: hello.server_name().map(str::to_owned),
         offered_groups: hello
