@@ -29,8 +29,8 @@ echo "Share of server CPU (inclusive) in frames that matter, $group, the clients
 perf report -i "$work/perf.data" --stdio -g none --children --sort symbol 2>/dev/null |
   grep -E '^ +[0-9]' |
   grep -E 'PqAcceptor::accept|HkdfExpander|SHA384_Final|x25519_scalar_mult|X25519_keypair|ECDSA_sign|MlKem|mlkem|ml_kem|do_writev|__x64_sys_close|__sys_accept|hyper::proto::h1::dispatch|tokio_rustls::server::Accept' |
-  sed -E 's/^ +([0-9.]+%) +[0-9.]+% +\[[.k]\] /\1  /' | cut -c1-110 | head -20
+  sed -E 's/^ +([0-9.]+%) +[0-9.]+% +\[[.k]\] /\1  /' | cut -c1-110 | sed -E "s/ +$//" | awk "NR <= 20"
 echo
 echo "Hottest symbols (self):"
 perf report -i "$work/perf.data" --stdio -g none --no-children --sort dso,symbol 2>/dev/null |
-  grep -E '^ +[0-9]' | sed -E 's/ +\[[.k]\] / /' | cut -c1-110 | head -15
+  grep -E '^ +[0-9]' | sed -E 's/ +\[[.k]\] / /' | cut -c1-110 | sed -E "s/ +$//" | awk "NR <= 15"
