@@ -24,12 +24,10 @@ suite=()
 source benches/load/lib.sh
 openssl="$(bash interop/install-openssl.sh)"
 ours="$(binary "${CAPACITY_BIN:-}")"
-work="$(mktemp -d)"
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+scratch
 "$ours" certs init "$work/pki" >/dev/null
 ticks="$(getconf CLK_TCK)"
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 # One run: prints "<handshakes> <server cpu seconds>".
 run() {
@@ -63,7 +61,6 @@ run() {
   echo "$total $(awk -v a="$before" -v b="$after" -v t="$ticks" 'BEGIN {print (b - a) / t}')"
 }
 
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR + 1) / 2)]}'; }
 
 echo "| group | server | handshakes/s (median) | server CPU µs per handshake (median) |"
 echo "|---|---|---|---|"

@@ -22,3 +22,15 @@ wait_port() {
   done
   return 1
 }
+
+# A scratch directory in $work, removed (with every background job killed) on exit.
+scratch() {
+  work="$(mktemp -d)"
+  trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+}
+
+# CPU time (utime + stime) of process $1, in clock ticks (getconf CLK_TCK per second).
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# The median of the numbers on stdin, one per line.
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR + 1) / 2)]}'; }

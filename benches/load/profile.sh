@@ -12,8 +12,7 @@ source benches/load/lib.sh
 command -v perf >/dev/null || { echo "profile.sh: perf not found (apt-get install linux-perf)" >&2; exit 2; }
 openssl="$(bash interop/install-openssl.sh)"
 ours="$(binary "${PROFILE_BIN:-}")"
-work="$(mktemp -d)"
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+scratch
 "$ours" certs init "$work/pki" >/dev/null
 port="$(free_port)"
 RUST_LOG=warn taskset -c 0 "$ours" reflect --listen "127.0.0.1:$port" --cert "$work/pki/server.pem" \

@@ -32,15 +32,12 @@ sse_streams="${SIDECAR_SSE_STREAMS:-1 1000}"
 source benches/load/lib.sh
 ours="$(binary "${SIDECAR_BIN:-}")"
 nginx="$(bash benches/load/install-nginx.sh | tail -n 1)"
-work="$(mktemp -d)"
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+scratch
 "$ours" certs init "$work/pki" >/dev/null
 ticks="$(getconf CLK_TCK)"
 export RUST_LOG=warn # no per-request log line (nginx: access_log off)
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR + 1) / 2)]}'; }
 field() { python3 -c 'import json,sys; d=json.loads(sys.stdin.readline()); print(eval("d"+sys.argv[1]))' "$1"; }
 load() { taskset -c "$load_cpu" "$ours" bench "$@"; }
 

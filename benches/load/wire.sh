@@ -7,8 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 source benches/load/lib.sh
 bin="$(binary "${WIRE_BIN:-}")"
-work="$(mktemp -d)"
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+scratch
 all=X25519MLKEM768,SecP256r1MLKEM768,SecP384r1MLKEM1024,MLKEM768,MLKEM1024,X25519,secp256r1,secp384r1
 
 for alg in ecdsa-p256 ml-dsa-65; do
