@@ -161,9 +161,11 @@ where
             started,
             metrics: inner.metrics.clone(),
         };
-        let response = match &inner.gate {
-            Some(gate) => self.forward_gated(gate, req, peer, started).await,
-            None => match self.prepare(req, peer) {
+        // Origin first: a refused Origin costs no rate-limit tokens and is not audited.
+        let response = match (self.check_origin(req.headers(), peer), &inner.gate) {
+            (Err(refused), _) => Err(refused),
+            (Ok(()), Some(gate)) => self.forward_gated(gate, req, peer, started).await,
+            (Ok(()), None) => match self.prepare(req, peer) {
                 Ok(upstream_req) => self.send(upstream_req, started).await,
                 Err(refused) => Err(refused),
             },
@@ -185,8 +187,6 @@ where
         peer: SocketAddr,
         started: Instant,
     ) -> Result<Response<Incoming>, LocalReply> {
-        // A refused Origin costs no rate-limit tokens and is not audited as allowed.
-        self.check_origin(req.headers(), peer)?;
         let (req, admitted) = gate.admit(req, peer).await.map_err(LocalReply::Gate)?;
         let result = match self.prepare(req, peer) {
             Ok(mut upstream_req) => {
@@ -214,7 +214,8 @@ where
         })
     }
 
-    /// Checks and rewrites the client's request for the upstream.
+    /// Checks (size) and rewrites the client's request for the upstream; the Origin was
+    /// checked in [`Proxy::forward`].
     fn prepare<B>(
         &self,
         req: Request<B>,
@@ -225,7 +226,6 @@ where
         B::Error: Into<BoxError>,
     {
         let inner = &*self.inner;
-        self.check_origin(req.headers(), peer)?;
         let too_big = req
             .headers()
             .get(CONTENT_LENGTH)
