@@ -74,10 +74,16 @@ impl AdminState {
     pub fn render(&self) -> String {
         let tls = self.tls.snapshot();
         let conns = self.listener.as_ref().map_or_else(
-            || (tls.connections_active, tls.connections_rejected),
+            || {
+                (
+                    tls.connections_active,
+                    tls.connections_rejected,
+                    tls.reset_floods,
+                )
+            },
             |l| {
                 let s = l.snapshot();
-                (s.connections_active, s.connections_rejected)
+                (s.connections_active, s.connections_rejected, s.reset_floods)
             },
         );
         let mut out = String::new();
@@ -96,6 +102,13 @@ impl AdminState {
             "Connections closed at accept because max-connections was reached.",
         );
         sample(&mut out, "connections_rejected_total", "", conns.1);
+        family(
+            &mut out,
+            "h2_reset_flood_goaways_total",
+            "counter",
+            "h2 connections sent GOAWAY because most of their streams were reset before a response (rapid reset).",
+        );
+        sample(&mut out, "h2_reset_flood_goaways_total", "", conns.2);
         render_proxy(&mut out, &self.proxy.snapshot());
         if let Some(gate) = &self.gate {
             render_gate(&mut out, &gate.snapshot());

@@ -23,6 +23,7 @@ pub struct Metrics {
     handshake_seconds: Histogram,
     connections_active: AtomicI64,
     connections_rejected: AtomicU64,
+    reset_floods: AtomicU64,
 }
 
 /// The `reason` label of a policy refusal, one per [`RefusalReason`] kind.
@@ -96,6 +97,12 @@ impl Metrics {
         self.connections_rejected.fetch_add(1, Relaxed);
     }
 
+    /// Counts a connection sent GOAWAY because most of its streams were reset before their
+    /// response (h2 rapid reset).
+    pub(crate) fn reset_flood(&self) {
+        self.reset_floods.fetch_add(1, Relaxed);
+    }
+
     /// The counters now.
     pub fn snapshot(&self) -> MetricsSnapshot {
         let refusals_by_reason: Vec<_> = REFUSAL_REASONS
@@ -121,6 +128,7 @@ impl Metrics {
             handshake_seconds: self.handshake_seconds.snapshot(),
             connections_active: self.connections_active.load(Relaxed).max(0) as u64,
             connections_rejected: self.connections_rejected.load(Relaxed),
+            reset_floods: self.reset_floods.load(Relaxed),
         }
     }
 }
@@ -160,6 +168,9 @@ pub struct MetricsSnapshot {
     pub connections_active: u64,
     /// Connections closed unserved because the connection limit was reached.
     pub connections_rejected: u64,
+    /// Connections sent GOAWAY because most of their streams were reset before their
+    /// response (h2 rapid reset).
+    pub reset_floods: u64,
 }
 
 impl MetricsSnapshot {

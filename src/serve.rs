@@ -6,16 +6,16 @@ use std::error::Error as StdError;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
 use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -136,7 +136,7 @@ where
     B::Error: Into<BoxError>,
     F: Future,
 {
-    let graceful = GracefulShutdown::new();
+    // Every connection task holds a receiver: the channel closing means all have ended.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let permits = Arc::new(Semaphore::new(options.max_connections));
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -173,9 +173,9 @@ where
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let service = service.clone();
-        let watcher = graceful.watcher();
         let mut stop = stop_rx.clone();
         let builder = builder.clone();
+        let metrics = metrics.clone();
         let counted = metrics.connection_opened();
         let span = tracing::info_span!("conn", client.addr = %peer);
         tokio::spawn(
@@ -195,12 +195,20 @@ where
                     None => (Io::Plain(tcp), None),
                 };
                 let h2 = info.as_ref().map(|i| i.alpn.as_deref() == Some("h2"));
+                let resets = Arc::new(ResetWatch::default());
+                let watch = resets.clone();
                 let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                     req.extensions_mut().insert(PeerAddr(peer));
                     if let Some(info) = &info {
                         req.extensions_mut().insert(info.clone());
                     }
-                    service.call(req)
+                    let stream = watch.started();
+                    let response = service.call(req);
+                    async move {
+                        let r = response.await;
+                        stream.answered();
+                        r
+                    }
                 });
                 // With TLS, ALPN decides; in plain text, hyper detects the h2 preface.
                 let builder = match h2 {
@@ -209,18 +217,45 @@ where
                     None => builder,
                 };
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-                if let Err(e) = watcher.watch(conn.into_owned()).await {
-                    debug!(error = %e, "Connection ended with an error");
+                tokio::pin!(conn);
+                // Either cause asks once for a graceful close (h2: GOAWAY; HTTP/1.1: close
+                // after the response in flight); the connection then ends when its streams do.
+                let (mut stopping, mut flooded) = (false, false);
+                loop {
+                    tokio::select! {
+                        ended = conn.as_mut() => {
+                            if let Err(e) = ended {
+                                debug!(error = %e, "Connection ended with an error");
+                            }
+                            break;
+                        }
+                        _ = stop.wait_for(|s| *s), if !stopping => {
+                            stopping = true;
+                            conn.as_mut().graceful_shutdown();
+                        }
+                        _ = resets.flood.notified(), if !flooded => {
+                            flooded = true;
+                            metrics.reset_flood();
+                            warn!(
+                                streams = resets.streams.load(Relaxed),
+                                premature_resets = resets.premature.load(Relaxed),
+                                "Connection sent GOAWAY: most of its streams were reset before a response (h2 rapid reset)"
+                            );
+                            conn.as_mut().graceful_shutdown();
+                        }
+                    }
                 }
+                drop(stop);
             }
             .instrument(span),
         );
     }
     // Closed now, so new connections are refused at once instead of waiting in the backlog.
     drop(listener);
+    drop(stop_rx);
     let _ = stop_tx.send(true);
     info!(drain_timeout = ?options.drain_timeout, "Shutting down: no new connections; draining in-flight requests");
-    if tokio::time::timeout(options.drain_timeout, graceful.shutdown())
+    if tokio::time::timeout(options.drain_timeout, stop_tx.closed())
         .await
         .is_err()
     {
@@ -230,6 +265,63 @@ where
         );
     }
     Ok(())
+}
+
+/// Streams a connection may see before [`ResetWatch`] judges it.
+const RESET_FLOOD_MIN_STREAMS: u64 = 100;
+/// A stream reset sooner than this after it started, before its response, is premature.
+const PREMATURE_RESET_WINDOW: Duration = Duration::from_secs(1);
+
+/// Premature resets on one connection: streams whose request was dropped (the client reset
+/// the stream, or left) before the service answered, within [`PREMATURE_RESET_WINDOW`].
+///
+/// h2 itself only limits resets of streams still waiting to be accepted; a server that
+/// keeps up accepts every stream of a rapid-reset flood (CVE-2023-44487) and works on each.
+/// As Envoy does, a connection on which at least half of [`RESET_FLOOD_MIN_STREAMS`] or more
+/// streams ended that way is told to go away. No crate does this at the service layer.
+#[derive(Debug, Default)]
+struct ResetWatch {
+    streams: AtomicU64,
+    premature: AtomicU64,
+    flood: tokio::sync::Notify,
+}
+
+impl ResetWatch {
+    fn started(self: &Arc<Self>) -> StreamGuard {
+        self.streams.fetch_add(1, Relaxed);
+        StreamGuard {
+            watch: self.clone(),
+            started: Instant::now(),
+            answered: false,
+        }
+    }
+}
+
+/// Counts its stream as a premature reset if dropped unanswered; see [`ResetWatch`].
+struct StreamGuard {
+    watch: Arc<ResetWatch>,
+    started: Instant,
+    answered: bool,
+}
+
+impl StreamGuard {
+    fn answered(mut self) {
+        self.answered = true;
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        if self.answered || self.started.elapsed() > PREMATURE_RESET_WINDOW {
+            return;
+        }
+        let premature = self.watch.premature.fetch_add(1, Relaxed) + 1;
+        let streams = self.watch.streams.load(Relaxed);
+        if streams >= RESET_FLOOD_MIN_STREAMS && premature * 2 >= streams {
+            // Stored: the connection task may be busy and pick it up on its next poll.
+            self.watch.flood.notify_one();
+        }
+    }
 }
 
 /// One line per established TLS connection: who, what was negotiated.

@@ -642,6 +642,58 @@ async fn h2_rapid_reset_is_cut_off_and_other_clients_are_served() {
     fds_return_to(baseline).await;
 }
 
+/// The rapid reset that h2's own limit misses: each stream is reset only after the server
+/// accepted it and the request reached the upstream, so no reset is "pending accept". Our
+/// premature-reset watch must still send GOAWAY, count it, and leave others served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_resets_of_accepted_streams_get_goaway_too() {
+    let w = scene(SidecarConfig::default()).await;
+    let (pki, upstream, running) = (&w.pki, &w.upstream, &w.running);
+    let mut config = pki.client(&[Group::X25519MLKEM768], PolicyMode::PqRequired);
+    config.alpn = vec![b"h2".to_vec()];
+    let (tls, _) = support::connector(config)
+        .connect("localhost", running.started.listen.port())
+        .await
+        .unwrap();
+    let (mut h2, conn) = h2::client::handshake(tls).await.unwrap();
+    let driver = tokio::spawn(conn);
+    const ATTEMPTS: usize = 1_000;
+    let mut reset = 0;
+    let outcome = tokio::time::timeout(GUARD, async {
+        for _ in 0..ATTEMPTS {
+            h2 = h2.ready().await?;
+            let seen = upstream.requests();
+            let req = Request::get(https(running, "/never")).body(()).unwrap();
+            let (response, mut stream) = h2.send_request(req, true)?;
+            tokio::pin!(response);
+            // Reset once the request is upstream; a stream past a GOAWAY never gets there.
+            loop {
+                tokio::select! {
+                    r = &mut response => return Err(r.expect_err("/never answered")),
+                    _ = tokio::time::sleep(Duration::from_millis(1)) => {}
+                }
+                if upstream.requests() > seen {
+                    break;
+                }
+            }
+            stream.send_reset(h2::Reason::CANCEL);
+            reset += 1;
+        }
+        Ok(())
+    })
+    .await
+    .expect("the attack neither finished nor was cut off");
+    let err = outcome.expect_err("the server took 1,000 resets of accepted streams");
+    assert!(err.is_go_away() || err.is_io(), "{err:?}");
+    assert!(reset < ATTEMPTS, "{reset}");
+    eprintln!("resets of accepted streams: GOAWAY after {reset}");
+    let _ = tokio::time::timeout(GUARD, driver).await;
+    expect_metric(running, "mcp_pqtls_h2_reset_flood_goaways_total", 1).await;
+    honest_request(pki, running).await;
+    expect_metric(running, "mcp_pqtls_connections_active", 0).await;
+    fds_return_to(w.baseline).await;
+}
+
 /// Writes the ClientHellos above as seeds for `fuzz/corpus/client_hello_policy` (run by
 /// hand: `cargo test --test adversarial -- --ignored write_fuzz_seeds`).
 #[test]
