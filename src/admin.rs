@@ -35,6 +35,10 @@ pub struct AdminState {
     pub reloads_ok: AtomicU64,
     /// Certificate reloads refused (the old certificate stayed).
     pub reloads_failed: AtomicU64,
+    /// Group and policy reloads from the config file that took effect.
+    pub policy_reloads_ok: AtomicU64,
+    /// Group and policy reloads refused (the old groups and policy stayed).
+    pub policy_reloads_failed: AtomicU64,
 }
 
 impl AdminState {
@@ -113,24 +117,24 @@ impl AdminState {
         if let Some(gate) = &self.gate {
             render_gate(&mut out, &gate.snapshot());
         }
-        family(
-            &mut out,
-            "cert_reloads_total",
-            "counter",
-            "Certificate reloads by result (a failed reload keeps the old certificate).",
-        );
-        sample(
-            &mut out,
-            "cert_reloads_total",
-            "result=\"ok\"",
-            self.reloads_ok.load(Relaxed),
-        );
-        sample(
-            &mut out,
-            "cert_reloads_total",
-            "result=\"failed\"",
-            self.reloads_failed.load(Relaxed),
-        );
+        for (name, help, ok, failed) in [
+            (
+                "cert_reloads_total",
+                "Certificate reloads by result (a failed reload keeps the old certificate).",
+                &self.reloads_ok,
+                &self.reloads_failed,
+            ),
+            (
+                "policy_reloads_total",
+                "Group and policy reloads from the config file by result (a failed reload keeps the old ones).",
+                &self.policy_reloads_ok,
+                &self.policy_reloads_failed,
+            ),
+        ] {
+            family(&mut out, name, "counter", help);
+            sample(&mut out, name, "result=\"ok\"", ok.load(Relaxed));
+            sample(&mut out, name, "result=\"failed\"", failed.load(Relaxed));
+        }
         out
     }
 }

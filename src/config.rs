@@ -14,7 +14,7 @@ use crate::crypto::Algorithms;
 use crate::gate::config::{
     AuditSection, AuthSection, GateConfig, OneOrMany, RateLimitSection, RuleSection, Sections,
 };
-use crate::groups::{GroupError, GroupList};
+use crate::groups::{Group, GroupError, GroupList};
 use crate::policy::{FallbackRule, Policy, PolicyError, PolicyMode};
 use crate::proxy::{
     ForwardedMode, HttpOptions, OriginAllowList, OriginMode, Upstream, UpstreamError,
@@ -195,7 +195,7 @@ pub enum LogFormat {
 /// layered (flags win; see [`SidecarConfig::overlay`]). Keys are the flag names.
 ///
 /// See `examples/server.toml` and `examples/client.toml` for every key, commented.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct SidecarConfig {
     /// `server` or `client`; required in a file given to `check-config`.
@@ -315,6 +315,9 @@ pub struct ServerSidecar {
     pub key: PathBuf,
     /// The MCP gate (`[auth]`, `[[rules]]`, `[[rate-limit]]`, `[audit]`); `None`: off.
     pub gate: Option<GateConfig>,
+    /// The config file groups and policy are reloaded from (see [`Sidecar::reloading`]);
+    /// `None`: flags only, nothing to reload but the certificate.
+    pub source: Option<ConfigSource>,
     /// The shared sidecar parts.
     pub common: Common,
 }
@@ -360,25 +363,11 @@ pub enum Sidecar {
     Client(ClientSidecar),
 }
 
-impl SidecarConfig {
-    /// Reads and parses a TOML file. Errors carry the file, line, key and accepted values.
-    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
-            path: path.to_owned(),
-            error: e.to_string(),
-        })?;
-        toml::from_str(&text).map_err(|e| ConfigError::File {
-            path: path.to_owned(),
-            error: e.to_string(),
-        })
-    }
-
-    /// `self` with every field `over` sets replaced (flags over a file).
-    pub fn overlay(self, over: SidecarConfig) -> Self {
-        macro_rules! pick {
-            ($($f:ident),*) => { Self { $($f: over.$f.or(self.$f)),* } };
-        }
-        pick!(
+/// Calls `$apply!` with every field of [`SidecarConfig`], so that per-field code cannot
+/// miss one.
+macro_rules! sidecar_fields {
+    ($apply:ident) => {
+        $apply!(
             mode,
             listen,
             upstream,
@@ -412,6 +401,40 @@ impl SidecarConfig {
             rate_limit,
             audit
         )
+    };
+}
+
+impl SidecarConfig {
+    /// Reads and parses a TOML file. Errors carry the file, line, key and accepted values.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.to_owned(),
+            error: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::File {
+            path: path.to_owned(),
+            error: e.to_string(),
+        })
+    }
+
+    /// `self` with every field `over` sets replaced (flags over a file).
+    pub fn overlay(self, over: SidecarConfig) -> Self {
+        macro_rules! pick {
+            ($($f:ident),*) => { Self { $($f: over.$f.or(self.$f)),* } };
+        }
+        sidecar_fields!(pick)
+    }
+
+    /// The fields (TOML keys) whose values differ between `self` and `other`.
+    pub fn differing(&self, other: &Self) -> Vec<String> {
+        macro_rules! differ {
+            ($($f:ident),*) => { [$((stringify!($f), self.$f != other.$f)),*] };
+        }
+        sidecar_fields!(differ)
+            .into_iter()
+            .filter(|(_, differs)| *differs)
+            .map(|(f, _)| f.replace('_', "-"))
+            .collect()
     }
 
     /// Validates the settings for `mode` (the file's `mode` must agree) and loads
@@ -484,6 +507,7 @@ impl SidecarConfig {
                     cert,
                     key,
                     gate,
+                    source: None,
                     common,
                 }))
             }
@@ -574,6 +598,76 @@ impl SidecarConfig {
             },
             log_format: self.log_format.unwrap_or_default(),
         })
+    }
+}
+
+impl Sidecar {
+    /// Has a server sidecar re-read `source` for its groups and policy on SIGHUP, and when
+    /// the file changes; a client sidecar ignores it.
+    pub fn reloading(mut self, source: Option<ConfigSource>) -> Self {
+        if let Sidecar::Server(s) = &mut self {
+            s.source = source;
+        }
+        self
+    }
+}
+
+/// The fields a running server sidecar takes from its config file without a restart.
+pub const RELOADABLE: [&str; 4] = ["groups", "policy", "sunset", "fallback-rules"];
+
+/// A config file with the command line's flags over it: what a sidecar starts from, and
+/// where a running server sidecar re-reads its groups and policy (flags still win).
+#[derive(Clone, Debug)]
+pub struct ConfigSource {
+    /// The TOML file.
+    pub file: PathBuf,
+    /// The flags given at start.
+    pub flags: SidecarConfig,
+    /// The file and flags as they were at start: what the running sidecar uses.
+    pub running: SidecarConfig,
+}
+
+/// What re-reading a [`ConfigSource`] found.
+#[derive(Clone, Debug)]
+pub struct PolicyReload {
+    /// The groups, in order of preference.
+    pub groups: Vec<Group>,
+    /// The policy.
+    pub policy: Policy,
+    /// Fields, other than the [`RELOADABLE`] ones, that changed since start: only a
+    /// restart applies them.
+    pub restart_needed: Vec<String>,
+}
+
+impl ConfigSource {
+    /// Reads `file` and puts `flags` over it.
+    pub fn load(file: PathBuf, flags: SidecarConfig) -> Result<Self, ConfigError> {
+        let running = SidecarConfig::from_file(&file)?.overlay(flags.clone());
+        Ok(Self {
+            file,
+            flags,
+            running,
+        })
+    }
+
+    /// Re-reads the file and validates the whole of it as a server sidecar config, as
+    /// `check-config` would (a file that could not start is not half applied); returns the
+    /// groups and policy it now asks for.
+    pub fn reload_policy(&self) -> Result<PolicyReload, ConfigError> {
+        let now = Self::load(self.file.clone(), self.flags.clone())?.running;
+        let mut restart_needed = self.running.differing(&now);
+        restart_needed.retain(|f| !RELOADABLE.contains(&f.as_str()));
+        match now.resolve(Mode::Server)? {
+            Sidecar::Server(s) => Ok(PolicyReload {
+                groups: s.acceptor.groups(),
+                policy: s.acceptor.policy(),
+                restart_needed,
+            }),
+            Sidecar::Client(_) => Err(ConfigError::Field {
+                field: "mode",
+                error: "a client sidecar has no policy to reload".into(),
+            }),
+        }
     }
 }
 

@@ -10,7 +10,8 @@ use std::net::SocketAddr;
 
 use mcp_pqtls::certs::KeyAlg;
 use mcp_pqtls::config::{
-    ClientOptions, Dur, LogFormat, Mode, ServerOptions, Sidecar, SidecarConfig, Sunset,
+    ClientOptions, ConfigSource, Dur, LogFormat, Mode, ServerOptions, Sidecar, SidecarConfig,
+    Sunset,
 };
 use mcp_pqtls::groups::GroupList;
 use mcp_pqtls::policy::FallbackRule;
@@ -488,7 +489,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tracing::info!(
                 listen = %listener.local_addr()?,
                 policy = %acceptor.policy().mode,
-                groups = %mcp_pqtls::groups::display_list(acceptor.groups()),
+                groups = %mcp_pqtls::groups::display_list(&acceptor.groups()),
                 "Reflect server listening"
             );
             mcp_pqtls::reflect(listener, acceptor, shutdown_signal()).await?;
@@ -650,13 +651,6 @@ async fn run_sidecar(
     common: SidecarArgs,
     specific: SidecarConfig,
 ) -> anyhow::Result<ExitCode> {
-    let file = match &common.config {
-        Some(path) => match SidecarConfig::from_file(path) {
-            Ok(c) => c,
-            Err(e) => return Ok(usage(&e)),
-        },
-        None => SidecarConfig::default(),
-    };
     let flags = SidecarConfig {
         listen: common.listen,
         upstream: common.upstream,
@@ -675,10 +669,17 @@ async fn run_sidecar(
         log_format: common.log_format,
         ..specific
     };
-    let config = file.overlay(flags);
+    let source = match &common.config {
+        Some(path) => match ConfigSource::load(path.clone(), flags.clone()) {
+            Ok(s) => Some(s),
+            Err(e) => return Ok(usage(&e)),
+        },
+        None => None,
+    };
+    let config = source.as_ref().map_or(flags, |s| s.running.clone());
     init_logging(config.log_format.unwrap_or_default());
     let sidecar = match config.resolve(mode) {
-        Ok(s) => s,
+        Ok(s) => s.reloading(source),
         Err(e) => {
             let from = common
                 .config
@@ -805,7 +806,7 @@ fn describe(sidecar: &Sidecar) -> String {
             s.listen,
             s.upstream,
             s.acceptor.policy().mode,
-            mcp_pqtls::groups::display_list(s.acceptor.groups()),
+            mcp_pqtls::groups::display_list(&s.acceptor.groups()),
             s.gate
                 .as_ref()
                 .map(|g| format!("; {}", g.summary()))

@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 
 use crate::admin::AdminState;
 use crate::certs::Identity;
-use crate::config::{Common, Sidecar};
+use crate::config::{Common, ConfigError, ConfigSource, Sidecar};
 use crate::gate::Gate;
 use crate::groups::display_list;
 use crate::proxy::{Proxy, Side, UpstreamConnector};
@@ -70,12 +70,13 @@ impl Sidecar {
                 });
                 let admin = start_admin(s.common.admin, &state).await?;
                 let cert = acceptor.certificate();
+                let (policy, groups) = (acceptor.policy(), acceptor.groups());
                 let summary = format!(
                     "mcp-pqtls server: listening on https://{} -> upstream {}; policy {}, groups {}; certificate {} ({}, expires {}){}{}",
                     listener.local_addr()?,
                     s.upstream,
-                    acceptor.policy().mode,
-                    display_list(acceptor.groups()),
+                    policy.mode,
+                    display_list(&groups),
                     cert.subject,
                     cert.key_algorithm,
                     cert.not_after,
@@ -88,8 +89,8 @@ impl Sidecar {
                     admin,
                     summary,
                 };
-                info!(listen = %info.listen, upstream = %s.upstream, policy = %acceptor.policy().mode,
-                    groups = %display_list(acceptor.groups()), admin = ?admin, "Server sidecar started");
+                info!(listen = %info.listen, upstream = %s.upstream, policy = %policy.mode,
+                    groups = %display_list(&groups), admin = ?admin, "Server sidecar started");
                 let jwks_refresh = match &gate {
                     Some(g) => {
                         g.log_started();
@@ -101,13 +102,16 @@ impl Sidecar {
                 // /readyz at once.
                 state.ready.store(true, Relaxed);
                 started(&info);
-                let reload = tokio::spawn(reload_loop(
-                    acceptor.clone(),
-                    s.cert,
-                    s.key,
-                    s.common.reload_interval,
-                    state.clone(),
-                ));
+                let reload = tokio::spawn(
+                    Reload {
+                        acceptor: acceptor.clone(),
+                        cert: s.cert,
+                        key: s.key,
+                        source: s.source,
+                        state: state.clone(),
+                    }
+                    .run(s.common.reload_interval),
+                );
                 let metrics = acceptor.metrics().clone();
                 let result = serve(
                     listener,
@@ -259,55 +263,101 @@ async fn start_admin(
     Ok(Some(bound))
 }
 
-/// Reloads the certificate and key on SIGHUP and, every `interval`, when either file's
-/// modification time changed. A pair that does not load is refused and logged; the old
-/// one stays in use.
-async fn reload_loop(
+/// What a running server sidecar reloads: the certificate and key, and the groups and policy
+/// of its config file.
+struct Reload {
     acceptor: Arc<PqAcceptor>,
     cert: PathBuf,
     key: PathBuf,
-    interval: Option<Duration>,
+    source: Option<ConfigSource>,
     state: Arc<AdminState>,
-) {
-    let mut seen = (modified(&cert), modified(&key));
-    #[cfg(unix)]
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    loop {
-        let poll = async {
-            match interval {
-                Some(i) => tokio::time::sleep(i).await,
-                None => std::future::pending().await,
-            }
+}
+
+impl Reload {
+    /// Reloads everything on SIGHUP and, every `interval`, what changed on disk (by
+    /// modification time). Whatever does not load or validate is refused and logged, and
+    /// the old stays in use.
+    async fn run(self, interval: Option<Duration>) {
+        let watched = || {
+            (
+                modified(&self.cert),
+                modified(&self.key),
+                self.source.as_ref().and_then(|s| modified(&s.file)),
+            )
         };
+        let mut seen = watched();
         #[cfg(unix)]
-        let hangup = async {
-            match hup.as_mut() {
-                Some(h) => h.recv().await,
-                None => std::future::pending().await,
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        loop {
+            let poll = async {
+                match interval {
+                    Some(i) => tokio::time::sleep(i).await,
+                    None => std::future::pending().await,
+                }
+            };
+            #[cfg(unix)]
+            let hangup = async {
+                match hup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let hangup = std::future::pending::<Option<()>>();
+            let trigger = tokio::select! {
+                _ = poll => "file change",
+                _ = hangup => "SIGHUP",
+            };
+            let now = watched();
+            let everything = trigger == "SIGHUP";
+            if everything || now.2 != seen.2 {
+                self.policy(trigger);
             }
-        };
-        #[cfg(not(unix))]
-        let hangup = std::future::pending::<Option<()>>();
-        let trigger = tokio::select! {
-            _ = poll => "file change",
-            _ = hangup => "SIGHUP",
-        };
-        let now = (modified(&cert), modified(&key));
-        if trigger == "file change" && now == seen {
-            continue;
+            if everything || (now.0, now.1) != (seen.0, seen.1) {
+                self.certificate(trigger);
+            }
+            seen = now;
         }
-        seen = now;
-        match Identity::load(&cert, &key, acceptor.signature_schemes()) {
+    }
+
+    fn certificate(&self, trigger: &str) {
+        match Identity::load(&self.cert, &self.key, self.acceptor.signature_schemes()) {
             Ok(identity) => {
                 let info = identity.info().clone();
-                acceptor.replace_identity(identity);
-                state.reloads_ok.fetch_add(1, Relaxed);
+                self.acceptor.replace_identity(identity);
+                self.state.reloads_ok.fetch_add(1, Relaxed);
                 info!(trigger, subject = %info.subject, key_algorithm = %info.key_algorithm,
                     not_after = %info.not_after, "Certificate reloaded: new handshakes use it");
             }
             Err(e) => {
-                state.reloads_failed.fetch_add(1, Relaxed);
+                self.state.reloads_failed.fetch_add(1, Relaxed);
                 error!(trigger, error = %e, "Certificate reload refused; still serving the previous certificate");
+            }
+        }
+    }
+
+    fn policy(&self, trigger: &str) {
+        let Some(source) = &self.source else { return };
+        let file = source.file.display();
+        let reloaded = source.reload_policy().and_then(|r| {
+            self.acceptor
+                .replace_policy(&r.groups, r.policy.clone())
+                .map_err(ConfigError::Server)?;
+            Ok(r)
+        });
+        match reloaded {
+            Ok(r) => {
+                self.state.policy_reloads_ok.fetch_add(1, Relaxed);
+                info!(trigger, %file, policy = %r.policy.mode, groups = %display_list(&r.groups),
+                    "Groups and policy reloaded: new handshakes use them; established connections keep theirs");
+                if !r.restart_needed.is_empty() {
+                    warn!(%file, fields = %r.restart_needed.join(", "),
+                        "Settings changed that only a restart applies; still running with the previous ones");
+                }
+            }
+            Err(e) => {
+                self.state.policy_reloads_failed.fetch_add(1, Relaxed);
+                error!(trigger, %file, error = %e, "Groups and policy reload refused; still using the previous ones");
             }
         }
     }

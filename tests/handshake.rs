@@ -404,3 +404,82 @@ async fn client_connections_disable_nagle() {
     assert!(tls.get_ref().0.nodelay().unwrap());
     server.stop().await;
 }
+
+#[tokio::test]
+async fn replaced_policy_applies_to_new_handshakes_and_spares_established_ones() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper::body::Bytes;
+
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let server =
+        Server::start(pki.server(&[X25519MLKEM768, X25519], policy(PolicyMode::PqPreferred))).await;
+    let mut classical_config = pki.client(&[X25519], PolicyMode::ClassicalAllowed);
+    classical_config.alpn = vec![b"http/1.1".to_vec()];
+    let classical = connector(classical_config);
+    // A classical connection established before the swap, kept open across it.
+    let (tls, info) = classical
+        .connect("localhost", server.addr.port())
+        .await
+        .unwrap();
+    assert_eq!(info.group, "X25519");
+    let (mut held, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+
+    // A policy that cannot work is refused whole; the old one stays.
+    let err = server
+        .acceptor
+        .replace_policy(&[X25519], policy(PolicyMode::PqRequired))
+        .unwrap_err();
+    assert!(err.to_string().contains("pq-required"), "{err}");
+    assert_eq!(server.acceptor.policy().mode, PolicyMode::PqPreferred);
+    fetch(&classical, &server).await.unwrap();
+
+    server
+        .acceptor
+        .replace_policy(
+            &[SecP384r1MLKEM1024, X25519MLKEM768, X25519],
+            policy(PolicyMode::PqRequired),
+        )
+        .unwrap();
+    // Under pq-required only the pq groups are in use.
+    assert_eq!(
+        server.acceptor.groups(),
+        [SecP384r1MLKEM1024, X25519MLKEM768]
+    );
+    let err = fetch(&classical, &server).await.unwrap_err();
+    assert_eq!(
+        alert(&err),
+        Some(AlertDescription::HandshakeFailure),
+        "{err}"
+    );
+    let pq = connector(pki.client(
+        &[X25519MLKEM768, SecP384r1MLKEM1024],
+        PolicyMode::PqRequired,
+    ));
+    let (ours, _) = fetch(&pq, &server).await.unwrap();
+    assert_eq!(ours.group, "SecP384r1MLKEM1024");
+    assert!(
+        ours.hello_retry,
+        "the client's first share was X25519MLKEM768"
+    );
+
+    // The connection from before still serves, on what it negotiated.
+    let res = held
+        .send_request(
+            http::Request::get("/")
+                .header(http::header::HOST, "localhost")
+                .body(Empty::<Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let theirs: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(theirs["group"], "X25519");
+    let m = server.acceptor.metrics().snapshot();
+    assert_eq!((m.handshakes(X25519), m.policy_refusals), (2, 1));
+    drop(held);
+    server.stop().await;
+}

@@ -115,6 +115,90 @@ async fn certificate_reload_keeps_open_streams_and_refuses_a_bad_certificate() {
     );
 }
 
+/// Replaces `path` by rename, as operators should: a poll never reads half a file.
+fn install_config(path: &Path, text: &str) {
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[tokio::test]
+async fn policy_reload_from_the_config_file_keeps_open_streams_and_refuses_a_bad_file() {
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("server.toml");
+    install_config(
+        &config,
+        "groups = [\"X25519MLKEM768\", \"X25519\"]\npolicy = \"pq-preferred\"\n",
+    );
+    let server = spawn_server(
+        pki.dir.path(),
+        &upstream.url(),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--reload-interval",
+            "100ms",
+        ],
+    );
+    let classical = support::connector(pki.client(&[Group::X25519], PolicyMode::ClassicalAllowed));
+    let pq = support::connector(pki.client(
+        &[Group::X25519MLKEM768, Group::SecP384r1MLKEM1024],
+        PolicyMode::PqRequired,
+    ));
+    let mut stream = open_stream(pq.clone(), server.port, "/sse").await;
+    read_until(&mut stream, "data: one").await;
+    let fetched = mcp_pqtls::get(&classical, url(server.port, "/headers"))
+        .await
+        .unwrap();
+    assert_eq!(fetched.info.group, "X25519");
+
+    // A new policy, and a setting that only a restart applies.
+    install_config(
+        &config,
+        "groups = [\"SecP384r1MLKEM1024\", \"X25519MLKEM768\"]\npolicy = \"pq-required\"\nmax-body-bytes = 1000\n",
+    );
+    server.wait_log(&[
+        "Groups and policy reloaded",
+        "pq-required",
+        "SecP384r1MLKEM1024, X25519MLKEM768",
+    ]);
+    server.wait_log(&["only a restart applies", "max-body-bytes"]);
+    let refused = mcp_pqtls::get(&classical, url(server.port, "/headers"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.alert(),
+        Some(rustls::AlertDescription::HandshakeFailure),
+        "{refused}"
+    );
+    let fetched = mcp_pqtls::get(&pq, url(server.port, "/headers"))
+        .await
+        .unwrap();
+    assert_eq!(fetched.info.group, "SecP384r1MLKEM1024");
+
+    // The stream opened under the old policy keeps going.
+    upstream.release.notify_one();
+    read_until(&mut stream, "data: two").await;
+
+    // A file that could not start is refused whole; the policy in use stays.
+    install_config(&config, "groups = [\"X25519\"]\npolicy = \"pq-required\"\n");
+    let line = server.wait_log(&["Groups and policy reload refused"]);
+    assert!(line.contains("pq-required"), "{line}");
+    let fetched = mcp_pqtls::get(&pq, url(server.port, "/headers"))
+        .await
+        .unwrap();
+    assert_eq!(fetched.info.group, "SecP384r1MLKEM1024");
+    let metrics = scrape(server.admin.unwrap()).await;
+    for sample in [
+        "mcp_pqtls_policy_reloads_total{result=\"ok\"} 1",
+        "mcp_pqtls_policy_reloads_total{result=\"failed\"} 1",
+    ] {
+        assert!(metrics.contains(sample), "{sample}\n{metrics}");
+    }
+}
+
 async fn scrape(admin: u16) -> String {
     get_plain(&format!("http://127.0.0.1:{admin}/metrics"))
         .await

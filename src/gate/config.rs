@@ -20,7 +20,7 @@ use crate::policy::PolicyMode;
 use crate::tls::{ClientTlsConfig, PqConnector, Trust};
 
 /// `[auth]` as written: OAuth 2.1 resource-server checks.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct AuthSection {
     /// A JWKS file.
@@ -48,7 +48,7 @@ pub struct AuthSection {
 }
 
 /// One `[[rules]]` entry as written.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RuleSection {
     /// Name in refusals, audit records and metrics. Default is `rules[N]`.
@@ -70,7 +70,7 @@ pub struct RuleSection {
 }
 
 /// One `[[rate-limit]]` entry as written.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RateLimitSection {
     /// Name in 429s, audit records and metrics. Default is `rate-limit[N]`.
@@ -86,7 +86,7 @@ pub struct RateLimitSection {
 }
 
 /// `[audit]` as written.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct AuditSection {
     /// A JSON-lines file, or `-` for stdout. Required.
@@ -99,7 +99,7 @@ pub struct AuditSection {
 
 /// A TOML value that may be one table or an array of tables (`[rate-limit]` or
 /// `[[rate-limit]]`).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct OneOrMany<T>(pub Vec<T>);
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {

@@ -76,23 +76,60 @@ pub enum ClientAuth {
 
 /// Accepts TCP connections into PQ TLS under a policy. Cheap to share behind an `Arc`.
 pub struct PqAcceptor {
-    groups: Vec<Group>,
-    policy: Policy,
+    /// Replaced whole by [`PqAcceptor::replace_policy`]; each handshake reads it once.
+    negotiation: RwLock<Arc<Negotiation>>,
     /// Shared with every config's cert resolver, so a reload reaches them all at once.
     identity: Arc<CurrentIdentity>,
+    parts: ConfigParts,
+    handshake_timeout: Duration,
+    metrics: Arc<Metrics>,
+}
+
+/// The groups and policy a handshake is decided under, with a config per group.
+struct Negotiation {
+    groups: Vec<Group>,
+    policy: Policy,
     /// One config per group: the handshake can only end on that group.
     configs: HashMap<Group, Arc<rustls::ServerConfig>>,
     /// Config used to refuse: holds no group the refused client offered (see `refusal_group`).
     refusal_group: Group,
-    parts: ConfigParts,
-    handshake_timeout: Duration,
-    metrics: Arc<Metrics>,
+}
+
+impl Negotiation {
+    fn new(groups: &[Group], policy: Policy, parts: &ConfigParts) -> Result<Self, ServerError> {
+        policy.validate(groups, parts.client_certs)?;
+        // Classical groups in a pq-required list can never be chosen; keep only usable ones.
+        let groups: Vec<Group> = match policy.mode {
+            crate::PolicyMode::PqRequired => groups.iter().copied().filter(|g| g.is_pq()).collect(),
+            _ => groups.to_vec(),
+        };
+        let configs = groups
+            .iter()
+            .map(|g| {
+                let provider = provider(&[*g], &parts.algorithms.cipher_suites);
+                Ok((*g, parts.build(provider, None)?))
+            })
+            .collect::<Result<HashMap<_, _>, ServerError>>()?;
+        let refusal_group = groups
+            .iter()
+            .copied()
+            .find(|g| g.is_pq())
+            .unwrap_or(groups[0]);
+        Ok(Self {
+            groups,
+            policy,
+            configs,
+            refusal_group,
+        })
+    }
 }
 
 /// What every per-group config shares, so that a session ticket issued under one config
 /// resumes under another.
 struct ConfigParts {
     algorithms: Algorithms,
+    /// Client certificates are asked for, so identity rules may apply.
+    client_certs: bool,
     schemes: Arc<[SignatureScheme]>,
     verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
     identity: Arc<CurrentIdentity>,
@@ -112,22 +149,10 @@ impl PqAcceptor {
             alpn,
             handshake_timeout,
         } = config;
-        let client_certs = !matches!(client_auth, ClientAuth::None);
-        policy.validate(&algorithms.groups, client_certs)?;
         if algorithms.cipher_suites.is_empty() {
             return Err(ServerError::NoCipherSuites);
         }
-        // Classical groups in a pq-required list can never be chosen; keep only usable ones.
-        let groups: Vec<Group> = match policy.mode {
-            crate::PolicyMode::PqRequired => algorithms
-                .groups
-                .iter()
-                .copied()
-                .filter(|g| g.is_pq())
-                .collect(),
-            _ => algorithms.groups.clone(),
-        };
-        let verify_provider = provider(&groups, &algorithms.cipher_suites);
+        let verify_provider = provider(&algorithms.groups, &algorithms.cipher_suites);
         let verifier: Arc<dyn rustls::server::danger::ClientCertVerifier> = match &client_auth {
             ClientAuth::None => WebPkiClientVerifier::no_client_auth(),
             ClientAuth::Optional(roots) => {
@@ -142,6 +167,7 @@ impl PqAcceptor {
         };
         let parts = ConfigParts {
             schemes: algorithms.signature_schemes.clone().into(),
+            client_certs: !matches!(client_auth, ClientAuth::None),
             algorithms,
             verifier,
             identity: Arc::new(CurrentIdentity(RwLock::new(Arc::new(identity)))),
@@ -149,24 +175,10 @@ impl PqAcceptor {
             ticketer: rustls::crypto::aws_lc_rs::Ticketer::new()?,
             session_storage: ServerSessionMemoryCache::new(4096),
         };
-        let configs = groups
-            .iter()
-            .map(|g| {
-                let provider = provider(&[*g], &parts.algorithms.cipher_suites);
-                Ok((*g, parts.build(provider, None)?))
-            })
-            .collect::<Result<HashMap<_, _>, ServerError>>()?;
-        let refusal_group = groups
-            .iter()
-            .copied()
-            .find(|g| g.is_pq())
-            .unwrap_or(groups[0]);
+        let negotiation = Negotiation::new(&parts.algorithms.groups, policy, &parts)?;
         Ok(Self {
-            groups,
-            policy,
+            negotiation: RwLock::new(Arc::new(negotiation)),
             identity: parts.identity.clone(),
-            configs,
-            refusal_group,
             parts,
             handshake_timeout,
             metrics: Arc::default(),
@@ -179,14 +191,37 @@ impl PqAcceptor {
         &self.metrics
     }
 
-    /// The groups in use, in order of preference.
-    pub fn groups(&self) -> &[Group] {
-        &self.groups
+    /// The groups in use, in order of preference (under `pq-required`, only the pq ones).
+    pub fn groups(&self) -> Vec<Group> {
+        self.negotiation().groups.clone()
     }
 
     /// The policy in use.
-    pub fn policy(&self) -> &Policy {
-        &self.policy
+    pub fn policy(&self) -> Policy {
+        self.negotiation().policy.clone()
+    }
+
+    /// Decides handshakes under `groups` (in order of preference) and `policy` from the next
+    /// ClientHello on; connections already established, and their streams, keep what they
+    /// negotiated. Suites, signature schemes and client authentication stay as built.
+    ///
+    /// A policy that does not fit the groups (or needs client certificates that are not
+    /// asked for) is refused, and the current one stays.
+    pub fn replace_policy(&self, groups: &[Group], policy: Policy) -> Result<(), ServerError> {
+        let negotiation = Arc::new(Negotiation::new(groups, policy, &self.parts)?);
+        *self
+            .negotiation
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = negotiation;
+        Ok(())
+    }
+
+    fn negotiation(&self) -> Arc<Negotiation> {
+        // A poisoned lock only means a panic elsewhere mid-swap; the value is a whole Arc.
+        self.negotiation
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The signature schemes an identity must be able to sign with (see
@@ -263,25 +298,26 @@ impl PqAcceptor {
             .get()
             .scheme_for(client_hello.signature_schemes());
 
-        let permit = match self.policy.decide(&self.groups, &hello) {
+        let now = self.negotiation();
+        let permit = match now.policy.decide(&now.groups, &hello) {
             Ok(permit) => permit,
             Err(refusal) => {
                 // rustls sends the alert: this config holds no group the client offered.
                 let _ = start
-                    .into_stream(self.configs[&self.refusal_group].clone())
+                    .into_stream(now.configs[&now.refusal_group].clone())
                     .await;
                 return Err(AcceptError::Refused(refusal));
             }
         };
         let (config, gate) = match &permit.identity_check {
-            // `decide` only ever picks from `self.groups`, and every one has a config.
-            None => (self.configs[&permit.group].clone(), None),
+            // `decide` only ever picks from `now.groups`, and every one has a config.
+            None => (now.configs[&permit.group].clone(), None),
             Some(check) => {
                 let gate = Arc::new(IdentityGate::new(check.clone()));
                 (
                     self.parts.build(
                         // The cached config's provider already holds exactly this group.
-                        self.configs[&permit.group].crypto_provider().clone(),
+                        now.configs[&permit.group].crypto_provider().clone(),
                         Some(gate.clone()),
                     )?,
                     Some(gate),
@@ -340,9 +376,10 @@ impl PqAcceptor {
 
 impl fmt::Debug for PqAcceptor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let now = self.negotiation();
         f.debug_struct("PqAcceptor")
-            .field("groups", &display_list(&self.groups))
-            .field("policy", &self.policy)
+            .field("groups", &display_list(&now.groups))
+            .field("policy", &now.policy)
             .finish_non_exhaustive()
     }
 }
