@@ -1,7 +1,8 @@
 //! Soak: MCP sessions through the full tunnel (client sidecar -> PQ TLS -> server sidecar, the
 //! real binaries) to an upstream in this process, with open SSE streams and steady
 //! `tools/call` POSTs, while the server's certificate is reloaded, the upstream restarts, the
-//! server sidecar is rolled onto another group policy, and finally gets SIGTERM.
+//! server sidecar rotates to another group policy (its config file, on SIGHUP), and finally
+//! gets SIGTERM.
 //!
 //! `MCP_PQTLS_SOAK_SECS` sets the length (default 24 s, what CI runs); `tests/soak/run N`
 //! runs it for N minutes and writes the figures to `MCP_PQTLS_SOAK_REPORT`. Every SSE event
@@ -295,17 +296,26 @@ fn install_cert(from: &Pki, dir: &std::path::Path) {
     }
 }
 
-fn server_sidecar(
-    port: u16,
-    upstream: SocketAddr,
-    dir: &std::path::Path,
-    groups: &str,
-    policy: &str,
-) -> Proc {
+/// Writes `dir/server.toml` (by rename) with `groups` and `policy`.
+fn install_policy(dir: &std::path::Path, groups: &[&str], policy: &str) {
+    let tmp = dir.join(".server.toml.new");
+    std::fs::write(
+        &tmp,
+        format!("groups = {groups:?}\npolicy = \"{policy}\"\n"),
+    )
+    .unwrap();
+    std::fs::rename(&tmp, dir.join("server.toml")).unwrap();
+}
+
+/// The server sidecar: flags, and `dir/server.toml` for the groups and policy it reloads.
+fn server_sidecar(port: u16, upstream: SocketAddr, dir: &std::path::Path) -> Proc {
     let cert = dir.join("server.pem");
     let key = dir.join("server.key");
+    let config = dir.join("server.toml");
     Proc::spawn(&[
         "server",
+        "--config",
+        config.to_str().unwrap(),
         "--listen",
         &format!("127.0.0.1:{port}"),
         "--upstream",
@@ -316,10 +326,6 @@ fn server_sidecar(
         key.to_str().unwrap(),
         "--admin",
         "127.0.0.1:0",
-        "--groups",
-        groups,
-        "--policy",
-        policy,
         "--drain-timeout",
         "3s",
         "--reload-interval",
@@ -386,13 +392,8 @@ async fn soak_through_the_tunnel_with_reloads_restarts_rotation_and_sigterm() {
     let up_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut upstream = Some(SoakUpstream::start(up_addr, produced.clone()).await);
     let server_port = free_port();
-    let mut server = server_sidecar(
-        server_port,
-        up_addr,
-        dir.path(),
-        "X25519MLKEM768,X25519",
-        "pq-preferred",
-    );
+    install_policy(dir.path(), &["X25519MLKEM768", "X25519"], "pq-preferred");
+    let server = server_sidecar(server_port, up_addr, dir.path());
     let client = Proc::spawn(&[
         "client",
         "--listen",
@@ -461,38 +462,51 @@ async fn soak_through_the_tunnel_with_reloads_restarts_rotation_and_sigterm() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     phase.set("steady");
 
-    // (3) Group policy rotation: the server sidecar reads groups and policy at start-up only,
-    // so it is rolled: SIGTERM to the old one (it stops listening at once and drains its
-    // streams for 3 s) and the new one, pq-required on SecP384r1MLKEM1024, on the same port.
+    // (3) Group policy rotation, in place: the config file now says pq-required on
+    // SecP384r1MLKEM1024 first, and SIGHUP has the server sidecar re-read it. New handshakes
+    // get the new policy; the tunnel's established connection and its streams carry on.
     tokio::time::sleep_until(at(0.6).into()).await;
-    quiesce(&produced, &seen).await;
     phase.set("policy rotation");
-    let old_server_usage = proc_usage(server.child.0.id());
-    server.signal("-TERM");
-    server.wait_log(&["Shutting down"]);
-    let old = std::mem::replace(
-        &mut server,
-        server_sidecar(
-            server_port,
-            up_addr,
-            dir.path(),
-            "SecP384r1MLKEM1024,X25519MLKEM768",
-            "pq-required",
-        ),
+    install_policy(
+        dir.path(),
+        &["SecP384r1MLKEM1024", "X25519MLKEM768"],
+        "pq-required",
     );
-    let mut old_child = old.child;
-    let old_exit = tokio::task::spawn_blocking(move || old_child.0.wait().unwrap())
-        .await
-        .unwrap();
-    assert!(
-        old_exit.success(),
-        "the old server sidecar exited {old_exit:?}"
-    );
-    // Events resume once the old sidecar has cut what it still carried: none were in flight.
-    produced.paused.store(false, SeqCst);
+    server.signal("-HUP");
+    server.wait_log(&["Groups and policy reloaded", "policy=pq-required"]);
+    let trust_both = |groups: &[mcp_pqtls::Group], policy| {
+        mcp_pqtls::config::ClientOptions {
+            ca: Some(trust.clone()),
+            groups: Some(mcp_pqtls::groups::GroupList(groups.to_vec())),
+            policy: Some(policy),
+            ..Default::default()
+        }
+        .build()
+        .unwrap()
+    };
+    // Handshakes only: any GET to this upstream is an endless SSE stream.
+    let rotated_group = trust_both(
+        &[
+            mcp_pqtls::Group::X25519MLKEM768,
+            mcp_pqtls::Group::SecP384r1MLKEM1024,
+        ],
+        mcp_pqtls::PolicyMode::PqRequired,
+    )
+    .connect("localhost", server_port)
+    .await
+    .map(|(_, info)| info.group)
+    .unwrap_or_else(|e| format!("error: {e}"));
+    let classical_after = trust_both(
+        &[mcp_pqtls::Group::X25519],
+        mcp_pqtls::PolicyMode::ClassicalAllowed,
+    )
+    .connect("localhost", server_port)
+    .await
+    .map(|(_, info)| format!("served on {}", info.group))
+    .unwrap_or_else(|e| format!("refused: {e}"));
     tokio::time::sleep(Duration::from_millis(500)).await;
     phase.set("steady");
-    let usage_server_rotated = proc_usage(server.child.0.id());
+    // The tunnel still runs on the connection it made before the rotation.
     let res = http
         .request(
             Request::post(format!("{url}/mcp"))
@@ -501,10 +515,15 @@ async fn soak_through_the_tunnel_with_reloads_restarts_rotation_and_sigterm() {
         )
         .await
         .unwrap();
-    let rotated_group = res
+    let tunnel_group = res
         .headers()
         .get("x-mcp-pqtls-group")
         .map(|v| v.to_str().unwrap().to_owned());
+    let policy_reloads = metric(
+        server.admin.unwrap(),
+        "mcp_pqtls_policy_reloads_total{result=\"ok\"}",
+    )
+    .await;
 
     // (4) Steady until the end, then SIGTERM with the streams still open.
     tokio::time::sleep_until(at(0.95).into()).await;
@@ -573,7 +592,7 @@ async fn soak_through_the_tunnel_with_reloads_restarts_rotation_and_sigterm() {
     }
     let unexplained: u64 = ended
         .iter()
-        .filter(|((phase, clean), _)| !clean && !matches!(*phase, "policy rotation" | "SIGTERM"))
+        .filter(|((phase, clean), _)| !clean && *phase != "SIGTERM")
         .map(|(_, n)| *n)
         .sum();
     let unclean_restart: u64 = ended
@@ -603,7 +622,7 @@ async fn soak_through_the_tunnel_with_reloads_restarts_rotation_and_sigterm() {
         .lock()
         .unwrap()
         .iter()
-        .filter(|(p, _)| !matches!(**p, "upstream restart" | "policy rotation"))
+        .filter(|(p, _)| **p != "upstream restart")
         .map(|(_, n)| *n)
         .sum();
     let report = format!(
@@ -618,11 +637,12 @@ async fn soak_through_the_tunnel_with_reloads_restarts_rotation_and_sigterm() {
          {}\n\
          | unexplained broken streams | {unexplained} |\n\
          | certificate reloads (SIGHUP, ok) | {reloads} |\n\
-         | group after rotation | {} |\n\
+         | group and policy reloads (SIGHUP, ok; the cert reloads' SIGHUPs re-read it too) | {policy_reloads} |\n\
+         | after rotation: a new pq handshake / a new X25519-only handshake | {rotated_group} / {classical_after} |\n\
+         | after rotation: the tunnel's connection (made before it) | {} |\n\
          | streams open at SIGTERM, ended (not hung) / server exit | {term_ended} / {:?} after {term_secs:.1} s |\n\
          | client sidecar RSS / fds, at 10% -> at the end | {} KiB / {} -> {} KiB / {} |\n\
-         | server sidecar RSS / fds, at 10% -> before rotation | {} KiB / {} -> {} KiB / {} |\n\
-         | rotated server sidecar RSS / fds, after start -> at the end | {} KiB / {} -> {} KiB / {} |\n",
+         | server sidecar RSS / fds, at 10% -> at the end | {} KiB / {} -> {} KiB / {} |\n",
         posts_before_term,
         seen.posts_ok.load(SeqCst),
         seen.posts_refused.load(SeqCst),
@@ -633,11 +653,10 @@ async fn soak_through_the_tunnel_with_reloads_restarts_rotation_and_sigterm() {
         seen.streams_refused.load(SeqCst),
         refused_lines.join("\n"),
         ended_lines.join("\n"),
-        rotated_group.as_deref().unwrap_or("?"),
+        tunnel_group.as_deref().unwrap_or("?"),
         exit.code(),
         usage_client_start.0, usage_client_start.1, usage_client_end.0, usage_client_end.1,
-        usage_server_start.0, usage_server_start.1, old_server_usage.0, old_server_usage.1,
-        usage_server_rotated.0, usage_server_rotated.1, usage_server_end.0, usage_server_end.1,
+        usage_server_start.0, usage_server_start.1, usage_server_end.0, usage_server_end.1,
     );
     println!("{report}");
     if let Ok(path) = std::env::var("MCP_PQTLS_SOAK_REPORT") {
@@ -648,7 +667,7 @@ async fn soak_through_the_tunnel_with_reloads_restarts_rotation_and_sigterm() {
     assert_eq!(out_of_order, 0, "SSE events out of order\n{report}");
     assert_eq!(
         unexplained, 0,
-        "streams broke outside a server restart\n{report}"
+        "streams broke before the final SIGTERM\n{report}"
     );
     assert_eq!(
         unclean_restart, 0,
@@ -656,14 +675,16 @@ async fn soak_through_the_tunnel_with_reloads_restarts_rotation_and_sigterm() {
     );
     assert_eq!(
         refused_steady, 0,
-        "requests failed outside a restart\n{report}"
+        "requests failed outside the upstream restart\n{report}"
     );
     assert!(reloads >= 4, "{report}");
-    assert_eq!(
-        rotated_group.as_deref(),
-        Some("SecP384r1MLKEM1024"),
+    assert_eq!(policy_reloads, reloads + 1, "{report}");
+    assert_eq!(rotated_group, "SecP384r1MLKEM1024", "{report}");
+    assert!(
+        classical_after.starts_with("refused") && classical_after.contains("handshake"),
         "{report}"
     );
+    assert_eq!(tunnel_group.as_deref(), Some("X25519MLKEM768"), "{report}");
     assert!(
         seen.posts_ok.load(SeqCst) > 0 && received_total > 0,
         "{report}"
