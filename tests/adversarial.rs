@@ -590,20 +590,30 @@ async fn http1_smuggling_and_malformed_heads_are_refused_before_the_upstream() {
     honest_request(pki, running).await;
 }
 
+/// A raw h2 client over PQ TLS to the sidecar, and the task driving its connection.
+async fn h2_client(
+    pki: &Pki,
+    running: &Running,
+) -> (
+    h2::client::SendRequest<Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let mut config = pki.client(&[Group::X25519MLKEM768], PolicyMode::PqRequired);
+    config.alpn = vec![b"h2".to_vec()];
+    let (tls, _) = support::connector(config)
+        .connect("localhost", running.started.listen.port())
+        .await
+        .unwrap();
+    let (h2, conn) = h2::client::handshake(tls).await.unwrap();
+    (h2, tokio::spawn(conn))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_rapid_reset_is_cut_off_and_other_clients_are_served() {
     let w = scene(SidecarConfig::default()).await;
     let (pki, upstream, running) = (&w.pki, &w.upstream, &w.running);
     let baseline = w.baseline;
-    let mut config = pki.client(&[Group::X25519MLKEM768], PolicyMode::PqRequired);
-    config.alpn = vec![b"h2".to_vec()];
-    let connector = support::connector(config);
-    let (tls, _) = connector
-        .connect("localhost", running.started.listen.port())
-        .await
-        .unwrap();
-    let (mut h2, conn) = h2::client::handshake(tls).await.unwrap();
-    let driver = tokio::spawn(conn);
+    let (mut h2, driver) = h2_client(pki, running).await;
     const ATTEMPTS: usize = 10_000;
     let mut sent = 0;
     let outcome = tokio::time::timeout(GUARD, async {
@@ -649,14 +659,7 @@ async fn h2_rapid_reset_is_cut_off_and_other_clients_are_served() {
 async fn h2_resets_of_accepted_streams_get_goaway_too() {
     let w = scene(SidecarConfig::default()).await;
     let (pki, upstream, running) = (&w.pki, &w.upstream, &w.running);
-    let mut config = pki.client(&[Group::X25519MLKEM768], PolicyMode::PqRequired);
-    config.alpn = vec![b"h2".to_vec()];
-    let (tls, _) = support::connector(config)
-        .connect("localhost", running.started.listen.port())
-        .await
-        .unwrap();
-    let (mut h2, conn) = h2::client::handshake(tls).await.unwrap();
-    let driver = tokio::spawn(conn);
+    let (mut h2, driver) = h2_client(pki, running).await;
     const ATTEMPTS: usize = 1_000;
     let mut reset = 0;
     let outcome = tokio::time::timeout(GUARD, async {
