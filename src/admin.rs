@@ -108,11 +108,11 @@ impl AdminState {
         sample(&mut out, "connections_rejected_total", "", conns.1);
         family(
             &mut out,
-            "h2_reset_flood_goaways_total",
+            "h2_reset_floods_total",
             "counter",
-            "h2 connections sent GOAWAY because most of their streams were reset before a response (rapid reset).",
+            "h2 connections sent GOAWAY and closed because most of their streams were reset before a response (rapid reset).",
         );
-        sample(&mut out, "h2_reset_flood_goaways_total", "", conns.2);
+        sample(&mut out, "h2_reset_floods_total", "", conns.2);
         render_proxy(&mut out, &self.proxy.snapshot());
         if let Some(gate) = &self.gate {
             render_gate(&mut out, &gate.snapshot());

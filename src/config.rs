@@ -637,6 +637,8 @@ pub struct PolicyReload {
     /// Fields, other than the [`RELOADABLE`] ones, that changed since start: only a
     /// restart applies them.
     pub restart_needed: Vec<String>,
+    /// [`RELOADABLE`] fields the file sets but a command-line flag overrides.
+    pub overridden_by_flags: Vec<String>,
 }
 
 impl ConfigSource {
@@ -654,14 +656,19 @@ impl ConfigSource {
     /// `check-config` would (a file that could not start is not half applied); returns the
     /// groups and policy it now asks for.
     pub fn reload_policy(&self) -> Result<PolicyReload, ConfigError> {
-        let now = Self::load(self.file.clone(), self.flags.clone())?.running;
+        let file = SidecarConfig::from_file(&self.file)?;
+        let now = file.clone().overlay(self.flags.clone());
         let mut restart_needed = self.running.differing(&now);
         restart_needed.retain(|f| !RELOADABLE.contains(&f.as_str()));
+        let set_in_file = file.differing(&SidecarConfig::default());
+        let mut overridden_by_flags = file.differing(&now);
+        overridden_by_flags.retain(|f| RELOADABLE.contains(&f.as_str()) && set_in_file.contains(f));
         match now.resolve(Mode::Server)? {
             Sidecar::Server(s) => Ok(PolicyReload {
                 groups: s.acceptor.groups(),
                 policy: s.acceptor.policy(),
                 restart_needed,
+                overridden_by_flags,
             }),
             Sidecar::Client(_) => Err(ConfigError::Field {
                 field: "mode",

@@ -97,7 +97,7 @@ impl Metrics {
         self.connections_rejected.fetch_add(1, Relaxed);
     }
 
-    /// Counts a connection sent GOAWAY because most of its streams were reset before their
+    /// Counts a connection sent GOAWAY and closed because most of its streams were reset before their
     /// response (h2 rapid reset).
     pub(crate) fn reset_flood(&self) {
         self.reset_floods.fetch_add(1, Relaxed);
@@ -168,7 +168,7 @@ pub struct MetricsSnapshot {
     pub connections_active: u64,
     /// Connections closed unserved because the connection limit was reached.
     pub connections_rejected: u64,
-    /// Connections sent GOAWAY because most of their streams were reset before their
+    /// Connections sent GOAWAY and closed because most of their streams were reset before their
     /// response (h2 rapid reset).
     pub reset_floods: u64,
 }

@@ -136,8 +136,9 @@ where
     B::Error: Into<BoxError>,
     F: Future,
 {
-    // Every connection task holds a receiver: the channel closing means all have ended.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Every connection's task, so that the drain can wait for them and then end the rest.
+    let mut connections = tokio::task::JoinSet::new();
     let permits = Arc::new(Semaphore::new(options.max_connections));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -164,6 +165,7 @@ where
             },
             _ = &mut shutdown => break,
         };
+        while connections.try_join_next().is_some() {}
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             metrics.connection_rejected();
             warn!(client.addr = %peer, max_connections = options.max_connections, "Connection refused: max-connections reached");
@@ -178,7 +180,7 @@ where
         let metrics = metrics.clone();
         let counted = metrics.connection_opened();
         let span = tracing::info_span!("conn", client.addr = %peer);
-        tokio::spawn(
+        connections.spawn(
             async move {
                 let _permit = (permit, counted);
                 let (io, info) = match acceptor {
@@ -218,9 +220,14 @@ where
                 };
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
                 tokio::pin!(conn);
-                // Either cause asks once for a graceful close (h2: GOAWAY; HTTP/1.1: close
-                // after the response in flight); the connection then ends when its streams do.
+                // Shutdown asks once for a graceful close (h2: GOAWAY; HTTP/1.1: close after
+                // the response in flight); the connection then ends when its streams do. A
+                // reset flood gets GOAWAY too, but only `RESET_FLOOD_GRACE` to flush it: a
+                // graceful h2 close keeps taking new streams until the client answers a PING,
+                // which a flooder need never do.
                 let (mut stopping, mut flooded) = (false, false);
+                let cutoff = tokio::time::sleep(Duration::ZERO);
+                tokio::pin!(cutoff);
                 loop {
                     tokio::select! {
                         ended = conn.as_mut() => {
@@ -239,30 +246,32 @@ where
                             warn!(
                                 streams = resets.streams.load(Relaxed),
                                 premature_resets = resets.premature.load(Relaxed),
-                                "Connection sent GOAWAY: most of its streams were reset before a response (h2 rapid reset)"
+                                "Connection closed: most of its streams were reset before a response (h2 rapid reset)"
                             );
                             conn.as_mut().graceful_shutdown();
+                            cutoff.as_mut().reset(tokio::time::Instant::now() + RESET_FLOOD_GRACE);
                         }
+                        _ = &mut cutoff, if flooded => break,
                     }
                 }
-                drop(stop);
             }
             .instrument(span),
         );
     }
     // Closed now, so new connections are refused at once instead of waiting in the backlog.
     drop(listener);
-    drop(stop_rx);
     let _ = stop_tx.send(true);
     info!(drain_timeout = ?options.drain_timeout, "Shutting down: no new connections; draining in-flight requests");
-    if tokio::time::timeout(options.drain_timeout, stop_tx.closed())
+    let drained = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(options.drain_timeout, drained)
         .await
         .is_err()
     {
         warn!(
-            active = metrics.snapshot().connections_active,
+            active = connections.len(),
             "Drain timeout reached: closing the connections still open"
         );
+        connections.shutdown().await;
     }
     Ok(())
 }
@@ -271,6 +280,12 @@ where
 const RESET_FLOOD_MIN_STREAMS: u64 = 100;
 /// A stream reset sooner than this after it started, before its response, is premature.
 const PREMATURE_RESET_WINDOW: Duration = Duration::from_secs(1);
+/// Time a flooding connection gets to receive its GOAWAY before it is closed.
+const RESET_FLOOD_GRACE: Duration = Duration::from_millis(100);
+/// At this many streams both counts are halved, so that a long-lived connection (a client
+/// sidecar's tunnel) is judged on its recent streams: answered requests long ago cannot
+/// pay for a flood now.
+const RESET_WATCH_DECAY: u64 = 1000;
 
 /// Premature resets on one connection: streams whose request was dropped (the client reset
 /// the stream, or left) before the service answered, within [`PREMATURE_RESET_WINDOW`].
@@ -278,7 +293,7 @@ const PREMATURE_RESET_WINDOW: Duration = Duration::from_secs(1);
 /// h2 itself only limits resets of streams still waiting to be accepted; a server that
 /// keeps up accepts every stream of a rapid-reset flood (CVE-2023-44487) and works on each.
 /// As Envoy does, a connection on which at least half of [`RESET_FLOOD_MIN_STREAMS`] or more
-/// streams ended that way is told to go away. No crate does this at the service layer.
+/// streams ended that way is sent GOAWAY and closed. No crate does this at the service layer.
 #[derive(Debug, Default)]
 struct ResetWatch {
     streams: AtomicU64,
@@ -288,7 +303,13 @@ struct ResetWatch {
 
 impl ResetWatch {
     fn started(self: &Arc<Self>) -> StreamGuard {
-        self.streams.fetch_add(1, Relaxed);
+        let streams = self.streams.fetch_add(1, Relaxed) + 1;
+        if streams >= RESET_WATCH_DECAY {
+            // Not atomic as a pair; a heuristic does not need it to be.
+            self.streams.store(streams / 2, Relaxed);
+            self.premature
+                .store(self.premature.load(Relaxed) / 2, Relaxed);
+        }
         StreamGuard {
             watch: self.clone(),
             started: Instant::now(),
@@ -382,5 +403,69 @@ impl AsyncWrite for Io {
             Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Io::Tls(s) => Pin::new(s).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn flooded(watch: &ResetWatch) -> bool {
+        // A stored notification resolves at once; 10 ms only bounds the wait for none.
+        tokio::time::timeout(Duration::from_millis(10), watch.flood.notified())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn answered_streams_never_flood() {
+        let watch = Arc::new(ResetWatch::default());
+        for _ in 0..5000 {
+            watch.started().answered();
+        }
+        assert!(!flooded(&watch).await);
+    }
+
+    #[tokio::test]
+    async fn a_majority_of_quick_unanswered_drops_floods_once_past_the_minimum() {
+        let watch = Arc::new(ResetWatch::default());
+        for _ in 0..RESET_FLOOD_MIN_STREAMS - 1 {
+            drop(watch.started());
+        }
+        assert!(!flooded(&watch).await, "judged before the minimum");
+        drop(watch.started());
+        assert!(flooded(&watch).await);
+    }
+
+    #[tokio::test]
+    async fn a_minority_of_drops_or_slow_drops_do_not_flood() {
+        let watch = Arc::new(ResetWatch::default());
+        for i in 0..1000 {
+            let stream = watch.started();
+            if i % 3 == 0 {
+                drop(stream);
+            } else {
+                stream.answered();
+            }
+        }
+        // Long calls the client gave up on are not premature.
+        for _ in 0..1000 {
+            let mut stream = watch.started();
+            stream.started -= PREMATURE_RESET_WINDOW * 2;
+            drop(stream);
+        }
+        assert!(!flooded(&watch).await);
+    }
+
+    #[tokio::test]
+    async fn old_answered_streams_do_not_pay_for_a_flood_now() {
+        let watch = Arc::new(ResetWatch::default());
+        for _ in 0..100_000 {
+            watch.started().answered();
+        }
+        for _ in 0..RESET_WATCH_DECAY {
+            drop(watch.started());
+        }
+        assert!(flooded(&watch).await);
     }
 }

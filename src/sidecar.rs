@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 
 use crate::admin::AdminState;
 use crate::certs::Identity;
-use crate::config::{Common, ConfigError, ConfigSource, Sidecar};
+use crate::config::{Common, ConfigSource, Sidecar};
 use crate::gate::Gate;
 use crate::groups::display_list;
 use crate::proxy::{Proxy, Side, UpstreamConnector};
@@ -101,6 +101,7 @@ impl Sidecar {
                 // Ready once bound, before the start-up line: whoever reads the line may ask
                 // /readyz at once.
                 state.ready.store(true, Relaxed);
+                let hangups = Hangups::install();
                 started(&info);
                 let reload = tokio::spawn(
                     Reload {
@@ -110,7 +111,7 @@ impl Sidecar {
                         source: s.source,
                         state: state.clone(),
                     }
-                    .run(s.common.reload_interval),
+                    .run(hangups, s.common.reload_interval),
                 );
                 let metrics = acceptor.metrics().clone();
                 let result = serve(
@@ -170,19 +171,16 @@ impl Sidecar {
                 info!(listen = %info.listen, upstream = %s.upstream, policy = %s.connector.policy(),
                     groups = %display_list(s.connector.offered_groups()), admin = ?admin, "Client sidecar started");
                 state.ready.store(true, Relaxed);
+                let mut hangups = Hangups::install();
                 started(&info);
-                // SIGHUP's default action would kill the process; operators send it to every
-                // sidecar after rotating files.
-                #[cfg(unix)]
-                let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-                    .ok()
-                    .map(|mut h| {
-                        tokio::spawn(async move {
-                            while h.recv().await.is_some() {
-                                info!("SIGHUP: the client sidecar serves no certificate; nothing to reload");
-                            }
-                        })
-                    });
+                let hup = tokio::spawn(async move {
+                    loop {
+                        hangups.recv().await;
+                        info!(
+                            "SIGHUP: the client sidecar serves no certificate; nothing to reload"
+                        );
+                    }
+                });
                 let result = serve(
                     listener,
                     None,
@@ -193,10 +191,7 @@ impl Sidecar {
                     shutdown,
                 )
                 .await;
-                #[cfg(unix)]
-                if let Some(h) = hup {
-                    h.abort();
-                }
+                hup.abort();
                 result
             }
         }
@@ -277,7 +272,7 @@ impl Reload {
     /// Reloads everything on SIGHUP and, every `interval`, what changed on disk (by
     /// modification time). Whatever does not load or validate is refused and logged, and
     /// the old stays in use.
-    async fn run(self, interval: Option<Duration>) {
+    async fn run(self, mut hangups: Hangups, interval: Option<Duration>) {
         let watched = || {
             (
                 modified(&self.cert),
@@ -286,8 +281,9 @@ impl Reload {
             )
         };
         let mut seen = watched();
-        #[cfg(unix)]
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        // The config is validated whole, certificate included: a policy refused while the
+        // pair was mid-update is tried again when the pair changes.
+        let mut policy_refused = false;
         loop {
             let poll = async {
                 match interval {
@@ -295,26 +291,18 @@ impl Reload {
                     None => std::future::pending().await,
                 }
             };
-            #[cfg(unix)]
-            let hangup = async {
-                match hup.as_mut() {
-                    Some(h) => h.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
-            #[cfg(not(unix))]
-            let hangup = std::future::pending::<Option<()>>();
             let trigger = tokio::select! {
                 _ = poll => "file change",
-                _ = hangup => "SIGHUP",
+                _ = hangups.recv() => "SIGHUP",
             };
             let now = watched();
             let everything = trigger == "SIGHUP";
-            if everything || now.2 != seen.2 {
-                self.policy(trigger);
-            }
-            if everything || (now.0, now.1) != (seen.0, seen.1) {
+            let pair_changed = (now.0, now.1) != (seen.0, seen.1);
+            if everything || pair_changed {
                 self.certificate(trigger);
+            }
+            if everything || now.2 != seen.2 || (pair_changed && policy_refused) {
+                policy_refused = !self.policy(trigger);
             }
             seen = now;
         }
@@ -336,30 +324,65 @@ impl Reload {
         }
     }
 
-    fn policy(&self, trigger: &str) {
-        let Some(source) = &self.source else { return };
+    /// Re-reads the groups and policy; false if they were refused.
+    fn policy(&self, trigger: &str) -> bool {
+        let Some(source) = &self.source else {
+            return true;
+        };
         let file = source.file.display();
-        let reloaded = source.reload_policy().and_then(|r| {
-            self.acceptor
-                .replace_policy(&r.groups, r.policy.clone())
-                .map_err(ConfigError::Server)?;
-            Ok(r)
-        });
-        match reloaded {
-            Ok(r) => {
-                self.state.policy_reloads_ok.fetch_add(1, Relaxed);
-                info!(trigger, %file, policy = %r.policy.mode, groups = %display_list(&r.groups),
-                    "Groups and policy reloaded: new handshakes use them; established connections keep theirs");
-                if !r.restart_needed.is_empty() {
-                    warn!(%file, fields = %r.restart_needed.join(", "),
-                        "Settings changed that only a restart applies; still running with the previous ones");
-                }
-            }
-            Err(e) => {
-                self.state.policy_reloads_failed.fetch_add(1, Relaxed);
-                error!(trigger, %file, error = %e, "Groups and policy reload refused; still using the previous ones");
+        let refused = |error: &dyn std::fmt::Display, restart_needed: &[String]| {
+            self.state.policy_reloads_failed.fetch_add(1, Relaxed);
+            error!(trigger, %file, %error, restart_needed = %restart_needed.join(", "),
+                "Groups and policy reload refused; still using the previous ones");
+            false
+        };
+        let r = match source.reload_policy() {
+            Ok(r) => r,
+            Err(e) => return refused(&e, &[]),
+        };
+        // The new file may need what only a restart applies (a `client-ca` for `id:` rules).
+        if let Err(e) = self.acceptor.replace_policy(&r.groups, r.policy.clone()) {
+            return refused(&e, &r.restart_needed);
+        }
+        self.state.policy_reloads_ok.fetch_add(1, Relaxed);
+        info!(trigger, %file, policy = %r.policy.mode, groups = %display_list(&r.groups),
+            "Groups and policy reloaded: new handshakes use them; established connections keep theirs");
+        if !r.restart_needed.is_empty() {
+            warn!(%file, fields = %r.restart_needed.join(", "),
+                "Settings changed that only a restart applies; still running with the previous ones");
+        }
+        if !r.overridden_by_flags.is_empty() {
+            warn!(%file, fields = %r.overridden_by_flags.join(", "),
+                "The file's value is overridden by a command-line flag; the flag's stays in use");
+        }
+        true
+    }
+}
+
+/// SIGHUP as a stream, installed before a sidecar says it started: SIGHUP's default action
+/// would kill the process, and operators send it to every sidecar after rotating files.
+struct Hangups {
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangups {
+    fn install() -> Self {
+        Self {
+            #[cfg(unix)]
+            signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
+        }
+    }
+
+    /// The next SIGHUP; never, where there is none.
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some(signal) = self.signal.as_mut() {
+            if signal.recv().await.is_some() {
+                return;
             }
         }
+        std::future::pending().await
     }
 }
 

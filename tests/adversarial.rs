@@ -614,39 +614,44 @@ async fn h2_rapid_reset_is_cut_off_and_other_clients_are_served() {
     let (pki, upstream, running) = (&w.pki, &w.upstream, &w.running);
     let baseline = w.baseline;
     let (mut h2, driver) = h2_client(pki, running).await;
+    // Held, so that the connection can only end because the server ended it.
+    let held = h2.clone();
     const ATTEMPTS: usize = 10_000;
     let mut sent = 0;
     let outcome = tokio::time::timeout(GUARD, async {
         for _ in 0..ATTEMPTS {
-            h2 = match h2.ready().await {
-                Ok(h2) => h2,
-                Err(e) => return Err(e),
-            };
+            h2 = h2.ready().await?;
             let req = Request::get(https(running, "/never")).body(()).unwrap();
-            let (_, mut stream) = match h2.send_request(req, true) {
-                Ok(s) => s,
-                Err(e) => return Err(e),
-            };
+            let (_, mut stream) = h2.send_request(req, true)?;
             stream.send_reset(h2::Reason::CANCEL);
             sent += 1;
         }
-        Ok(())
+        Ok::<_, h2::Error>(())
     })
     .await
     .expect("the attack neither finished nor was cut off");
-    // The server's answer to the flood of resets: GOAWAY (ENHANCE_YOUR_CALM) before the end.
-    let err = outcome.expect_err("the server took 10,000 rapid resets on one connection");
+    // h2 may queue all 10,000 before the first one reaches the server, so how far the
+    // attacker got says little. What counts: the server ends the connection (GOAWAY, from
+    // h2's own limit or our reset watch, then a close) instead of serving it on.
+    let ended = tokio::time::timeout(GUARD, driver)
+        .await
+        .expect("the server kept the flooding connection open")
+        .unwrap();
+    for err in [outcome.err(), ended.err()].into_iter().flatten() {
+        assert!(
+            err.is_go_away() || err.is_io() || err.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM),
+            "{err:?}"
+        );
+    }
     assert!(
-        err.is_go_away() || err.is_io() || err.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM),
-        "{err:?}"
+        held.ready().await.is_err(),
+        "the connection still takes streams"
     );
-    assert!(sent < ATTEMPTS);
-    let _ = tokio::time::timeout(GUARD, driver).await;
     honest_request(pki, running).await;
     // The attacker's connection is closed, not left open.
     expect_metric(running, "mcp_pqtls_connections_active", 0).await;
     eprintln!(
-        "rapid reset: cut off after {sent} streams; upstream saw {} requests",
+        "rapid reset: {sent} streams sent before the client saw the end; upstream saw {} requests",
         upstream.requests()
     );
     fds_return_to(baseline).await;
@@ -691,7 +696,7 @@ async fn h2_resets_of_accepted_streams_get_goaway_too() {
     assert!(reset < ATTEMPTS, "{reset}");
     eprintln!("resets of accepted streams: GOAWAY after {reset}");
     let _ = tokio::time::timeout(GUARD, driver).await;
-    expect_metric(running, "mcp_pqtls_h2_reset_flood_goaways_total", 1).await;
+    expect_metric(running, "mcp_pqtls_h2_reset_floods_total", 1).await;
     honest_request(pki, running).await;
     expect_metric(running, "mcp_pqtls_connections_active", 0).await;
     fds_return_to(w.baseline).await;

@@ -182,10 +182,21 @@ async fn policy_reload_from_the_config_file_keeps_open_streams_and_refuses_a_bad
     upstream.release.notify_one();
     read_until(&mut stream, "data: two").await;
 
-    // A file that could not start is refused whole; the policy in use stays.
+    // A policy that does not fit its groups is refused; the policy in use stays.
     install_config(&config, "groups = [\"X25519\"]\npolicy = \"pq-required\"\n");
-    let line = server.wait_log(&["Groups and policy reload refused"]);
-    assert!(line.contains("pq-required"), "{line}");
+    let line = server.wait_log(&["Groups and policy reload refused", "pq-required"]);
+    assert!(line.contains("has none (X25519)"), "{line}");
+    // A good policy in a file that could not start (another field is bad) is refused whole.
+    install_config(
+        &config,
+        "groups = [\"X25519\"]\npolicy = \"classical-allowed\"\nmax-connections = 0\n",
+    );
+    server.wait_log(&["Groups and policy reload refused", "max-connections"]);
+    let refused = mcp_pqtls::get(&classical, url(server.port, "/headers")).await;
+    assert!(
+        refused.is_err(),
+        "the refused file's classical-allowed was applied"
+    );
     let fetched = mcp_pqtls::get(&pq, url(server.port, "/headers"))
         .await
         .unwrap();
@@ -193,10 +204,46 @@ async fn policy_reload_from_the_config_file_keeps_open_streams_and_refuses_a_bad
     let metrics = scrape(server.admin.unwrap()).await;
     for sample in [
         "mcp_pqtls_policy_reloads_total{result=\"ok\"} 1",
-        "mcp_pqtls_policy_reloads_total{result=\"failed\"} 1",
+        "mcp_pqtls_policy_reloads_total{result=\"failed\"} 2",
     ] {
-        assert!(metrics.contains(sample), "{sample}\n{metrics}");
+        assert!(metrics.lines().any(|l| l == sample), "{sample}\n{metrics}");
     }
+}
+
+#[test]
+fn a_policy_reload_names_what_needs_a_restart_and_what_a_flag_overrides() {
+    use mcp_pqtls::config::{ConfigSource, SidecarConfig};
+
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("server.toml");
+    let head = format!(
+        "listen = \"127.0.0.1:0\"\nupstream = \"http://127.0.0.1:1\"\ncert = {:?}\nkey = {:?}\n",
+        pki.path("server.pem"),
+        pki.path("server.key")
+    );
+    install_config(
+        &file,
+        &format!("{head}groups = [\"X25519MLKEM768\", \"X25519\"]\n"),
+    );
+    let flags = SidecarConfig {
+        policy: Some(PolicyMode::PqPreferred),
+        ..SidecarConfig::default()
+    };
+    let source = ConfigSource::load(file.clone(), flags).unwrap();
+    install_config(
+        &file,
+        &format!("{head}groups = [\"MLKEM1024\", \"X25519MLKEM768\"]\npolicy = \"pq-required\"\nmax-body-bytes = 1000\n"),
+    );
+    let reload = source.reload_policy().unwrap();
+    assert_eq!(reload.groups, [Group::MLKEM1024, Group::X25519MLKEM768]);
+    assert_eq!(reload.policy.mode, PolicyMode::PqPreferred, "the flag wins");
+    assert_eq!(reload.overridden_by_flags, ["policy"]);
+    assert_eq!(reload.restart_needed, ["max-body-bytes"]);
+    // A client sidecar's file is not a server's.
+    install_config(&file, "mode = \"client\"\n");
+    let err = source.reload_policy().unwrap_err().to_string();
+    assert!(err.starts_with("mode:"), "{err}");
 }
 
 async fn scrape(admin: u16) -> String {

@@ -524,6 +524,8 @@ async fn soak_through_the_tunnel_with_reloads_restarts_rotation_and_sigterm() {
         "mcp_pqtls_policy_reloads_total{result=\"ok\"}",
     )
     .await;
+    // The reset watch never mistook the tunnel's traffic for a flood.
+    let reset_floods = metric(server.admin.unwrap(), "mcp_pqtls_h2_reset_floods_total").await;
 
     // (4) Steady until the end, then SIGTERM with the streams still open.
     tokio::time::sleep_until(at(0.95).into()).await;
@@ -679,6 +681,7 @@ async fn soak_through_the_tunnel_with_reloads_restarts_rotation_and_sigterm() {
     );
     assert!(reloads >= 4, "{report}");
     assert_eq!(policy_reloads, reloads + 1, "{report}");
+    assert_eq!(reset_floods, 0, "{report}");
     assert_eq!(rotated_group, "SecP384r1MLKEM1024", "{report}");
     assert!(
         classical_after.starts_with("refused") && classical_after.contains("handshake"),
