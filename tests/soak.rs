@@ -642,6 +642,7 @@ async fn soak_through_the_tunnel_with_reloads_restarts_rotation_and_sigterm() {
          | group and policy reloads (SIGHUP, ok; the cert reloads' SIGHUPs re-read it too) | {policy_reloads} |\n\
          | after rotation: a new pq handshake / a new X25519-only handshake | {rotated_group} / {classical_after} |\n\
          | after rotation: the tunnel's connection (made before it) | {} |\n\
+         | h2 connections closed as reset floods (server) | {reset_floods} |\n\
          | streams open at SIGTERM, ended (not hung) / server exit | {term_ended} / {:?} after {term_secs:.1} s |\n\
          | client sidecar RSS / fds, at 10% -> at the end | {} KiB / {} -> {} KiB / {} |\n\
          | server sidecar RSS / fds, at 10% -> at the end | {} KiB / {} -> {} KiB / {} |\n",
