@@ -1,5 +1,5 @@
 //! Running a validated [`Sidecar`]: the listener, the proxy, the admin listener,
-//! certificate reload (SIGHUP and file changes) and graceful shutdown.
+//! certificate and policy reload (SIGHUP and file changes) and graceful shutdown.
 
 use std::future::Future;
 use std::io;
