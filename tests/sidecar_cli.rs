@@ -246,6 +246,45 @@ fn a_policy_reload_names_what_needs_a_restart_and_what_a_flag_overrides() {
     assert!(err.starts_with("mode:"), "{err}");
 }
 
+#[tokio::test]
+async fn failed_handshakes_get_one_info_line_per_period_and_every_one_a_metric() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let upstream = Upstream::start().await;
+    let server = spawn_server(pki.dir.path(), &upstream.url(), &[]);
+    for _ in 0..3 {
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+            .await
+            .unwrap();
+        tcp.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(GUARD, tcp.read_to_end(&mut answer)).await;
+    }
+    let line = server.wait_log(&["Handshake failed", "not_logged=0"]);
+    assert!(line.contains("INFO"), "{line}");
+    let admin = server.admin.unwrap();
+    let failed = "mcp_pqtls_handshakes_total{result=\"failed\"} 3";
+    tokio::time::timeout(GUARD, async {
+        while !scrape(admin).await.lines().any(|l| l == failed) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no `{failed}`"));
+    // Everything logged before SIGTERM is in the log once shutdown is.
+    server.signal("-TERM");
+    server.wait_log(&["Shutting down"]);
+    let lines = server.log.lock().unwrap().clone();
+    let logged = lines
+        .iter()
+        .filter(|l| l.contains("Handshake failed"))
+        .count();
+    assert_eq!(logged, 1, "{}", lines.join("\n"));
+}
+
 async fn scrape(admin: u16) -> String {
     get_plain(&format!("http://127.0.0.1:{admin}/metrics"))
         .await

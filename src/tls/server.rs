@@ -20,7 +20,7 @@ use rustls::{RootCertStore, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::LazyConfigAcceptor;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::info::ConnectionInfo;
 use super::verify::{ClientVerifier, IdentityGate};
@@ -83,6 +83,41 @@ pub struct PqAcceptor {
     parts: ConfigParts,
     handshake_timeout: Duration,
     metrics: Arc<Metrics>,
+    failures_logged: LogThrottle,
+}
+
+/// Lets one line through per [`LogThrottle::EVERY`] and counts the rest. A line per failed
+/// handshake would let anyone fill the log with garbage connections, and none at all would
+/// hide them; so the first in each period is logged at info with the count not logged before
+/// it (every one is in the metrics, and at debug).
+#[derive(Debug, Default)]
+struct LogThrottle {
+    last: std::sync::Mutex<Option<Instant>>,
+    not_logged: std::sync::atomic::AtomicU64,
+}
+
+impl LogThrottle {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    /// `Some(lines not logged since the last)` if this one may be logged.
+    fn admit(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = Instant::now();
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match *last {
+            Some(t) if now.duration_since(t) < Self::EVERY => {
+                self.not_logged.fetch_add(1, Relaxed);
+                None
+            }
+            _ => {
+                *last = Some(now);
+                Some(self.not_logged.swap(0, Relaxed))
+            }
+        }
+    }
 }
 
 /// The groups and policy a handshake is decided under, with a config per group.
@@ -182,6 +217,7 @@ impl PqAcceptor {
             parts,
             handshake_timeout,
             metrics: Arc::default(),
+            failures_logged: LogThrottle::default(),
         })
     }
 
@@ -270,15 +306,24 @@ impl PqAcceptor {
                     }
                     other => {
                         self.metrics.handshake_failure();
-                        debug!(client.addr = %peer, error = %other, "Handshake failed");
+                        match self.failures_logged.admit() {
+                            Some(not_logged) => info!(client.addr = %peer, error = %other,
+                                not_logged, "Handshake failed"),
+                            None => debug!(client.addr = %peer, error = %other, "Handshake failed"),
+                        }
                     }
                 }
                 Err(e)
             }
             Err(_) => {
                 self.metrics.handshake_timeout();
-                debug!(client.addr = %peer, timeout = ?self.handshake_timeout, "Handshake timed out");
-                Err(AcceptError::Timeout(self.handshake_timeout))
+                let timeout = self.handshake_timeout;
+                match self.failures_logged.admit() {
+                    Some(not_logged) => info!(client.addr = %peer, ?timeout, not_logged,
+                        "Handshake timed out"),
+                    None => debug!(client.addr = %peer, ?timeout, "Handshake timed out"),
+                }
+                Err(AcceptError::Timeout(timeout))
             }
         }
     }
@@ -498,4 +543,22 @@ pub enum AcceptError {
     /// A per-connection config could not be built.
     #[error(transparent)]
     Config(#[from] ServerError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_throttle_lets_the_first_through_and_counts_the_rest() {
+        let throttle = LogThrottle::default();
+        assert_eq!(throttle.admit(), Some(0));
+        for _ in 0..999 {
+            assert_eq!(throttle.admit(), None);
+        }
+        // A period later (the clock moved back instead of waiting for it).
+        *throttle.last.lock().unwrap() = Some(Instant::now() - LogThrottle::EVERY);
+        assert_eq!(throttle.admit(), Some(999));
+        assert_eq!(throttle.admit(), None);
+    }
 }
