@@ -591,8 +591,7 @@ async fn fetch(url: &Uri, connector: Option<&PqConnector>) -> Result<Bytes, Stri
         }
         return Ok(fetched.body);
     }
-    let host = url.host().unwrap_or("localhost");
-    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = crate::tls::bare_host(url.host().unwrap_or("localhost"));
     let tcp = tokio::net::TcpStream::connect((host, url.port_u16().unwrap_or(80)))
         .await
         .map_err(|e| e.to_string())?;

@@ -393,7 +393,7 @@ fn absolute_url(f: &str, s: &str) -> Result<Uri, ConfigError> {
 }
 
 fn is_loopback(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = crate::tls::bare_host(host);
     host.eq_ignore_ascii_case("localhost")
         || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }

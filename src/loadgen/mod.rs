@@ -47,9 +47,8 @@ impl Target {
         };
         let host = url
             .host()
+            .map(crate::tls::bare_host)
             .ok_or_else(|| LoadError::Url(url.to_string()))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
             .to_owned();
         let port = url.port_u16().unwrap_or(if tls { 443 } else { 80 });
         let connector = if tls {

@@ -198,7 +198,7 @@ impl PqConnector {
     ) -> Result<(TlsStream<TcpStream>, ConnectionInfo), ClientError> {
         let inner = &*self.inner;
         let name = inner.sni.as_deref().unwrap_or(host);
-        let server_name = ServerName::try_from(name.trim_start_matches('[').trim_end_matches(']'))
+        let server_name = ServerName::try_from(super::bare_host(name))
             .map_err(|_| ClientError::ServerName(name.to_owned()))?
             .to_owned();
         let peer = tcp.peer_addr().map_err(|error| ClientError::Connect {
@@ -274,9 +274,8 @@ impl tower_service::Service<Uri> for PqConnector {
             }
             let host = uri
                 .host()
+                .map(super::bare_host)
                 .ok_or_else(|| ClientError::Scheme(uri.to_string()))?
-                .trim_start_matches('[')
-                .trim_end_matches(']')
                 .to_owned();
             let (tls, info) = this.connect(&host, uri.port_u16().unwrap_or(443)).await?;
             Ok(PqStream {

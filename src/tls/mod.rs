@@ -17,3 +17,8 @@ pub const DEFAULT_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
 /// Handshake timeout by default: long enough for a slow mobile link, short enough that a
 /// slowloris client cannot hold a slot for long.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A URI's host as a name or address to connect to: an IPv6 literal loses its brackets.
+pub(crate) fn bare_host(host: &str) -> &str {
+    host.trim_start_matches('[').trim_end_matches(']')
+}
