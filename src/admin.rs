@@ -77,19 +77,8 @@ impl AdminState {
     /// All metrics in Prometheus text format.
     pub fn render(&self) -> String {
         let tls = self.tls.snapshot();
-        let conns = self.listener.as_ref().map_or_else(
-            || {
-                (
-                    tls.connections_active,
-                    tls.connections_rejected,
-                    tls.reset_floods,
-                )
-            },
-            |l| {
-                let s = l.snapshot();
-                (s.connections_active, s.connections_rejected, s.reset_floods)
-            },
-        );
+        let listener = self.listener.as_ref().map(|l| l.snapshot());
+        let conns = listener.as_ref().unwrap_or(&tls);
         let mut out = String::new();
         render_tls(&mut out, &tls);
         family(
@@ -98,21 +87,42 @@ impl AdminState {
             "gauge",
             "Client connections open now.",
         );
-        sample(&mut out, "connections_active", "", conns.0);
+        sample(&mut out, "connections_active", "", conns.connections_active);
         family(
             &mut out,
             "connections_rejected_total",
             "counter",
-            "Connections closed at accept because max-connections was reached.",
+            "Connections closed at accept, before any TLS work, by the limit reached: max_connections or max_connections_per_ip.",
         );
-        sample(&mut out, "connections_rejected_total", "", conns.1);
+        for (reason, n) in &conns.connections_rejected_by_reason {
+            sample(
+                &mut out,
+                "connections_rejected_total",
+                &format!("reason=\"{reason}\""),
+                *n,
+            );
+        }
+        family(
+            &mut out,
+            "connections_closed_total",
+            "counter",
+            "Served connections closed by the sidecar: no request head within first-request-timeout, or no request in flight for idle-timeout.",
+        );
+        for (reason, n) in &conns.connections_closed_by_reason {
+            sample(
+                &mut out,
+                "connections_closed_total",
+                &format!("reason=\"{reason}\""),
+                *n,
+            );
+        }
         family(
             &mut out,
             "h2_reset_floods_total",
             "counter",
             "h2 connections sent GOAWAY and closed because most of their streams were reset before a response (rapid reset).",
         );
-        sample(&mut out, "h2_reset_floods_total", "", conns.2);
+        sample(&mut out, "h2_reset_floods_total", "", conns.reset_floods);
         render_proxy(&mut out, &self.proxy.snapshot());
         if let Some(gate) = &self.gate {
             render_gate(&mut out, &gate.snapshot());

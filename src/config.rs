@@ -12,7 +12,8 @@ use serde::Deserialize;
 use crate::certs::{load_roots, CertError, Identity};
 use crate::crypto::Algorithms;
 use crate::gate::config::{
-    AuditSection, AuthSection, GateConfig, OneOrMany, RateLimitSection, RuleSection, Sections,
+    AuditSection, AuthSection, GateBudgets, GateConfig, OneOrMany, RateLimitSection, RuleSection,
+    Sections,
 };
 use crate::groups::{Group, GroupError, GroupList};
 use crate::policy::{FallbackRule, Policy, PolicyError, PolicyMode};
@@ -240,6 +241,32 @@ pub struct SidecarConfig {
     pub forwarded: Option<ForwardedMode>,
     /// Connections served at once.
     pub max_connections: Option<usize>,
+    /// Connections served at once from one address (IPv6: one `ipv6-prefix`).
+    pub max_connections_per_ip: Option<usize>,
+    /// Prefix length an IPv6 client is counted and rate-limited under.
+    pub ipv6_prefix: Option<u8>,
+    /// Concurrent h2 streams per connection.
+    pub max_concurrent_streams: Option<u32>,
+    /// Time from the handshake to the first request head.
+    pub first_request_timeout: Option<Dur>,
+    /// Time a connection with no request in flight stays open.
+    pub idle_timeout: Option<Dur>,
+    /// h2: time without a frame before a PING.
+    pub keepalive_interval: Option<Dur>,
+    /// h2: time a PING gets to be answered.
+    pub keepalive_timeout: Option<Dur>,
+    /// Time a request body gets to arrive whole (408).
+    pub request_body_timeout: Option<Dur>,
+    /// Upstream requests in flight at once (503 beyond).
+    pub max_upstream_requests: Option<usize>,
+    /// Client: `Host` values accepted (421 otherwise).
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Server, gate: request-body bytes buffered across all connections (503 beyond).
+    pub max_buffered_body_bytes: Option<u64>,
+    /// Server, gate: gated requests in flight per connection (503 beyond).
+    pub max_inflight_per_connection: Option<usize>,
+    /// Server, gate: refusals per address per minute before its requests are refused unread.
+    pub refusals_per_ip_per_minute: Option<u32>,
     /// Largest request head in bytes.
     pub max_header_bytes: Option<usize>,
     /// Largest request body in bytes.
@@ -389,6 +416,19 @@ macro_rules! sidecar_fields {
             preserve_host,
             forwarded,
             max_connections,
+            max_connections_per_ip,
+            ipv6_prefix,
+            max_concurrent_streams,
+            first_request_timeout,
+            idle_timeout,
+            keepalive_interval,
+            keepalive_timeout,
+            request_body_timeout,
+            max_upstream_requests,
+            allowed_hosts,
+            max_buffered_body_bytes,
+            max_inflight_per_connection,
+            refusals_per_ip_per_minute,
             max_header_bytes,
             max_body_bytes,
             handshake_timeout,
@@ -469,6 +509,7 @@ impl SidecarConfig {
                     ("client-cert", self.client_cert.is_some()),
                     ("client-key", self.client_key.is_some()),
                     ("sni", self.sni.is_some()),
+                    ("allowed-hosts", self.allowed_hosts.is_some()),
                 ] {
                     misplaced(field, set, Mode::Client)?;
                 }
@@ -478,7 +519,7 @@ impl SidecarConfig {
                         error: format!("`{upstream}`: the server sidecar speaks plain HTTP to its upstream; use http://HOST:PORT or unix:/PATH"),
                     });
                 }
-                let gate = GateConfig::resolve(
+                let mut gate = GateConfig::resolve(
                     Sections {
                         auth: self.auth.as_ref(),
                         rules: self.rules.as_deref(),
@@ -488,6 +529,9 @@ impl SidecarConfig {
                     self.client_ca.is_some(),
                     common.http.max_body_bytes,
                 )?;
+                if let Some(g) = &mut gate {
+                    g.budgets = self.gate_budgets(&common)?;
+                }
                 let cert = require(self.cert, "cert", mode)?;
                 let key = require(self.key, "key", mode)?;
                 let options = ServerOptions {
@@ -524,6 +568,18 @@ impl SidecarConfig {
                     ("rules", self.rules.is_some()),
                     ("rate-limit", self.rate_limit.is_some()),
                     ("audit", self.audit.is_some()),
+                    (
+                        "max-buffered-body-bytes",
+                        self.max_buffered_body_bytes.is_some(),
+                    ),
+                    (
+                        "max-inflight-per-connection",
+                        self.max_inflight_per_connection.is_some(),
+                    ),
+                    (
+                        "refusals-per-ip-per-minute",
+                        self.refusals_per_ip_per_minute.is_some(),
+                    ),
                 ] {
                     misplaced(field, set, Mode::Server)?;
                 }
@@ -554,12 +610,97 @@ impl SidecarConfig {
         }
     }
 
+    fn gate_budgets(&self, common: &Common) -> Result<GateBudgets, ConfigError> {
+        let defaults = GateBudgets::default();
+        let max_buffered_body_bytes = positive(
+            self.max_buffered_body_bytes
+                .unwrap_or(defaults.max_buffered_body_bytes),
+            "max-buffered-body-bytes",
+        )?;
+        if max_buffered_body_bytes < common.http.max_body_bytes {
+            return Err(ConfigError::Field {
+                field: "max-buffered-body-bytes",
+                error: format!(
+                    "{max_buffered_body_bytes} is less than max-body-bytes ({}): one request could never be read; raise it or lower max-body-bytes",
+                    common.http.max_body_bytes
+                ),
+            });
+        }
+        Ok(GateBudgets {
+            max_buffered_body_bytes,
+            request_body_timeout: common.http.request_body_timeout,
+            max_inflight_per_connection: positive(
+                self.max_inflight_per_connection
+                    .unwrap_or(defaults.max_inflight_per_connection),
+                "max-inflight-per-connection",
+            )?,
+            refusals_per_ip_per_minute: positive(
+                self.refusals_per_ip_per_minute
+                    .unwrap_or(defaults.refusals_per_ip_per_minute),
+                "refusals-per-ip-per-minute",
+            )?,
+            ipv6_prefix: common.serve.ipv6_prefix,
+        })
+    }
+
     fn common(&self, mode: Mode) -> Result<Common, ConfigError> {
         let defaults = ServeOptions::default();
+        let max_connections = positive(
+            self.max_connections.unwrap_or(defaults.max_connections),
+            "max-connections",
+        )?;
+        let max_connections_per_ip = positive(
+            self.max_connections_per_ip
+                .unwrap_or((max_connections / 4).max(1)),
+            "max-connections-per-ip",
+        )?;
+        if max_connections_per_ip > max_connections {
+            return Err(ConfigError::Field {
+                field: "max-connections-per-ip",
+                error: format!("{max_connections_per_ip} is more than max-connections ({max_connections}); lower it, or raise max-connections"),
+            });
+        }
+        let ipv6_prefix = self.ipv6_prefix.unwrap_or(defaults.ipv6_prefix);
+        if !(1..=128).contains(&ipv6_prefix) {
+            return Err(ConfigError::Field {
+                field: "ipv6-prefix",
+                error: format!(
+                    "{ipv6_prefix} is not a prefix length; use 1 to 128 (64: one subscriber)"
+                ),
+            });
+        }
+        let duration = |v: Option<Dur>, default: Duration, field: &'static str| match v {
+            Some(Dur(d)) if d.is_zero() => Err(ConfigError::Field {
+                field,
+                error: "must be longer than 0s".into(),
+            }),
+            Some(Dur(d)) => Ok(d),
+            None => Ok(default),
+        };
         let serve = ServeOptions {
-            max_connections: positive(
-                self.max_connections.unwrap_or(defaults.max_connections),
-                "max-connections",
+            max_connections,
+            max_connections_per_ip,
+            ipv6_prefix,
+            max_concurrent_streams: positive(
+                self.max_concurrent_streams
+                    .unwrap_or(defaults.max_concurrent_streams),
+                "max-concurrent-streams",
+            )?,
+            first_request_timeout: duration(
+                self.first_request_timeout,
+                defaults.first_request_timeout,
+                "first-request-timeout",
+            )?,
+            idle_timeout: duration(self.idle_timeout, defaults.idle_timeout, "idle-timeout")?,
+            keepalive_interval: duration(
+                self.keepalive_interval,
+                defaults.keepalive_interval,
+                "keepalive-interval",
+            )?,
+            keepalive_timeout: duration(
+                self.keepalive_timeout,
+                defaults.keepalive_timeout,
+                "keepalive-timeout",
             )?,
             max_header_bytes: positive(
                 self.max_header_bytes.unwrap_or(defaults.max_header_bytes),
@@ -586,6 +727,17 @@ impl SidecarConfig {
             upstream_timeout: self
                 .upstream_timeout
                 .map_or(http_defaults.upstream_timeout, |d| d.0),
+            request_body_timeout: duration(
+                self.request_body_timeout,
+                http_defaults.request_body_timeout,
+                "request-body-timeout",
+            )?,
+            max_upstream_requests: positive(
+                self.max_upstream_requests.unwrap_or(max_connections),
+                "max-upstream-requests",
+            )?,
+            // The client sidecar's default list needs the bound port: see `default_hosts`.
+            allowed_hosts: self.allowed_hosts.clone().unwrap_or_default(),
         };
         Ok(Common {
             admin: self.admin,
@@ -676,6 +828,23 @@ impl ConfigSource {
             }),
         }
     }
+}
+
+/// The `Host` values a client sidecar bound to `listen` accepts when `allowed-hosts` is not
+/// set: its address as bound, and the loopback names of its port.
+pub fn default_hosts(listen: SocketAddr) -> Vec<String> {
+    let port = listen.port();
+    let mut hosts = vec![listen.to_string()];
+    for h in [
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+    ] {
+        if !hosts.contains(&h) {
+            hosts.push(h);
+        }
+    }
+    hosts
 }
 
 fn require<T>(v: Option<T>, field: &'static str, mode: Mode) -> Result<T, ConfigError> {

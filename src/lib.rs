@@ -74,12 +74,15 @@ pub mod fuzzing;
 pub mod gate;
 pub mod groups;
 pub mod loadgen;
+pub mod logfmt;
 pub mod metrics;
 pub mod policy;
 pub mod probe;
 pub mod proxy;
 mod reflect;
 mod serve;
+pub mod source;
+pub mod throttle;
 pub mod sidecar;
 pub mod tls;
 
@@ -87,7 +90,7 @@ pub use connect::{get, Fetched};
 pub use groups::Group;
 pub use policy::PolicyMode;
 pub use reflect::reflect;
-pub use serve::{serve, serve_with, PeerAddr, ServeOptions};
+pub use serve::{serve, serve_with, ConnectionId, PeerAddr, ServeOptions};
 
 /// Groups used when none are configured, in order of preference: the hybrid every major
 /// peer speaks, then X25519 for classical fallback (which the policy decides on).

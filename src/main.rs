@@ -123,6 +123,34 @@ struct SidecarArgs {
     /// Connections served at once.
     #[arg(long)]
     max_connections: Option<usize>,
+    /// Connections served at once from one address (IPv6: one --ipv6-prefix); default a
+    /// quarter of --max-connections.
+    #[arg(long)]
+    max_connections_per_ip: Option<usize>,
+    /// Prefix length an IPv6 client is counted and rate-limited under (default 64).
+    #[arg(long)]
+    ipv6_prefix: Option<u8>,
+    /// Concurrent h2 streams per connection (default 256).
+    #[arg(long)]
+    max_concurrent_streams: Option<u32>,
+    /// Time from the handshake to the first request head, e.g. 10s.
+    #[arg(long)]
+    first_request_timeout: Option<Dur>,
+    /// Time a connection with no request in flight stays open, e.g. 60s.
+    #[arg(long)]
+    idle_timeout: Option<Dur>,
+    /// h2: time without a frame from the peer before a PING, e.g. 20s.
+    #[arg(long)]
+    keepalive_interval: Option<Dur>,
+    /// h2: time a PING gets to be answered before the connection is closed, e.g. 20s.
+    #[arg(long)]
+    keepalive_timeout: Option<Dur>,
+    /// Time a request body gets to arrive whole (408 beyond), e.g. 30s.
+    #[arg(long)]
+    request_body_timeout: Option<Dur>,
+    /// Upstream requests in flight at once (503 beyond); default --max-connections.
+    #[arg(long)]
+    max_upstream_requests: Option<usize>,
     /// Largest request head in bytes.
     #[arg(long)]
     max_header_bytes: Option<usize>,
@@ -181,6 +209,10 @@ struct ClientSidecarArgs {
     /// Server name to send and verify instead of the upstream's host.
     #[arg(long)]
     sni: Option<String>,
+    /// Host values accepted (comma-separated or repeated; `*`: any); default the listen
+    /// address and localhost, 127.0.0.1 and [::1] on its port. Others get 421.
+    #[arg(long, value_delimiter = ',')]
+    allowed_hosts: Option<Vec<String>>,
 }
 
 #[derive(Args)]
@@ -414,6 +446,7 @@ fn init_logging(format: LogFormat) {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .fmt_fields(mcp_pqtls::logfmt::text_fields())
             .init(),
     }
 }
@@ -445,6 +478,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 client_cert: tls.client_cert,
                 client_key: tls.client_key,
                 sni: tls.sni,
+                allowed_hosts: tls.allowed_hosts,
                 ..SidecarConfig::default()
             };
             return run_sidecar(Mode::Client, common, flags).await;
@@ -662,6 +696,15 @@ async fn run_sidecar(
         preserve_host: common.preserve_host,
         forwarded: common.forwarded,
         max_connections: common.max_connections,
+        max_connections_per_ip: common.max_connections_per_ip,
+        ipv6_prefix: common.ipv6_prefix,
+        max_concurrent_streams: common.max_concurrent_streams,
+        first_request_timeout: common.first_request_timeout,
+        idle_timeout: common.idle_timeout,
+        keepalive_interval: common.keepalive_interval,
+        keepalive_timeout: common.keepalive_timeout,
+        request_body_timeout: common.request_body_timeout,
+        max_upstream_requests: common.max_upstream_requests,
         max_header_bytes: common.max_header_bytes,
         max_body_bytes: common.max_body_bytes,
         upstream_timeout: common.upstream_timeout,

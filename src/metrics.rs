@@ -22,8 +22,56 @@ pub struct Metrics {
     handshake_timeouts: AtomicU64,
     handshake_seconds: Histogram,
     connections_active: AtomicI64,
-    connections_rejected: AtomicU64,
+    connections_rejected: [AtomicU64; Rejection::ALL.len()],
+    connections_closed: [AtomicU64; Closed::ALL.len()],
     reset_floods: AtomicU64,
+}
+
+/// Why a connection was closed at accept, before any TLS work: the
+/// `connections_rejected_total{reason}` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// `max-connections` connections were open.
+    MaxConnections,
+    /// `max-connections-per-ip` connections were open from the same source.
+    MaxConnectionsPerIp,
+}
+
+impl Rejection {
+    /// Every reason, in label order.
+    pub const ALL: [Rejection; 2] = [Rejection::MaxConnections, Rejection::MaxConnectionsPerIp];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Rejection::MaxConnections => "max_connections",
+            Rejection::MaxConnectionsPerIp => "max_connections_per_ip",
+        }
+    }
+}
+
+/// Why a served connection was closed by us: the `connections_closed_total{reason}` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Closed {
+    /// No request head within `first-request-timeout` of the handshake.
+    FirstRequestTimeout,
+    /// No request in flight for `idle-timeout`.
+    IdleTimeout,
+}
+
+impl Closed {
+    /// Every reason, in label order.
+    pub const ALL: [Closed; 2] = [Closed::FirstRequestTimeout, Closed::IdleTimeout];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Closed::FirstRequestTimeout => "first_request_timeout",
+            Closed::IdleTimeout => "idle_timeout",
+        }
+    }
 }
 
 /// The `reason` label of a policy refusal, one per [`RefusalReason`] kind.
@@ -92,9 +140,14 @@ impl Metrics {
         ConnectionGuard(self.clone())
     }
 
-    /// Counts a connection closed unserved because the connection limit was reached.
-    pub fn connection_rejected(&self) {
-        self.connections_rejected.fetch_add(1, Relaxed);
+    /// Counts a connection closed unserved because a connection limit was reached.
+    pub fn connection_rejected(&self, why: Rejection) {
+        self.connections_rejected[why as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Counts a served connection we closed.
+    pub fn connection_closed(&self, why: Closed) {
+        self.connections_closed[why as usize].fetch_add(1, Relaxed);
     }
 
     /// Counts a connection sent GOAWAY and closed because most of its streams were reset before their
@@ -127,7 +180,29 @@ impl Metrics {
             handshake_timeouts: self.handshake_timeouts.load(Relaxed),
             handshake_seconds: self.handshake_seconds.snapshot(),
             connections_active: self.connections_active.load(Relaxed).max(0) as u64,
-            connections_rejected: self.connections_rejected.load(Relaxed),
+            connections_rejected: self
+                .connections_rejected
+                .iter()
+                .map(|c| c.load(Relaxed))
+                .sum(),
+            connections_rejected_by_reason: Rejection::ALL
+                .iter()
+                .map(|r| {
+                    (
+                        r.label(),
+                        self.connections_rejected[*r as usize].load(Relaxed),
+                    )
+                })
+                .collect(),
+            connections_closed_by_reason: Closed::ALL
+                .iter()
+                .map(|r| {
+                    (
+                        r.label(),
+                        self.connections_closed[*r as usize].load(Relaxed),
+                    )
+                })
+                .collect(),
             reset_floods: self.reset_floods.load(Relaxed),
         }
     }
@@ -166,8 +241,12 @@ pub struct MetricsSnapshot {
     pub handshake_seconds: HistogramSnapshot,
     /// Connections open now (served by [`crate::serve`]).
     pub connections_active: u64,
-    /// Connections closed unserved because the connection limit was reached.
+    /// Connections closed unserved because a connection limit was reached.
     pub connections_rejected: u64,
+    /// The same, by reason (see [`Rejection`]).
+    pub connections_rejected_by_reason: Vec<(&'static str, u64)>,
+    /// Served connections we closed, by reason (see [`Closed`]).
+    pub connections_closed_by_reason: Vec<(&'static str, u64)>,
     /// Connections sent GOAWAY and closed because most of their streams were reset before their
     /// response (h2 rapid reset).
     pub reset_floods: u64,

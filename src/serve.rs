@@ -2,12 +2,13 @@
 //! PQ TLS: HTTP/1.1 or h2 by ALPN, the [`ConnectionInfo`] in every request's extensions, and
 //! graceful shutdown.
 
+use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -22,7 +23,9 @@ use tokio::sync::Semaphore;
 use tokio_rustls::server::TlsStream;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::metrics::Metrics;
+use crate::metrics::{Closed, Metrics, Rejection};
+use crate::source::source_of;
+use crate::throttle::LogThrottle;
 use crate::tls::{ConnectionInfo, PqAcceptor};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
@@ -93,11 +96,27 @@ pub struct ServeOptions {
     /// After `shutdown`, time in-flight requests and streams get before they are cut off.
     /// Default 30 s.
     pub drain_timeout: Duration,
-    /// Concurrent h2 streams per connection. A client sidecar multiplexes every MCP session
-    /// of its host over one h2 connection, and each open SSE stream holds a stream for as
-    /// long as it lives: hyper's default of 200 left the 201st session waiting (measured).
-    /// Default 10,000.
+    /// Concurrent h2 streams per connection (`SETTINGS_MAX_CONCURRENT_STREAMS`). Each open
+    /// stream may hold an upstream request; a client sidecar whose connection is full opens
+    /// another instead of queueing. Default 256.
     pub max_concurrent_streams: u32,
+    /// Connections served at once from one source address (IPv6: one prefix of
+    /// `ipv6_prefix` bits), checked at accept before any TLS work. Default 256, a quarter
+    /// of `max_connections`.
+    pub max_connections_per_ip: usize,
+    /// Prefix length an IPv6 source is counted under (one subscriber holds a /64).
+    /// Default 64.
+    pub ipv6_prefix: u8,
+    /// Time from the completed handshake (or accept, without TLS) to the first request
+    /// head, HTTP/1.1 and h2 alike. Default 10 s.
+    pub first_request_timeout: Duration,
+    /// A connection with no request in flight for this long is closed (h2: GOAWAY). An
+    /// open SSE stream is a request in flight. Default 60 s.
+    pub idle_timeout: Duration,
+    /// h2 keep-alive: a PING after this long without a frame from the peer... Default 20 s.
+    pub keepalive_interval: Duration,
+    /// ...and the connection is closed if the PING is not answered within this. Default 20 s.
+    pub keepalive_timeout: Duration,
 }
 
 impl Default for ServeOptions {
@@ -107,7 +126,13 @@ impl Default for ServeOptions {
             max_header_bytes: 64 * 1024,
             header_read_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(30),
-            max_concurrent_streams: 10_000,
+            max_concurrent_streams: 256,
+            max_connections_per_ip: 256,
+            ipv6_prefix: 64,
+            first_request_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            keepalive_interval: Duration::from_secs(20),
+            keepalive_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -115,6 +140,11 @@ impl Default for ServeOptions {
 /// The client's address, in every request's extensions (TLS or not).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PeerAddr(pub SocketAddr);
+
+/// Which connection a request came on, in every request's extensions: unique in the
+/// process, so per-connection budgets (the gate's in-flight cap) can be kept by id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnectionId(pub u64);
 
 /// As [`serve`], with limits, and optionally without TLS (`acceptor: None`, for a loopback
 /// listener such as the client sidecar's). Open and rejected connections are counted in
@@ -140,6 +170,11 @@ where
     // Every connection's task, so that the drain can wait for them and then end the rest.
     let mut connections = tokio::task::JoinSet::new();
     let permits = Arc::new(Semaphore::new(options.max_connections));
+    let sources = Arc::new(Sources::new(
+        options.max_connections_per_ip,
+        options.ipv6_prefix,
+    ));
+    let refusals_logged = Arc::new(LogThrottle::default());
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -150,7 +185,13 @@ where
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(options.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(options.max_concurrent_streams);
+        .max_concurrent_streams(options.max_concurrent_streams)
+        .keep_alive_interval(options.keepalive_interval)
+        .keep_alive_timeout(options.keepalive_timeout);
+    let timeouts = Timeouts {
+        first_request: options.first_request_timeout,
+        idle: options.idle_timeout,
+    };
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -166,11 +207,33 @@ where
             _ = &mut shutdown => break,
         };
         while connections.try_join_next().is_some() {}
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            metrics.connection_rejected();
-            warn!(client.addr = %peer, max_connections = options.max_connections, "Connection refused: max-connections reached");
-            drop(tcp);
-            continue;
+        // Per source first: one host at its share must not take the global slots either.
+        let admitted = sources
+            .admit(peer.ip())
+            .ok_or(Rejection::MaxConnectionsPerIp)
+            .and_then(|source| {
+                let permit = permits
+                    .clone()
+                    .try_acquire_owned()
+                    .map_err(|_| Rejection::MaxConnections)?;
+                Ok((source, permit))
+            });
+        let (source, permit) = match admitted {
+            Ok(a) => a,
+            Err(why) => {
+                metrics.connection_rejected(why);
+                match refusals_logged.admit() {
+                    Some(not_logged) => warn!(client.addr = %peer, reason = why.label(),
+                        max_connections = options.max_connections,
+                        max_connections_per_ip = options.max_connections_per_ip,
+                        not_logged, "Connection refused at accept: limit reached"),
+                    None => {
+                        debug!(client.addr = %peer, reason = why.label(), "Connection refused at accept: limit reached")
+                    }
+                }
+                drop(tcp);
+                continue;
+            }
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
@@ -179,10 +242,11 @@ where
         let builder = builder.clone();
         let metrics = metrics.clone();
         let counted = metrics.connection_opened();
+        let id = ConnectionId(NEXT_CONNECTION.fetch_add(1, Relaxed));
         let span = tracing::info_span!("conn", client.addr = %peer);
         connections.spawn(
             async move {
-                let _permit = (permit, counted);
+                let _permit = (permit, source, counted);
                 let (io, info) = match acceptor {
                     Some(acceptor) => {
                         // A handshake still running at shutdown is abandoned: no request started.
@@ -199,17 +263,22 @@ where
                 let h2 = info.as_ref().map(|i| i.alpn.as_deref() == Some("h2"));
                 let resets = Arc::new(ResetWatch::default());
                 let watch = resets.clone();
+                let activity = Arc::new(Activity::new());
+                let active = activity.clone();
                 let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                     req.extensions_mut().insert(PeerAddr(peer));
+                    req.extensions_mut().insert(id);
                     if let Some(info) = &info {
                         req.extensions_mut().insert(info.clone());
                     }
                     let stream = watch.started();
+                    // In flight until the response body ends: an open SSE stream is not idle.
+                    let busy = active.begin();
                     let response = service.call(req);
                     async move {
                         let r = response.await;
                         stream.answered();
-                        r
+                        r.map(|res| res.map(|body| Busy { body, _busy: busy }))
                     }
                 });
                 // With TLS, ALPN decides; in plain text, hyper detects the h2 preface.
@@ -222,12 +291,14 @@ where
                 tokio::pin!(conn);
                 // Shutdown asks once for a graceful close (h2: GOAWAY; HTTP/1.1: close after
                 // the response in flight); the connection then ends when its streams do. A
-                // reset flood gets GOAWAY too, but only `RESET_FLOOD_GRACE` to flush it: a
-                // graceful h2 close keeps taking new streams until the client answers a PING,
-                // which a flooder need never do.
-                let (mut stopping, mut flooded) = (false, false);
+                // reset flood or an idle connection gets GOAWAY too, but only `CLOSE_GRACE`
+                // to flush it: a graceful h2 close keeps taking new streams until the client
+                // answers a PING, which a flooder or a dead peer need never do.
+                let (mut stopping, mut closing) = (false, false);
                 let cutoff = tokio::time::sleep(Duration::ZERO);
                 tokio::pin!(cutoff);
+                let idle = tokio::time::sleep(timeouts.first_request);
+                tokio::pin!(idle);
                 loop {
                     tokio::select! {
                         ended = conn.as_mut() => {
@@ -240,8 +311,8 @@ where
                             stopping = true;
                             conn.as_mut().graceful_shutdown();
                         }
-                        _ = resets.flood.notified(), if !flooded => {
-                            flooded = true;
+                        _ = resets.flood.notified(), if !closing => {
+                            closing = true;
                             metrics.reset_flood();
                             warn!(
                                 streams = resets.streams.load(Relaxed),
@@ -249,9 +320,19 @@ where
                                 "Connection closed: most of its streams were reset before a response (h2 rapid reset)"
                             );
                             conn.as_mut().graceful_shutdown();
-                            cutoff.as_mut().reset(tokio::time::Instant::now() + RESET_FLOOD_GRACE);
+                            cutoff.as_mut().reset(tokio::time::Instant::now() + CLOSE_GRACE);
                         }
-                        _ = &mut cutoff, if flooded => break,
+                        _ = &mut idle, if !closing => match activity.expired(&timeouts) {
+                            Ok(next) => idle.as_mut().reset(next.into()),
+                            Err(why) => {
+                                closing = true;
+                                metrics.connection_closed(why);
+                                debug!(reason = why.label(), "Connection closed: no request in time");
+                                conn.as_mut().graceful_shutdown();
+                                cutoff.as_mut().reset(tokio::time::Instant::now() + CLOSE_GRACE);
+                            }
+                        },
+                        _ = &mut cutoff, if closing => break,
                     }
                 }
             }
@@ -280,8 +361,168 @@ where
 const RESET_FLOOD_MIN_STREAMS: u64 = 100;
 /// A stream reset sooner than this after it started, before its response, is premature.
 const PREMATURE_RESET_WINDOW: Duration = Duration::from_secs(1);
-/// Time a flooding connection gets to receive its GOAWAY before it is closed.
-const RESET_FLOOD_GRACE: Duration = Duration::from_millis(100);
+/// Time a flooding or idle connection gets to receive its GOAWAY before it is closed.
+const CLOSE_GRACE: Duration = Duration::from_millis(100);
+
+/// Source of [`ConnectionId`]s.
+static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
+
+/// Open connections per source (see [`crate::source::source_of`]), capped at accept.
+#[derive(Debug)]
+struct Sources {
+    open: Mutex<HashMap<IpAddr, usize>>,
+    max: usize,
+    ipv6_prefix: u8,
+}
+
+impl Sources {
+    fn new(max: usize, ipv6_prefix: u8) -> Self {
+        Self {
+            open: Mutex::default(),
+            max,
+            ipv6_prefix,
+        }
+    }
+
+    /// A slot for one more connection from `ip`, or `None` if its source has `max` open.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<SourceSlot> {
+        let source = source_of(ip, self.ipv6_prefix);
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = open.entry(source).or_default();
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot {
+            sources: self.clone(),
+            source,
+        })
+    }
+}
+
+/// One connection counted against its source until dropped.
+#[derive(Debug)]
+struct SourceSlot {
+    sources: Arc<Sources>,
+    source: IpAddr,
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .sources
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.source) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.source);
+            }
+        }
+    }
+}
+
+/// How long a connection may wait for its first request, and then between requests.
+#[derive(Clone, Copy, Debug)]
+struct Timeouts {
+    first_request: Duration,
+    idle: Duration,
+}
+
+/// Requests in flight on one connection (a response counts until its body ends) and when
+/// the count last dropped to zero: what the first-request and idle timeouts judge.
+#[derive(Debug)]
+struct Activity {
+    in_flight: AtomicU64,
+    /// Requests begun; 0 means none yet (the first-request timeout applies).
+    begun: AtomicU64,
+    /// When the last request ended (or the connection started).
+    quiet_since: Mutex<Instant>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            in_flight: AtomicU64::new(0),
+            begun: AtomicU64::new(0),
+            quiet_since: Mutex::new(Instant::now()),
+        }
+    }
+
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.begun.fetch_add(1, Relaxed);
+        self.in_flight.fetch_add(1, Relaxed);
+        InFlight(self.clone())
+    }
+
+    /// When to look again, or why the connection is to be closed now.
+    fn expired(&self, timeouts: &Timeouts) -> Result<Instant, Closed> {
+        let now = Instant::now();
+        if self.in_flight.load(Relaxed) > 0 {
+            return Ok(now + timeouts.idle);
+        }
+        let quiet_since = *self
+            .quiet_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (limit, why) = match self.begun.load(Relaxed) {
+            0 => (timeouts.first_request, Closed::FirstRequestTimeout),
+            _ => (timeouts.idle, Closed::IdleTimeout),
+        };
+        let deadline = quiet_since + limit;
+        if now >= deadline {
+            Err(why)
+        } else {
+            Ok(deadline)
+        }
+    }
+}
+
+/// One request in flight; see [`Activity`].
+#[derive(Debug)]
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        // The time first: a timer that sees the count at zero must see the new time.
+        *self
+            .0
+            .quiet_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        self.0.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its request counted in flight until it ends or is dropped.
+    struct Busy<B> {
+        #[pin]
+        body: B,
+        _busy: InFlight,
+    }
+}
+
+impl<B: Body> Body for Busy<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
 /// At this many streams both counts are halved, so that a long-lived connection (a client
 /// sidecar's tunnel) is judged on its recent streams: answered requests long ago cannot
 /// pay for a flood now.

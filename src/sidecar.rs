@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::net::TcpListener;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::admin::AdminState;
 use crate::certs::Identity;
@@ -41,6 +41,7 @@ impl Sidecar {
         shutdown: F,
         started: impl FnOnce(&Started),
     ) -> io::Result<()> {
+        raise_fd_limit(&self);
         match self {
             Sidecar::Server(s) => {
                 let listener = bind(s.listen, "listen").await?;
@@ -136,12 +137,11 @@ impl Sidecar {
                     warn!(listen = %s.listen, "The client sidecar listens in plain HTTP on a non-loopback address: anyone who can reach it can use the upstream as this client");
                 }
                 let tls_metrics = s.connector.metrics().clone();
-                let proxy = Proxy::new(
-                    s.upstream.clone(),
-                    s.connector.clone(),
-                    Side::Client,
-                    s.common.http.clone(),
-                );
+                let mut http = s.common.http.clone();
+                if http.allowed_hosts.is_empty() {
+                    http.allowed_hosts = crate::config::default_hosts(listener.local_addr()?);
+                }
+                let proxy = Proxy::new(s.upstream.clone(), s.connector.clone(), Side::Client, http);
                 let listener_metrics = Arc::<crate::metrics::Metrics>::default();
                 let state = Arc::new(AdminState {
                     tls: tls_metrics,
@@ -220,6 +220,30 @@ where
     crate::serve_with(listener, acceptor, proxy, &common.serve, metrics, shutdown).await
 }
 
+/// Raises the soft file-descriptor limit to the hard one: each connection, and each stream
+/// proxied upstream, holds a descriptor, and the common soft limit of 1024 would make
+/// `accept` fail with EMFILE long before `max-connections` is reached. Warns when even the
+/// hard limit is below what the configured limits may need.
+fn raise_fd_limit(sidecar: &Sidecar) {
+    let common = match sidecar {
+        Sidecar::Server(s) => &s.common,
+        Sidecar::Client(c) => &c.common,
+    };
+    // A client connection and an upstream socket each, and some slack for files and pools.
+    let needed = (common.serve.max_connections + common.http.max_upstream_requests + 64) as u64;
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < needed => warn!(
+            limit,
+            needed,
+            max_connections = common.serve.max_connections,
+            max_upstream_requests = common.http.max_upstream_requests,
+            "The file-descriptor limit is below what max-connections and max-upstream-requests may need: raise `ulimit -n` (LimitNOFILE=) or lower them"
+        ),
+        Ok(limit) => debug!(limit, "File-descriptor limit"),
+        Err(e) => warn!(error = %e, "Could not raise the file-descriptor limit"),
+    }
+}
+
 async fn bind(addr: SocketAddr, field: &str) -> io::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
@@ -240,8 +264,15 @@ async fn start_admin(
     });
     // The admin listener lives as long as the process: it answers /readyz (503) while
     // the main listener drains.
+    // Its own small budget: whoever can reach the port must not be able to hold it, or
+    // /healthz fails and the orchestrator restarts a healthy sidecar.
     let options = crate::ServeOptions {
         max_connections: 64,
+        max_connections_per_ip: 16,
+        max_concurrent_streams: 16,
+        first_request_timeout: Duration::from_secs(5),
+        idle_timeout: Duration::from_secs(10),
+        header_read_timeout: Duration::from_secs(5),
         ..crate::ServeOptions::default()
     };
     tokio::spawn(async move {

@@ -6,6 +6,16 @@
 
 mod support;
 
+// Attacks grouped by what they aim at; each file shares this one's helpers (`super::*`).
+#[path = "adversarial/gate.rs"]
+mod gate;
+#[path = "adversarial/proxy.rs"]
+mod proxy;
+#[path = "adversarial/resumption.rs"]
+mod resumption;
+#[path = "adversarial/slots.rs"]
+mod slots;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -187,18 +197,11 @@ async fn scene(tweak: SidecarConfig) -> Scene {
     let serial = SERIAL.lock().await;
     let pki = Pki::new(KeyAlg::EcdsaP256);
     let upstream = Upstream::start().await;
-    let running = run(
-        Mode::Server,
-        SidecarConfig {
-            handshake_timeout: tweak
-                .handshake_timeout
-                .or(Some(Dur(Duration::from_secs(2)))),
-            max_connections: tweak.max_connections,
-            policy: tweak.policy,
-            ..server_config(&pki, &upstream.url())
-        },
-    )
-    .await;
+    let base = SidecarConfig {
+        handshake_timeout: Some(Dur(Duration::from_secs(2))),
+        ..server_config(&pki, &upstream.url())
+    };
+    let running = run(Mode::Server, base.overlay(tweak)).await;
     // The baseline includes the server sidecar's pooled connection to the upstream.
     honest_request(&pki, &running).await;
     Scene {
@@ -426,6 +429,7 @@ async fn thousands_of_policy_refusals_each_get_an_alert_and_leave_nothing_behind
 async fn a_flood_past_max_connections_is_refused_at_once_while_a_stream_keeps_flowing() {
     let w = scene(SidecarConfig {
         max_connections: Some(4),
+        max_connections_per_ip: Some(4),
         handshake_timeout: Some(Dur(Duration::from_secs(20))),
         ..SidecarConfig::default()
     })
@@ -462,7 +466,12 @@ async fn a_flood_past_max_connections_is_refused_at_once_while_a_stream_keeps_fl
     // The stream admitted before the flood carries on.
     upstream.release.notify_one();
     read_until(&mut stream, "data: two").await;
-    expect_metric(running, "mcp_pqtls_connections_rejected_total", FLOOD).await;
+    expect_metric(
+        running,
+        "mcp_pqtls_connections_rejected_total{reason=\"max_connections\"}",
+        FLOOD,
+    )
+    .await;
     drop((held, stream, client));
     fds_return_to(baseline).await;
 }
