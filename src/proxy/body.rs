@@ -1,15 +1,18 @@
 //! The response body as the client receives it: upstream frames passed on one by one as
 //! they arrive (no buffering, no coalescing), counted, and logged when the response ends.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};
-use hyper::body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt as _;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tracing::info;
 
 use super::metrics::{ProxyMetrics, StreamGuard};
@@ -101,5 +104,184 @@ impl Drop for Tracked {
             duration_ms = self.log.started.elapsed().as_millis() as u64,
             "Request"
         );
+    }
+}
+
+/// How long a refused request's unread body is still read (and discarded) after the answer.
+pub(super) const LINGER: Duration = Duration::from_secs(5);
+
+/// A request body that was not complete within `request-body-timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("request body not complete within {}", humantime::format_duration(*.0))]
+pub(super) struct BodyTimeout(pub(super) Duration);
+
+/// What became of a request body, for the proxy to tell a timeout from an upstream failure
+/// (an h2 upstream hop does not hand the body's error back).
+#[derive(Debug, Default)]
+pub(super) struct BodyState {
+    timed_out: AtomicBool,
+}
+
+impl BodyState {
+    pub(super) fn timed_out(&self) -> bool {
+        self.timed_out.load(Relaxed)
+    }
+}
+
+/// The client's request body: cut with [`BodyTimeout`] when it is not complete within the
+/// deadline, and, when dropped unread (a refusal answered before the body: 401, 413, 421,
+/// 429, 503...), still read and discarded for up to [`LINGER`] and `max` bytes, as nginx
+/// does. Without that, hyper resets the h2 stream (or closes the connection) right after
+/// the answer, and a client still sending sees the reset instead of the status.
+pub(super) struct RequestBody<B>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+{
+    inner: Option<B>,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
+    read: u64,
+    max: u64,
+    ended: bool,
+    state: Arc<BodyState>,
+}
+
+impl<B> RequestBody<B>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+{
+    pub(super) fn new(inner: B, timeout: Duration, max: u64) -> (Self, Arc<BodyState>) {
+        let state = Arc::<BodyState>::default();
+        let body = Self {
+            ended: inner.is_end_stream(),
+            inner: Some(inner),
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+            timeout,
+            read: 0,
+            max,
+            state: state.clone(),
+        };
+        (body, state)
+    }
+}
+
+impl<B> Body for RequestBody<B>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let Some(inner) = this.inner.as_mut().filter(|_| !this.ended) else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(&mut *inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.read += data.len() as u64;
+                }
+                this.ended = inner.is_end_stream();
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.ended = true;
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(None) => {
+                this.ended = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    // Not worth lingering on: a body this slow will not end in time.
+                    this.ended = true;
+                    this.state.timed_out.store(true, Relaxed);
+                    Poll::Ready(Some(Err(BodyTimeout(this.timeout).into())))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.inner.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.as_ref().map(Body::size_hint).unwrap_or_default()
+    }
+}
+
+impl<B> Drop for RequestBody<B>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+{
+    fn drop(&mut self) {
+        if self.ended || self.read >= self.max {
+            return;
+        }
+        let (Some(mut body), Ok(runtime)) =
+            (self.inner.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let mut budget = self.max - self.read;
+        runtime.spawn(async move {
+            let drain = async {
+                while let Some(Ok(frame)) = body.frame().await {
+                    let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+                    match budget.checked_sub(n) {
+                        Some(left) => budget = left,
+                        None => return,
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(LINGER, drain).await;
+        });
+    }
+}
+
+/// An upstream response body that holds what the request took (an upstream permit, a
+/// stream on a pooled connection) until the body ends or is dropped: an SSE stream holds
+/// them as long as it is open.
+pub(super) struct Holding<G> {
+    inner: Incoming,
+    held: Option<G>,
+}
+
+impl<G: Send + Sync + Unpin + 'static> Holding<G> {
+    pub(super) fn wrap(inner: Incoming, held: G) -> ProxyBody {
+        let held = (!inner.is_end_stream()).then_some(held);
+        Holding { inner, held }.boxed()
+    }
+}
+
+impl<G: Unpin> Body for Holding<G> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None | Some(Err(_)))) || self.inner.is_end_stream() {
+            self.held = None;
+        }
+        polled.map(|f| f.map(|r| r.map_err(BoxError::from)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

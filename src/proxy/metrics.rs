@@ -9,8 +9,13 @@ use http::StatusCode;
 
 use crate::metrics::{Histogram, HistogramSnapshot};
 
-/// Labels of [`ProxySnapshot::upstream_errors`].
-pub const UPSTREAM_ERRORS: [&str; 3] = ["connect", "request", "timeout"];
+/// Labels of [`ProxySnapshot::upstream_errors`]. `rejected`: refused (503) before it was
+/// sent, `max-upstream-requests` being in flight.
+pub const UPSTREAM_ERRORS: [&str; 4] = ["connect", "request", "timeout", "rejected"];
+
+/// Labels of [`ProxySnapshot::refusals`]: `host` (421, not in `allowed-hosts`),
+/// `body_timeout` (408, body not complete within `request-body-timeout`).
+pub const PROXY_REFUSALS: [&str; 2] = ["host", "body_timeout"];
 
 /// Counters of one [`super::Proxy`].
 #[derive(Debug, Default)]
@@ -20,6 +25,7 @@ pub struct ProxyMetrics {
     upstream_seconds: Histogram,
     origin_refused: AtomicU64,
     body_too_large: AtomicU64,
+    refusals: [AtomicU64; PROXY_REFUSALS.len()],
     response_bytes: AtomicU64,
     streams_active: AtomicI64,
     streams: AtomicU64,
@@ -43,6 +49,12 @@ impl ProxyMetrics {
 
     pub(super) fn origin_refused(&self) {
         self.origin_refused.fetch_add(1, Relaxed);
+    }
+
+    pub(super) fn refused(&self, reason: &'static str) {
+        if let Some(i) = PROXY_REFUSALS.iter().position(|r| *r == reason) {
+            self.refusals[i].fetch_add(1, Relaxed);
+        }
     }
 
     pub(super) fn body_too_large(&self) {
@@ -75,6 +87,11 @@ impl ProxyMetrics {
             upstream_seconds: self.upstream_seconds.snapshot(),
             origin_refused: self.origin_refused.load(Relaxed),
             body_too_large: self.body_too_large.load(Relaxed),
+            refusals: PROXY_REFUSALS
+                .into_iter()
+                .zip(&self.refusals)
+                .map(|(r, n)| (r, n.load(Relaxed)))
+                .collect(),
             response_bytes: self.response_bytes.load(Relaxed),
             streams_active: self.streams_active.load(Relaxed).max(0) as u64,
             streams: self.streams.load(Relaxed),
@@ -105,6 +122,8 @@ pub struct ProxySnapshot {
     pub origin_refused: u64,
     /// Requests refused (413) for a body over the limit.
     pub body_too_large: u64,
+    /// Requests refused by the proxy, by reason (see [`PROXY_REFUSALS`]).
+    pub refusals: Vec<(&'static str, u64)>,
     /// Response body bytes sent to clients.
     pub response_bytes: u64,
     /// SSE streams open now.

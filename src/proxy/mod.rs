@@ -9,6 +9,7 @@
 mod body;
 pub mod headers;
 mod metrics;
+mod pool;
 mod upstream;
 
 use std::error::Error as StdError;
@@ -25,15 +26,19 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::Connect;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use tokio::sync::Semaphore;
 use tracing::warn;
 
 pub use self::headers::{ForwardedMode, OriginAllowList, OriginMode};
-pub use self::metrics::{ProxyMetrics, ProxySnapshot};
+pub use self::metrics::{ProxyMetrics, ProxySnapshot, PROXY_REFUSALS};
+pub use self::pool::{DEFAULT_STREAMS_PER_CONNECTION, POOL_IDLE_TIMEOUT};
 pub use self::upstream::{Upstream, UpstreamConnector, UpstreamError};
 
-use self::body::{RequestLog, Tracked};
+use self::body::{BodyState, BodyTimeout, Holding, RequestBody, RequestLog, Tracked};
+use self::pool::{H2Pool, PoolError};
 use crate::gate::Gate;
-use crate::tls::ConnectionInfo;
+use crate::throttle::LogThrottle;
+use crate::tls::{ConnectionInfo, PqConnector};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -44,6 +49,13 @@ pub type ProxyBody = BoxBody<Bytes, BoxError>;
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 4 * 1024 * 1024;
 /// Default time an upstream gets to start a (non-streaming) response.
 pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Default time a request body gets to arrive whole.
+pub const DEFAULT_REQUEST_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default number of upstream requests in flight at once (the default `max-connections`).
+pub const DEFAULT_MAX_UPSTREAM_REQUESTS: usize = 1024;
+/// Idle upstream connections the legacy (HTTP/1.1) client keeps per host.
+const MAX_IDLE_UPSTREAM: usize = 64;
 
 /// Which side of the tunnel this proxy is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,6 +83,14 @@ pub struct HttpOptions {
     /// Time the upstream gets to send a response's head. Streams, once started, have no
     /// timeout.
     pub upstream_timeout: Duration,
+    /// Time a request body gets to arrive whole (408 beyond). Default 30 s.
+    pub request_body_timeout: Duration,
+    /// Upstream requests in flight at once (an SSE stream is one until it ends); beyond
+    /// it a quick 503. Default 1024 (`max-connections`).
+    pub max_upstream_requests: usize,
+    /// `Host` values a request may carry (client sidecar: DNS-rebinding guard); anything
+    /// else gets 421. Empty: any (the server sidecar, which fixes the upstream authority).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for HttpOptions {
@@ -82,6 +102,9 @@ impl Default for HttpOptions {
             forwarded: ForwardedMode::default(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             upstream_timeout: DEFAULT_UPSTREAM_TIMEOUT,
+            request_body_timeout: DEFAULT_REQUEST_BODY_TIMEOUT,
+            max_upstream_requests: DEFAULT_MAX_UPSTREAM_REQUESTS,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -106,6 +129,13 @@ struct Inner<C> {
     options: HttpOptions,
     metrics: Arc<ProxyMetrics>,
     gate: Option<Arc<Gate>>,
+    /// `max-upstream-requests`: one permit per upstream request until its response ends.
+    permits: Arc<Semaphore>,
+    /// The client sidecar's h2 connections to a TLS upstream (see [`pool`]).
+    pool: Option<Arc<H2Pool>>,
+    busy_log: LogThrottle,
+    host_log: LogThrottle,
+    body_timeout_log: LogThrottle,
 }
 
 impl<C> Proxy<C>
@@ -129,9 +159,23 @@ where
         options: HttpOptions,
         gate: Option<Arc<Gate>>,
     ) -> Self {
+        // A TLS upstream is the server sidecar: h2 over several connections rather than
+        // queueing past one connection's stream limit. The check is by type because the
+        // connector's type is the caller's; any other connector keeps the legacy client.
+        let pool = upstream
+            .is_tls()
+            .then(|| (&connector as &dyn std::any::Any).downcast_ref::<PqConnector>())
+            .flatten()
+            .map(|pq| Arc::new(H2Pool::new(pq.clone())));
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
+            // Below the server sidecar's default idle-timeout (60 s): a pooled connection is
+            // dropped here before the server closes it under a request.
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_max_idle_per_host(MAX_IDLE_UPSTREAM.min(options.max_upstream_requests))
             .build(connector);
+        let permits = Arc::new(Semaphore::new(
+            options.max_upstream_requests.min(Semaphore::MAX_PERMITS),
+        ));
         Self {
             inner: Arc::new(Inner {
                 client,
@@ -140,6 +184,11 @@ where
                 options,
                 metrics: Arc::default(),
                 gate,
+                permits,
+                pool,
+                busy_log: LogThrottle::default(),
+                host_log: LogThrottle::default(),
+                body_timeout_log: LogThrottle::default(),
             }),
         }
     }
@@ -147,6 +196,12 @@ where
     /// Request, stream and upstream counters.
     pub fn metrics(&self) -> &Arc<ProxyMetrics> {
         &self.inner.metrics
+    }
+
+    /// h2 connections the client sidecar has dialed to its TLS upstream so far (0 with
+    /// any other upstream).
+    pub fn upstream_connections_opened(&self) -> u64 {
+        self.inner.pool.as_ref().map_or(0, |p| p.opened())
     }
 
     /// Forwards one request. Never fails: every problem becomes a response with a short
@@ -161,17 +216,31 @@ where
             started,
             metrics: inner.metrics.clone(),
         };
-        // Origin first: a refused Origin costs no rate-limit tokens and is not audited.
-        let response = match (self.check_origin(req.headers(), peer), &inner.gate) {
+        // Every body gets the deadline, and lingers when refused unread (see RequestBody).
+        let (parts, body) = req.into_parts();
+        let (body, body_state) = RequestBody::new(
+            body,
+            inner.options.request_body_timeout,
+            inner.options.max_body_bytes,
+        );
+        let req = Request::from_parts(parts, body);
+        // Host and Origin first: a refused one costs no rate-limit tokens and is not audited.
+        let checked = self
+            .check_host(&req, peer)
+            .and_then(|()| self.check_origin(req.headers(), peer));
+        let response = match (checked, &inner.gate) {
             (Err(refused), _) => Err(refused),
-            (Ok(()), Some(gate)) => self.forward_gated(gate, req, peer, started).await,
+            (Ok(()), Some(gate)) => {
+                self.forward_gated(gate, req, peer, started, &body_state)
+                    .await
+            }
             (Ok(()), None) => match self.prepare(req, peer) {
-                Ok(upstream_req) => self.send(upstream_req, started).await,
+                Ok(upstream_req) => self.send(upstream_req, started, &body_state).await,
                 Err(refused) => Err(refused),
             },
         };
         let response = match response {
-            Ok(r) => r.map(|b| b.map_err(BoxError::from).boxed()),
+            Ok(r) => r,
             Err(local) => local.into_response(),
         };
         inner.metrics.response(response.status());
@@ -183,15 +252,16 @@ where
     async fn forward_gated(
         &self,
         gate: &Gate,
-        req: Request<Incoming>,
+        req: Request<RequestBody<Incoming>>,
         peer: SocketAddr,
         started: Instant,
-    ) -> Result<Response<Incoming>, LocalReply> {
+        body_state: &BodyState,
+    ) -> Result<Response<ProxyBody>, LocalReply> {
         let (req, admitted) = gate.admit(req, peer).await.map_err(LocalReply::Gate)?;
         let result = match self.prepare(req, peer) {
             Ok(mut upstream_req) => {
                 admitted.apply(upstream_req.headers_mut());
-                self.send(upstream_req, started).await
+                self.send(upstream_req, started, body_state).await
             }
             Err(refused) => Err(refused),
         };
@@ -200,6 +270,36 @@ where
             Err(local) => local.status(),
         });
         result
+    }
+
+    /// The DNS-rebinding guard: a page on `evil.example` rebound to 127.0.0.1 reaches the
+    /// client sidecar with `Host: evil.example:PORT` (browsers send no `Origin` on
+    /// same-origin GETs), so only the hosts on the list are served. A missing `Host` (and,
+    /// over h2, `:authority`) is refused too.
+    fn check_host<B>(&self, req: &Request<B>, peer: SocketAddr) -> Result<(), LocalReply> {
+        let inner = &*self.inner;
+        let allowed = &inner.options.allowed_hosts;
+        if allowed.is_empty() || allowed.iter().any(|h| h == "*") {
+            return Ok(());
+        }
+        let host = req
+            .headers()
+            .get(HOST)
+            .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
+            .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()));
+        if let Some(h) = &host {
+            if allowed.iter().any(|a| a.eq_ignore_ascii_case(h)) {
+                return Ok(());
+            }
+        }
+        inner.metrics.refused("host");
+        if let Some(not_logged) = inner.host_log.admit() {
+            warn!(client.addr = %peer, http.host = ?host, not_logged, "Refused request: Host not in allowed-hosts (DNS rebinding?)");
+        }
+        Err(local(
+            StatusCode::MISDIRECTED_REQUEST,
+            "this Host is not served here (allowed-hosts)\n".to_owned(),
+        ))
     }
 
     fn check_origin(&self, headers: &http::HeaderMap, peer: SocketAddr) -> Result<(), LocalReply> {
@@ -293,22 +393,47 @@ where
         &self,
         req: Request<BoxBody<Bytes, BoxError>>,
         started: Instant,
-    ) -> Result<Response<Incoming>, LocalReply> {
+        body_state: &BodyState,
+    ) -> Result<Response<ProxyBody>, LocalReply> {
         let inner = &*self.inner;
         let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+        // F3: one permit per upstream request, held until its response body ends, so that
+        // streams multiplexed over few client connections cannot fan out without bound.
+        let Ok(permit) = inner.permits.clone().try_acquire_owned() else {
+            inner.metrics.upstream_error("rejected");
+            if let Some(not_logged) = inner.busy_log.admit() {
+                warn!(upstream = %inner.upstream, max_upstream_requests = inner.options.max_upstream_requests, not_logged, "Refused request: max-upstream-requests in flight");
+            }
+            return Err(LocalReply::Text {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                body: format!(
+                    "too many upstream requests in flight (max-upstream-requests {})\n",
+                    inner.options.max_upstream_requests
+                ),
+                retry_after: true,
+            });
+        };
         let timeout = inner.options.upstream_timeout;
-        let result = tokio::time::timeout(timeout, inner.client.request(req)).await;
+        let result = tokio::time::timeout(timeout, self.request(req)).await;
         inner.metrics.upstream_latency(started.elapsed());
-        let mut response = match result {
+        let (mut response, lease) = match result {
             Ok(Ok(r)) => r,
-            Ok(Err(e)) if error_chain(&e).any(|s| s.is::<LengthLimitError>()) => {
+            Ok(Err(_)) if body_state.timed_out() => return Err(self.body_timed_out()),
+            Ok(Err(Failure::Client(e))) if error_chain(&e).any(|s| s.is::<BodyTimeout>()) => {
+                return Err(self.body_timed_out())
+            }
+            Ok(Err(Failure::Client(e))) if error_chain(&e).any(|s| s.is::<LengthLimitError>()) => {
                 return Err(self.body_too_large())
             }
-            Ok(Err(e)) => {
-                inner
-                    .metrics
-                    .upstream_error(if e.is_connect() { "connect" } else { "request" });
-                let cause = error_chain(&e)
+            Ok(Err(failure)) => {
+                let (kind, e): (_, &(dyn StdError + 'static)) = match &failure {
+                    Failure::Client(e) if e.is_connect() => ("connect", e),
+                    Failure::Client(e) => ("request", e),
+                    Failure::Pool(e @ PoolError::Connect(_)) => ("connect", e),
+                    Failure::Pool(e) => ("request", e),
+                };
+                inner.metrics.upstream_error(kind);
+                let cause = error_chain(e)
                     .last()
                     .map(ToString::to_string)
                     .unwrap_or_else(|| e.to_string());
@@ -339,7 +464,41 @@ where
         if let (Side::Client, Some(info)) = (inner.side, &info) {
             headers.extend(headers::tls_info(info));
         }
-        Ok(response)
+        Ok(response.map(|body| Holding::wrap(body, (permit, lease))))
+    }
+
+    /// One upstream request: over the h2 pool when there is one (and the upstream speaks
+    /// h2), else the legacy client.
+    async fn request(
+        &self,
+        req: Request<ProxyBody>,
+    ) -> Result<(Response<Incoming>, Option<pool::Lease>), Failure> {
+        let inner = &*self.inner;
+        let req = match &inner.pool {
+            Some(pool) => match pool.send(req).await {
+                Ok((res, lease)) => return Ok((res, Some(lease))),
+                Err(PoolError::Http1(req)) => req,
+                Err(e) => return Err(Failure::Pool(e)),
+            },
+            None => req,
+        };
+        let res = inner.client.request(req).await.map_err(Failure::Client)?;
+        Ok((res, None))
+    }
+
+    fn body_timed_out(&self) -> LocalReply {
+        let inner = &*self.inner;
+        inner.metrics.refused("body_timeout");
+        if let Some(not_logged) = inner.body_timeout_log.admit() {
+            warn!(timeout = ?inner.options.request_body_timeout, not_logged, "Request body not complete within request-body-timeout");
+        }
+        local(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "request body not complete within request-body-timeout ({})\n",
+                humantime::format_duration(inner.options.request_body_timeout)
+            ),
+        )
     }
 
     fn body_too_large(&self) -> LocalReply {
@@ -369,8 +528,19 @@ pub fn is_event_stream(headers: &http::HeaderMap) -> bool {
 /// A response made here rather than upstream: a status and a one-line reason, or the
 /// gate's own answer.
 enum LocalReply {
-    Text { status: StatusCode, body: String },
+    Text {
+        status: StatusCode,
+        body: String,
+        /// `Retry-After: 1`: a refusal for load, worth retrying soon.
+        retry_after: bool,
+    },
     Gate(crate::gate::Refused),
+}
+
+/// Why an upstream request got no response.
+enum Failure {
+    Client(hyper_util::client::legacy::Error),
+    Pool(PoolError),
 }
 
 impl LocalReply {
@@ -383,13 +553,21 @@ impl LocalReply {
 
     fn into_response(self) -> Response<ProxyBody> {
         let r = match self {
-            Self::Text { status, body } => {
+            Self::Text {
+                status,
+                body,
+                retry_after,
+            } => {
                 let mut r = Response::new(Full::new(Bytes::from(body)));
                 *r.status_mut() = status;
                 r.headers_mut().insert(
                     CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; charset=utf-8"),
                 );
+                if retry_after {
+                    r.headers_mut()
+                        .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+                }
                 r
             }
             Self::Gate(r) => *r,
@@ -399,7 +577,11 @@ impl LocalReply {
 }
 
 fn local(status: StatusCode, body: String) -> LocalReply {
-    LocalReply::Text { status, body }
+    LocalReply::Text {
+        status,
+        body,
+        retry_after: false,
+    }
 }
 
 fn error_chain<'a>(
