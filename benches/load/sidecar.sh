@@ -240,7 +240,10 @@ memory_section() {
   up="$(free_port)"; srv="$(free_port)"; ngx="$(free_port)"
   start_upstream "$up"; local pu=$!
   for n in $idle_sizes; do
-    start_server "$srv" "$up" --max-connections 20000; ps=$!
+    # One source holds them all, without a request: lift the per-source share and the
+    # first-request timeout that would otherwise (rightly) close them.
+    start_server "$srv" "$up" --max-connections 20000 --max-connections-per-ip 20000 \
+      --first-request-timeout 10m --idle-timeout 10m; ps=$!
     read -r b a o < <(idle_rss "https://127.0.0.1:$srv/mcp" "$ps" "$n" --ca "$work/pki/ca.pem" --groups X25519MLKEM768)
     stop "$ps"
     awk -v b="$b" -v a="$a" -v o="$o" -v n="$n" 'BEGIN { printf "| mcp-pqtls server (X25519MLKEM768) | %d of %d | %d | %d | %.0f |\n", o, n, b, a, (a - b) * 1024 / (o > 0 ? o : 1) }'
