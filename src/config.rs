@@ -649,9 +649,13 @@ impl SidecarConfig {
             self.max_connections.unwrap_or(defaults.max_connections),
             "max-connections",
         )?;
+        // The client sidecar's clients are local processes: one address, no share to keep.
+        let per_ip_default = match mode {
+            Mode::Server => (max_connections / 4).max(1),
+            Mode::Client => max_connections,
+        };
         let max_connections_per_ip = positive(
-            self.max_connections_per_ip
-                .unwrap_or((max_connections / 4).max(1)),
+            self.max_connections_per_ip.unwrap_or(per_ip_default),
             "max-connections-per-ip",
         )?;
         if max_connections_per_ip > max_connections {
