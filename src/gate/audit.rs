@@ -1,24 +1,46 @@
 //! The audit log: one JSON line per JSON-RPC message (or per HTTP request that carried
 //! none), written by a thread of its own so a slow disk never holds up a request.
 
+use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
 
 use super::metrics::GateMetrics;
+use crate::throttle::LogThrottle;
 
 /// How long the writer waits after a record for more to write with it.
-const GROUP_COMMIT: std::time::Duration = std::time::Duration::from_millis(2);
+const GROUP_COMMIT: Duration = Duration::from_millis(2);
 
-/// Records queued for the writer at most; beyond, records are dropped and counted
-/// (`gate_audit_dropped_total`) rather than make requests wait.
-const QUEUE: usize = 8192;
+/// Records queued for the writer at most by default (`[audit] queue-records`); beyond,
+/// records are dropped and counted (`gate_audit_dropped_total`), or with `fail-closed`
+/// calls are refused, rather than make requests wait.
+pub const DEFAULT_QUEUE: usize = 8192;
 
+/// How long [`AuditLog::close`] waits for the writer to write what is queued.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// `O_NOFOLLOW`: opening a symlink fails with `ELOOP` instead of writing through it. Spelt
+/// out here because `libc` is not a direct dependency (values from the kernel headers).
+#[cfg(all(target_os = "linux", any(target_arch = "aarch64", target_arch = "arm")))]
+const O_NOFOLLOW: i32 = 0o100000;
+#[cfg(all(
+    target_os = "linux",
+    not(any(target_arch = "aarch64", target_arch = "arm"))
+))]
+const O_NOFOLLOW: i32 = 0o400000;
+#[cfg(not(target_os = "linux"))]
+const O_NOFOLLOW: i32 = 0x100;
+/// `ELOOP`, what opening a symlink with `O_NOFOLLOW` fails with.
+#[cfg(target_os = "linux")]
+const ELOOP: i32 = 40;
+#[cfg(not(target_os = "linux"))]
+const ELOOP: i32 = 62;
 /// One audit record. Fields without a value are written as `null`, so every line has the
 /// same keys.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -58,9 +80,10 @@ pub struct Record {
     pub status: u16,
     /// Time from the request to the response head, in milliseconds.
     pub duration_ms: f64,
-    /// The JSON-RPC message, with `include-bodies` only.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub body: Option<Value>,
+    /// The JSON-RPC message as compact JSON text, with `include-bodies` only; written as
+    /// the record's last key, `body`, as JSON (not as a string).
+    #[serde(skip)]
+    pub body: Option<String>,
     /// The bearer token, with `include-tokens` only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
@@ -75,87 +98,295 @@ pub struct AuditSettings {
     pub include_bodies: bool,
     /// Record the bearer token.
     pub include_tokens: bool,
+    /// Refuse calls (503) rather than drop their records when the queue is full.
+    pub fail_closed: bool,
+    /// Records queued for the writer at most.
+    pub queue: usize,
 }
 
-/// A running audit log. Cloning shares the writer.
+/// A running audit log. Cloning shares the writer; the last clone dropped stops it
+/// (without waiting: see [`AuditLog::close`]).
 #[derive(Clone, Debug)]
 pub struct AuditLog {
-    tx: SyncSender<String>,
+    inner: Arc<Inner>,
     /// What the records may hold.
     pub settings: Arc<AuditSettings>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    shared: Arc<Shared>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     metrics: Arc<GateMetrics>,
+    dropped_log: LogThrottle,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.wake.notify_all();
+    }
+}
+
+/// The queue between requests and the writer thread.
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+    capacity: usize,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    lines: VecDeque<String>,
+    /// Places promised to admitted calls (`fail-closed`): never given to other records.
+    reserved: usize,
+    closed: bool,
+    /// The writer has written everything and stopped.
+    done: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere leaves a plain queue behind; it is still usable.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Places in the audit queue held for the records of one admitted call, so that they can
+/// never be dropped; what is not used is given back when this is dropped.
+#[derive(Debug)]
+pub struct Reservation {
+    shared: Arc<Shared>,
+    left: usize,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.left > 0 {
+            let mut s = self.shared.lock();
+            s.reserved = s.reserved.saturating_sub(self.left);
+        }
+    }
 }
 
 impl AuditLog {
-    /// Opens the file (or stdout) and starts the writer thread.
+    /// Opens the file (or stdout) and starts the writer thread. A file is created 0600 and
+    /// never through a symlink; an existing one readable by group or others is warned of.
     pub fn open(settings: AuditSettings, metrics: Arc<GateMetrics>) -> io::Result<Self> {
         let out: Box<dyn Write + Send> = if settings.path == Path::new("-") {
             Box::new(io::stdout())
         } else {
-            Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&settings.path)
-                    .map_err(|e| {
-                        io::Error::new(
-                            e.kind(),
-                            format!("audit.path: cannot open {}: {e}", settings.path.display()),
-                        )
-                    })?,
-            )
+            Box::new(open_file(&settings.path)?)
         };
-        let (tx, rx) = sync_channel::<String>(QUEUE);
+        let shared = Arc::new(Shared {
+            state: Mutex::default(),
+            wake: Condvar::new(),
+            capacity: settings.queue.max(1),
+        });
         let path = settings.path.clone();
-        std::thread::Builder::new()
+        let for_writer = shared.clone();
+        let writer = std::thread::Builder::new()
             .name("mcp-pqtls-audit".into())
-            .spawn(move || {
-                let mut out = io::BufWriter::new(out);
-                let mut failing = false;
-                // Group commit: woken by the first record, the writer gives the others
-                // GROUP_COMMIT to arrive, then writes and flushes them together. A wake-up
-                // and a write per record cost the proxy ~25 µs of CPU per request (measured
-                // under load, mostly context switches); readers see a record within ~2 ms.
-                while let Ok(first) = rx.recv() {
-                    std::thread::sleep(GROUP_COMMIT);
-                    let written = std::iter::once(first)
-                        .chain(rx.try_iter())
-                        .try_for_each(|line| {
-                            out.write_all(line.as_bytes())?;
-                            out.write_all(b"\n")
-                        })
-                        .and_then(|()| out.flush());
-                    match (written, failing) {
-                        (Err(e), false) => {
-                            failing = true;
-                            tracing::error!(path = %path.display(), error = %e, "Audit log write failed");
-                        }
-                        (Ok(()), true) => {
-                            failing = false;
-                            tracing::info!(path = %path.display(), "Audit log writes resumed");
-                        }
-                        _ => {}
-                    }
-                }
-            })?;
+            .spawn(move || write_loop(&for_writer, out, &path))?;
         Ok(Self {
-            tx,
+            inner: Arc::new(Inner {
+                shared,
+                writer: Mutex::new(Some(writer)),
+                metrics,
+                dropped_log: LogThrottle::default(),
+            }),
             settings: Arc::new(settings),
-            metrics,
         })
     }
 
-    /// Queues a record; never waits.
+    /// Holds `n` places in the queue for the records of an admitted call; `None` when the
+    /// queue (with what is already held) has no room.
+    pub fn reserve(&self, n: usize) -> Option<Reservation> {
+        let shared = &self.inner.shared;
+        let mut s = shared.lock();
+        if s.closed || s.lines.len() + s.reserved + n > shared.capacity {
+            return None;
+        }
+        s.reserved += n;
+        Some(Reservation {
+            shared: shared.clone(),
+            left: n,
+        })
+    }
+
+    /// Queues a record; never waits. Without room it is dropped: an ERROR line (throttled)
+    /// and `gate_audit_dropped_total`.
     pub fn write(&self, record: &Record) {
-        let Ok(line) = serde_json::to_string(record) else {
-            return;
-        };
-        match self.tx.try_send(line) {
-            Ok(()) => self.metrics.audit_records.fetch_add(1, Relaxed),
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.metrics.audit_dropped.fetch_add(1, Relaxed)
+        self.queue(record, None);
+    }
+
+    /// Queues a record in a place `reservation` holds (if it has one left).
+    pub fn write_reserved(&self, record: &Record, reservation: &mut Reservation) {
+        self.queue(record, Some(reservation));
+    }
+
+    fn queue(&self, record: &Record, reservation: Option<&mut Reservation>) {
+        let Some(line) = line(record) else { return };
+        let shared = &self.inner.shared;
+        let mut s = shared.lock();
+        let held = match reservation {
+            Some(r) if r.left > 0 && Arc::ptr_eq(&r.shared, shared) => {
+                r.left -= 1;
+                s.reserved = s.reserved.saturating_sub(1);
+                true
             }
+            _ => false,
         };
+        if !s.closed && (held || s.lines.len() + s.reserved < shared.capacity) {
+            s.lines.push_back(line);
+            drop(s);
+            shared.wake.notify_one();
+            self.inner.metrics.audit_records.fetch_add(1, Relaxed);
+            return;
+        }
+        let closed = s.closed;
+        drop(s);
+        self.inner.metrics.audit_dropped.fetch_add(1, Relaxed);
+        if let Some(not_logged) = self.inner.dropped_log.admit() {
+            tracing::error!(
+                path = %self.settings.path.display(),
+                closed,
+                not_logged,
+                "Audit record dropped: the audit queue is full (the writer is behind) or closed"
+            );
+        }
+    }
+
+    /// Stops taking records, writes and flushes what is queued, and joins the writer,
+    /// waiting at most [`CLOSE_WAIT`]. Call once the server has drained: the records of
+    /// calls cut off by the drain (status 499) are queued by then. Later records are dropped
+    /// (and counted).
+    pub fn close(&self) {
+        let shared = &self.inner.shared;
+        shared.lock().closed = true;
+        shared.wake.notify_all();
+        let deadline = std::time::Instant::now() + CLOSE_WAIT;
+        let mut s = shared.lock();
+        while !s.done {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                let unwritten = s.lines.len();
+                drop(s);
+                tracing::error!(
+                    path = %self.settings.path.display(),
+                    unwritten,
+                    "Audit log writer did not finish within {CLOSE_WAIT:?}; records still queued are lost"
+                );
+                return;
+            }
+            s = shared
+                .wake
+                .wait_timeout(s, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        drop(s);
+        let writer = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(w) = writer {
+            let _ = w.join();
+        }
+    }
+}
+
+/// A record as one JSON line; the body, already JSON text, goes in as it is.
+fn line(record: &Record) -> Option<String> {
+    let mut line = serde_json::to_string(record).ok()?;
+    if let Some(body) = &record.body {
+        // The record is an object: its closing brace makes room for one more key.
+        line.pop();
+        line.push_str(",\"body\":");
+        line.push_str(body);
+        line.push('}');
+    }
+    Some(line)
+}
+
+fn open_file(path: &Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let named = |e: io::Error| {
+        let hint = if e.raw_os_error() == Some(ELOOP) {
+            " (a symlink: the audit log is never written through one)"
+        } else {
+            ""
+        };
+        io::Error::new(
+            e.kind(),
+            format!("audit.path: cannot open {}: {e}{hint}", path.display()),
+        )
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(O_NOFOLLOW)
+        .open(path)
+        .map_err(named)?;
+    let mode = file.metadata().map_err(named)?.mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            path = %path.display(),
+            mode = format!("{:o}", mode & 0o777),
+            "The audit log is readable or writable by group or others; it holds session ids and subjects (chmod 600 it)"
+        );
+    }
+    Ok(file)
+}
+
+fn write_loop(shared: &Shared, out: Box<dyn Write + Send>, path: &Path) {
+    let mut out = io::BufWriter::new(out);
+    let mut failing = false;
+    loop {
+        let mut s = shared.lock();
+        while s.lines.is_empty() && !s.closed {
+            s = shared.wake.wait(s).unwrap_or_else(PoisonError::into_inner);
+        }
+        if s.lines.is_empty() {
+            // Closed and written.
+            let _ = out.flush();
+            s.done = true;
+            drop(s);
+            shared.wake.notify_all();
+            return;
+        }
+        let closing = s.closed;
+        drop(s);
+        // Group commit: woken by the first record, the writer gives the others
+        // GROUP_COMMIT to arrive, then writes and flushes them together. A wake-up and a
+        // write per record cost the proxy ~25 µs of CPU per request (measured under load,
+        // mostly context switches); readers see a record within ~2 ms.
+        if !closing {
+            std::thread::sleep(GROUP_COMMIT);
+        }
+        let batch = std::mem::take(&mut shared.lock().lines);
+        let written = batch
+            .iter()
+            .try_for_each(|line| {
+                out.write_all(line.as_bytes())?;
+                out.write_all(b"\n")
+            })
+            .and_then(|()| out.flush());
+        match (written, failing) {
+            (Err(e), false) => {
+                failing = true;
+                tracing::error!(path = %path.display(), error = %e, "Audit log write failed");
+            }
+            (Ok(()), true) => {
+                failing = false;
+                tracing::info!(path = %path.display(), "Audit log writes resumed");
+            }
+            _ => {}
+        }
     }
 }
 

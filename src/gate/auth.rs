@@ -77,6 +77,8 @@ pub struct AuthSettings {
     pub leeway: Duration,
     /// Send the client's `Authorization` upstream.
     pub forward_token: bool,
+    /// The JOSE `typ` a token must carry (`at+jwt`, RFC 9068), if any.
+    pub required_typ: Option<String>,
 }
 
 impl AuthSettings {
@@ -271,8 +273,8 @@ fn signing_key(value: serde_json::Value) -> Result<Key, String> {
     })
 }
 
-/// The caller of a request with an accepted token.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The caller of a request with an accepted token. Its `Debug` leaves the token out.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Principal {
     /// `sub`.
     pub subject: String,
@@ -283,7 +285,28 @@ pub struct Principal {
     pub token: String,
 }
 
-/// Why a bearer token was not accepted.
+impl std::fmt::Debug for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Principal")
+            .field("subject", &self.subject)
+            .field("scopes", &self.scopes)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A peer's string as an error message may carry it: quoted and escaped (no newline or
+/// escape sequence reaches a log line), and cut to 64 characters.
+fn shown(s: &str) -> String {
+    let mut cut: String = s.chars().take(64).collect();
+    if cut.len() < s.len() {
+        cut.push('…');
+    }
+    format!("{cut:?}")
+}
+
+/// Why a bearer token was not accepted. Peer strings in it (`kid`, `alg`, `typ`) are
+/// quoted and escaped.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TokenError {
@@ -320,6 +343,17 @@ pub enum TokenError {
     /// No keys have been loaded yet (the JWKS URL has not answered).
     #[error("no signing keys loaded yet")]
     NoKeys,
+    /// The JOSE `typ` is not the `required-typ`.
+    #[error("wrong token type: {0}")]
+    WrongType(String),
+    /// The JOSE header has `crit`: extensions this verifier does not implement (RFC 7515
+    /// §4.1.11 says such a token must be refused).
+    #[error("token header has crit {0}: no critical extension is supported")]
+    Crit(String),
+    /// A scope (an `scp` member) with whitespace in it: one scope here, several to an
+    /// upstream reading the space-separated scopes header.
+    #[error("scope {0} has whitespace in it")]
+    BadScope(String),
 }
 
 impl TokenError {
@@ -337,6 +371,9 @@ impl TokenError {
             Self::WrongAudience(_) => "wrong_audience",
             Self::MissingClaim(_) => "missing_claim",
             Self::NoKeys => "no_keys",
+            Self::WrongType(_) => "wrong_type",
+            Self::Crit(_) => "crit",
+            Self::BadScope(_) => "bad_scope",
         }
     }
 }
@@ -347,8 +384,32 @@ pub struct Verifier {
     /// The settings.
     pub settings: AuthSettings,
     keys: RwLock<Arc<KeySet>>,
-    last_refetch: tokio::sync::Mutex<Option<Instant>>,
+    refetch: std::sync::Mutex<Refetch>,
     metrics: Arc<GateMetrics>,
+}
+
+/// The unknown-kid re-fetch: when the last started, and the one under way (its waiters
+/// watch for `true`, or for the fetching request to be dropped).
+#[derive(Debug, Default)]
+struct Refetch {
+    last: Option<Instant>,
+    under_way: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+/// Ends the re-fetch under way, whether it finished or its request was dropped mid-way.
+struct RefetchDone<'a> {
+    refetch: &'a std::sync::Mutex<Refetch>,
+    tx: tokio::sync::watch::Sender<bool>,
+}
+
+impl Drop for RefetchDone<'_> {
+    fn drop(&mut self) {
+        self.refetch
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .under_way = None;
+        let _ = self.tx.send(true);
+    }
 }
 
 #[derive(Deserialize)]
@@ -377,7 +438,7 @@ impl Verifier {
         Self {
             settings,
             keys: RwLock::new(Arc::new(keys)),
-            last_refetch: tokio::sync::Mutex::new(None),
+            refetch: std::sync::Mutex::default(),
             metrics,
         }
     }
@@ -431,22 +492,25 @@ impl Verifier {
     /// Verifies the request's bearer token.
     pub async fn verify(&self, headers: &HeaderMap) -> Result<Principal, TokenError> {
         let token = bearer(headers)?;
-        let (alg, kid) = header_of(&token)?;
+        let header = header_of(&token)?;
+        if let Some(required) = &self.settings.required_typ {
+            if !typ_matches(header.typ.as_deref(), required) {
+                return Err(TokenError::WrongType(match &header.typ {
+                    Some(t) => format!("{}, not {required:?}", shown(t)),
+                    None => format!("none, not {required:?}"),
+                }));
+            }
+        }
+        let (alg, kid) = (header.alg, header.kid);
         let mut keys = self.keys();
         let mut key = pick(&keys, alg, kid.as_deref());
         if matches!(key, Err(TokenError::UnknownKid(_) | TokenError::NoKeys))
             && matches!(self.settings.jwks, JwksSource::Url { .. })
         {
             // Key rotation: the IdP may sign with a key published after our last fetch.
-            let mut last = self.last_refetch.lock().await;
+            self.refetch_once().await;
             keys = self.keys();
             key = pick(&keys, alg, kid.as_deref());
-            if key.is_err() && last.is_none_or(|t| t.elapsed() >= UNKNOWN_KID_REFETCH) {
-                *last = Some(Instant::now());
-                self.refresh("unknown kid").await;
-                keys = self.keys();
-                key = pick(&keys, alg, kid.as_deref());
-            }
         }
         let key = key?;
         let mut validation = Validation::new(key.alg);
@@ -461,7 +525,15 @@ impl Verifier {
             (Some(s), _) | (None, Some(Scp::Text(s))) => {
                 s.split_whitespace().map(str::to_owned).collect()
             }
-            (None, Some(Scp::List(l))) => l,
+            (None, Some(Scp::List(l))) => {
+                if let Some(bad) = l
+                    .iter()
+                    .find(|s| s.is_empty() || s.contains(char::is_whitespace))
+                {
+                    return Err(TokenError::BadScope(shown(bad)));
+                }
+                l
+            }
             (None, None) => Vec::new(),
         };
         let subject = data
@@ -473,6 +545,41 @@ impl Verifier {
             scopes,
             token,
         })
+    }
+
+    /// One JWKS fetch for an unknown kid at a time, at most every [`UNKNOWN_KID_REFETCH`]:
+    /// a request that finds one under way waits for its result (no lock is held across the
+    /// fetch); one that comes within the interval after it does not fetch again.
+    async fn refetch_once(&self) {
+        let (mut waiting, done) = {
+            let mut r = self
+                .refetch
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match &r.under_way {
+                Some(rx) => (Some(rx.clone()), None),
+                None if r.last.is_none_or(|t| t.elapsed() >= UNKNOWN_KID_REFETCH) => {
+                    r.last = Some(Instant::now());
+                    let (tx, rx) = tokio::sync::watch::channel(false);
+                    r.under_way = Some(rx);
+                    (
+                        None,
+                        Some(RefetchDone {
+                            refetch: &self.refetch,
+                            tx,
+                        }),
+                    )
+                }
+                None => return,
+            }
+        };
+        if let Some(done) = done {
+            self.refresh("unknown kid").await;
+            drop(done);
+        } else if let Some(rx) = &mut waiting {
+            // Err: the fetching request was dropped; its waiters go on with the keys held.
+            let _ = rx.wait_for(|fetched| *fetched).await;
+        }
     }
 
     fn token_error(&self, kind: ErrorKind) -> TokenError {
@@ -523,14 +630,38 @@ fn bearer(headers: &HeaderMap) -> Result<String, TokenError> {
     }
 }
 
-/// The token header's `alg` and `kid`, read before any key is chosen so that `none` and
-/// HMAC are refused by name.
-fn header_of(token: &str) -> Result<(Algorithm, Option<String>), TokenError> {
+/// What the verifier reads of a JOSE header.
+#[derive(Debug, PartialEq, Eq)]
+struct JoseHeader {
+    alg: Algorithm,
+    kid: Option<String>,
+    typ: Option<String>,
+}
+
+/// Whether a token's `typ` is the required one: media types compare without case, and
+/// `application/` may be left out (RFC 7515 §4.1.9, RFC 9068 §2.1).
+fn typ_matches(typ: Option<&str>, required: &str) -> bool {
+    let bare = |t: &str| -> String {
+        let t = t.trim().to_ascii_lowercase();
+        t.strip_prefix("application/")
+            .map(str::to_owned)
+            .unwrap_or(t)
+    };
+    typ.is_some_and(|t| bare(t) == bare(required))
+}
+
+/// The token header's `alg`, `kid` and `typ`, read before any key is chosen so that `none`
+/// and HMAC are refused by name; a header with `crit` is refused.
+fn header_of(token: &str) -> Result<JoseHeader, TokenError> {
     #[derive(Deserialize)]
     struct Header {
         alg: String,
         #[serde(default)]
         kid: Option<String>,
+        #[serde(default)]
+        typ: Option<String>,
+        #[serde(default)]
+        crit: Option<serde_json::Value>,
     }
     let parts: Vec<&str> = token.split('.').collect();
     if parts.len() != 3 {
@@ -546,12 +677,19 @@ fn header_of(token: &str) -> Result<(Algorithm, Option<String>), TokenError> {
         .map_err(|e| TokenError::Malformed(format!("header: {e}")))?;
     let alg = header.alg;
     if alg.eq_ignore_ascii_case("none") || alg.to_ascii_uppercase().starts_with("HS") {
-        return Err(TokenError::AlgorithmNotAllowed(alg));
+        return Err(TokenError::AlgorithmNotAllowed(shown(&alg)));
     }
     let alg: Algorithm = alg
         .parse()
-        .map_err(|_| TokenError::AlgorithmNotAllowed(alg.clone()))?;
-    Ok((alg, header.kid))
+        .map_err(|_| TokenError::AlgorithmNotAllowed(shown(&alg)))?;
+    if let Some(crit) = header.crit {
+        return Err(TokenError::Crit(shown(&crit.to_string())));
+    }
+    Ok(JoseHeader {
+        alg,
+        kid: header.kid,
+        typ: header.typ,
+    })
 }
 
 fn pick<'k>(keys: &'k KeySet, alg: Algorithm, kid: Option<&str>) -> Result<&'k Key, TokenError> {
@@ -563,7 +701,7 @@ fn pick<'k>(keys: &'k KeySet, alg: Algorithm, kid: Option<&str>) -> Result<&'k K
             .keys
             .iter()
             .find(|k| k.kid.as_deref() == Some(kid))
-            .ok_or_else(|| TokenError::UnknownKid(kid.to_owned()))?,
+            .ok_or_else(|| TokenError::UnknownKid(shown(kid)))?,
         None => keys
             .keys
             .iter()
@@ -642,13 +780,17 @@ mod tests {
             let token = format!("{}.{}.", b64(&format!("{{\"alg\":\"{alg}\"}}")), b64("{}"));
             assert_eq!(
                 header_of(&token),
-                Err(TokenError::AlgorithmNotAllowed(alg.into()))
+                Err(TokenError::AlgorithmNotAllowed(format!("{alg:?}")))
             );
         }
         let token = format!("{}.{}.sig", b64(r#"{"alg":"ES256","kid":"k1"}"#), b64("{}"));
         assert_eq!(
             header_of(&token),
-            Ok((Algorithm::ES256, Some("k1".to_owned())))
+            Ok(JoseHeader {
+                alg: Algorithm::ES256,
+                kid: Some("k1".to_owned()),
+                typ: None
+            })
         );
         assert!(matches!(header_of("a.b"), Err(TokenError::Malformed(_))));
     }
@@ -706,6 +848,7 @@ mod tests {
             scopes_supported: vec![],
             leeway: DEFAULT_LEEWAY,
             forward_token: false,
+            required_typ: None,
         };
         assert_eq!(
             s.challenge(None, None),
@@ -719,6 +862,77 @@ mod tests {
         assert_eq!(
             s.metadata_paths(),
             [METADATA_PATH, "/.well-known/oauth-protected-resource/mcp"]
+        );
+    }
+
+    fn b64(s: &str) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+    }
+
+    #[test]
+    fn peer_strings_in_token_errors_are_escaped_so_no_log_line_can_be_forged() {
+        let forged = "x\n2026-12-01T00:00:00Z  INFO mcp_pqtls: Request http.status=200\u{1b}[2J";
+        let header = serde_json::json!({"alg": "ES256", "kid": forged}).to_string();
+        let token = format!("{}.{}.sig", b64(&header), b64("{}"));
+        let h = header_of(&token).unwrap();
+        let keys = KeySet::parse(br#"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"ed","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#).unwrap();
+        let Err(e) = pick(&keys, h.alg, h.kid.as_deref()) else {
+            panic!("an unknown kid was found")
+        };
+        let text = e.to_string();
+        assert!(!text.contains('\n') && !text.contains('\u{1b}'), "{text}");
+        assert!(
+            text.starts_with(r#"unknown signing key: "x\n2026-12-01"#),
+            "{text}"
+        );
+        let header = serde_json::json!({"alg": "RS1\nINFO forged"}).to_string();
+        let token = format!("{}.{}.sig", b64(&header), b64("{}"));
+        let text = header_of(&token).unwrap_err().to_string();
+        assert_eq!(text, r#"algorithm not allowed: "RS1\nINFO forged""#);
+        // Long strings are cut.
+        assert!(shown(&"k".repeat(10_000)).len() < 80);
+    }
+
+    #[test]
+    fn crit_is_refused_and_typ_compares_as_a_media_type() {
+        let token = format!(
+            "{}.{}.sig",
+            b64(r#"{"alg":"ES256","crit":["exp"],"exp":1}"#),
+            b64("{}")
+        );
+        assert!(matches!(header_of(&token), Err(TokenError::Crit(_))));
+        for typ in [
+            "at+jwt",
+            "AT+JWT",
+            "application/at+jwt",
+            "Application/At+JWT",
+        ] {
+            assert!(typ_matches(Some(typ), "at+jwt"), "{typ}");
+            assert!(typ_matches(Some(typ), "application/at+jwt"), "{typ}");
+        }
+        for typ in [
+            None,
+            Some("JWT"),
+            Some("jwt"),
+            Some("application/jwt"),
+            Some("at+jwt2"),
+        ] {
+            assert!(!typ_matches(typ, "at+jwt"), "{typ:?}");
+        }
+    }
+
+    #[test]
+    fn principal_debug_leaves_the_token_out() {
+        let p = Principal {
+            subject: "agent".into(),
+            scopes: vec!["mcp".into()],
+            token: "eyJhbGciOi.secret.sig".into(),
+        };
+        let shown = format!("{p:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(
+            shown.contains("agent") && shown.contains("redacted"),
+            "{shown}"
         );
     }
 }

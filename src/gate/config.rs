@@ -45,6 +45,9 @@ pub struct AuthSection {
     pub leeway: Option<Dur>,
     /// Send the client's `Authorization` upstream. Default is false.
     pub forward_token: Option<bool>,
+    /// The JOSE `typ` tokens must carry (RFC 9068 access tokens: `at+jwt`), compared
+    /// without case and with or without `application/`. Default is none (not checked).
+    pub required_typ: Option<String>,
 }
 
 /// One `[[rules]]` entry as written.
@@ -95,6 +98,11 @@ pub struct AuditSection {
     pub include_bodies: Option<bool>,
     /// Record bearer tokens. Default is false.
     pub include_tokens: Option<bool>,
+    /// Refuse calls (503) rather than let their records be dropped when the writer is
+    /// behind. Default is false (records are dropped, with an ERROR line and a metric).
+    pub fail_closed: Option<bool>,
+    /// Records queued for the writer at most. Default is 8192.
+    pub queue_records: Option<usize>,
 }
 
 /// A TOML value that may be one table or an array of tables (`[rate-limit]` or
@@ -155,6 +163,42 @@ pub struct GateConfig {
     pub audit: Option<AuditSettings>,
     /// Largest request body the gate reads (the sidecar's `max-body-bytes`).
     pub max_body_bytes: u64,
+    /// What the gate may hold and how long it waits, whatever the sections say.
+    pub budgets: GateBudgets,
+}
+
+/// The gate's budgets against hostile clients, each on by default (the sidecar's top-level
+/// keys of the same names).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GateBudgets {
+    /// `max-buffered-body-bytes`: request-body bytes the gate holds across all connections,
+    /// taken before reading; beyond it 503 with `Retry-After`. Default 64 MiB.
+    pub max_buffered_body_bytes: u64,
+    /// `request-body-timeout`: time a request body gets to arrive whole; beyond it 408.
+    /// Default 30 s.
+    pub request_body_timeout: std::time::Duration,
+    /// `max-inflight-per-connection`: gated requests of one connection between admission
+    /// and response head; beyond it 503. Default 128.
+    pub max_inflight_per_connection: usize,
+    /// `refusals-per-ip-per-minute`: refused requests an address (IPv6: its
+    /// `ipv6-prefix`) may cause per minute before its next ones are refused unread (429),
+    /// with neither a log line nor an audit record each. Default 600.
+    pub refusals_per_ip_per_minute: u32,
+    /// `ipv6-prefix`: the prefix an IPv6 client is keyed under, by the rate limits too.
+    /// Default 64.
+    pub ipv6_prefix: u8,
+}
+
+impl Default for GateBudgets {
+    fn default() -> Self {
+        Self {
+            max_buffered_body_bytes: 64 * 1024 * 1024,
+            request_body_timeout: std::time::Duration::from_secs(30),
+            max_inflight_per_connection: 128,
+            refusals_per_ip_per_minute: 600,
+            ipv6_prefix: 64,
+        }
+    }
 }
 
 impl GateConfig {
@@ -193,6 +237,7 @@ impl GateConfig {
             limits,
             audit,
             max_body_bytes,
+            budgets: GateBudgets::default(),
         }))
     }
 
@@ -376,6 +421,11 @@ fn audit(a: &AuditSection) -> Result<AuditSettings, ConfigError> {
         path,
         include_bodies: a.include_bodies.unwrap_or(false),
         include_tokens: a.include_tokens.unwrap_or(false),
+        fail_closed: a.fail_closed.unwrap_or(false),
+        queue: match a.queue_records {
+            Some(0) => return Err(field("audit.queue-records", "must be greater than 0")),
+            n => n.unwrap_or(super::audit::DEFAULT_QUEUE),
+        },
     })
 }
 
@@ -470,6 +520,15 @@ fn auth(a: &AuthSection, rules: &[Rule]) -> Result<AuthSettings, ConfigError> {
         scopes_supported: supported.into_iter().collect(),
         leeway: a.leeway.map_or(DEFAULT_LEEWAY, |d| d.0),
         forward_token: a.forward_token.unwrap_or(false),
+        required_typ: match &a.required_typ {
+            Some(t) if t.trim().is_empty() || !t.is_ascii() => {
+                return Err(field(
+                    "auth.required-typ",
+                    format!("{t:?}: give a media type such as \"at+jwt\""),
+                ))
+            }
+            t => t.clone(),
+        },
     })
 }
 

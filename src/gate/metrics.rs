@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Labels of [`GateSnapshot::refusals`]: why an HTTP request was refused.
-pub const REFUSAL_REASONS: [&str; 8] = [
+pub const REFUSAL_REASONS: [&str; 13] = [
     "unauthorized",
     "insufficient_scope",
     "rule",
@@ -13,10 +13,20 @@ pub const REFUSAL_REASONS: [&str; 8] = [
     "invalid_request",
     "body_too_large",
     "rate_limited",
+    // 408: the body did not arrive whole within request-body-timeout.
+    "body_timeout",
+    // 503: max-buffered-body-bytes is taken by other requests.
+    "body_budget",
+    // 503: max-inflight-per-connection requests of this connection are in the gate.
+    "inflight",
+    // 429, unread: the address caused more than refusals-per-ip-per-minute refusals.
+    "refusal_flood",
+    // 503: [audit] fail-closed and the audit queue has no room for the call's records.
+    "audit_full",
 ];
 
 /// Labels of [`GateSnapshot::token_failures`]: why a bearer token was not accepted.
-pub const TOKEN_FAILURES: [&str; 11] = [
+pub const TOKEN_FAILURES: [&str; 14] = [
     "missing",
     "malformed",
     "algorithm_not_allowed",
@@ -28,6 +38,9 @@ pub const TOKEN_FAILURES: [&str; 11] = [
     "wrong_audience",
     "missing_claim",
     "no_keys",
+    "wrong_type",
+    "crit",
+    "bad_scope",
 ];
 
 /// Counters of one gate.

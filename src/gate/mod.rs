@@ -4,10 +4,17 @@
 //! refused request never reaches the upstream, and responses, SSE streams included, pass by
 //! untouched.
 //!
-//! Order of the checks: the metadata document is answered; then the token (401/403); then
-//! the body is read and parsed (413/400); `Mcp-Method`/`Mcp-Name` must agree with it (400);
-//! the rules decide each message (403); the rate limits charge each (429). A batch is
-//! refused whole when any member is.
+//! Order of the checks: an address (IPv6: its prefix) over `refusals-per-ip-per-minute` is
+//! refused unread (429); a connection with `max-inflight-per-connection` requests in the
+//! gate gets 503; the metadata document is answered; then the token (401/403); then the body
+//! is read within `request-body-timeout` (408) and `max-buffered-body-bytes` (503) and
+//! parsed (413/400); `Mcp-Method`/`Mcp-Name` must agree with it (400); the rules decide each
+//! message (403); the rate limits charge each (429); with `[audit] fail-closed`, the audit
+//! queue must have room for the call's records (503). A batch is refused whole when any
+//! member is.
+//!
+//! Refusal WARN lines are throttled (one per 10 s, with the count not logged); peer strings
+//! in them are quoted and escaped.
 
 pub mod audit;
 pub mod auth;
@@ -17,10 +24,13 @@ mod metrics;
 pub mod rate;
 pub mod rules;
 
+use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use base64::Engine as _;
@@ -30,19 +40,21 @@ use http::header::{
 };
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
-use tracing::{info, warn};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::{debug, info, warn};
 
-pub use self::config::GateConfig;
+pub use self::config::{GateBudgets, GateConfig};
 pub use self::metrics::{GateMetrics, GateSnapshot, REFUSAL_REASONS, TOKEN_FAILURES};
 
-use self::audit::{AuditLog, Record};
+use self::audit::{AuditLog, Record, Reservation};
 use self::auth::{Principal, TokenError, Verifier};
 use self::jsonrpc::{Body, Kind, Message};
-use self::rate::{KeyKind, Limited as RateLimited, Limiter};
+use self::rate::{KeyKind, Limited as RateLimited, Limiter, RefusalGuard};
 use self::rules::{Denied, DenyReason, Summary};
+use crate::serve::ConnectionId;
+use crate::throttle::LogThrottle;
 use crate::tls::ConnectionInfo;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
@@ -77,6 +89,14 @@ pub struct Gate {
     audit: Option<AuditLog>,
     metadata_paths: Vec<String>,
     max_body_bytes: u64,
+    budgets: GateBudgets,
+    /// `max-buffered-body-bytes`, one permit a byte.
+    body_budget: Arc<Semaphore>,
+    /// Gated requests in the gate or upstream, by connection.
+    inflight: Arc<Mutex<HashMap<u64, usize>>>,
+    refusals: RefusalGuard,
+    refusal_log: LogThrottle,
+    flood_log: LogThrottle,
     metrics: Arc<GateMetrics>,
 }
 
@@ -107,8 +127,27 @@ impl Gate {
             audit,
             metadata_paths,
             max_body_bytes: config.max_body_bytes,
+            body_budget: Arc::new(Semaphore::new(
+                usize::try_from(config.budgets.max_buffered_body_bytes)
+                    .unwrap_or(usize::MAX)
+                    .min(Semaphore::MAX_PERMITS),
+            )),
+            inflight: Arc::default(),
+            refusals: RefusalGuard::new(config.budgets.refusals_per_ip_per_minute),
+            refusal_log: LogThrottle::default(),
+            flood_log: LogThrottle::default(),
+            budgets: config.budgets,
             metrics,
         })
+    }
+
+    /// Stops the audit log: writes and flushes what is queued and joins its writer (at most
+    /// 5 s). Call after the server has drained, so that the records of calls the drain cut
+    /// off (499) are in the file when the process exits.
+    pub fn close(&self) {
+        if let Some(a) = &self.audit {
+            a.close();
+        }
     }
 
     /// Fetches the keys of a JWKS URL once (a failure is logged; the refresh goes on), and
@@ -128,12 +167,20 @@ impl Gate {
 
     /// Decides one request. `Ok`: send it upstream (its body, read or not) and call
     /// [`Admitted::finish`] with the status; `Err`: answer with this response instead.
-    pub async fn admit(
+    pub async fn admit<B>(
         &self,
-        req: Request<Incoming>,
+        req: Request<B>,
         peer: SocketAddr,
-    ) -> Result<(Request<GateBody>, Admitted), Refused> {
-        let mut caller = Caller::new(&req, peer);
+    ) -> Result<(Request<GateBody>, Admitted), Refused>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let mut caller = Caller::new(&req, peer, self.budgets.ipv6_prefix);
+        if let Err(limited) = self.refusals.check(&caller.addr_key) {
+            return Err(self.flooded(&caller, &limited));
+        }
+        let inflight = self.enter(&caller, &req)?;
         if let Some(auth) = &self.auth {
             if req.method() == Method::GET
                 && self.metadata_paths.iter().any(|p| p == req.uri().path())
@@ -177,11 +224,11 @@ impl Gate {
         let (parts, body) = req.into_parts();
         if !inspect || parts.method != Method::POST {
             self.charge(&caller, None)?;
-            let admitted = self.admitted(&caller, None);
-            let body = body.map_err(BoxError::from).boxed();
+            let admitted = self.admitted(&caller, None, inflight)?;
+            let body = body.map_err(Into::into).boxed();
             return Ok((Request::from_parts(parts, body), admitted));
         }
-        let bytes = self.read_body(&caller, &parts.headers, body).await?;
+        let (bytes, permit) = self.read_body(&caller, &parts.headers, body).await?;
         let parsed = jsonrpc::parse(&bytes).map_err(|e| {
             let reason = if e.code() == jsonrpc::PARSE_ERROR {
                 "parse_error"
@@ -211,19 +258,102 @@ impl Gate {
                 None,
             ));
         }
+        if self
+            .audit
+            .as_ref()
+            .is_some_and(|a| a.settings.include_bodies)
+        {
+            caller.texts = jsonrpc::message_texts(&bytes, parsed.batch);
+        }
         self.check_rules(&caller, &parsed)?;
         self.charge(&caller, Some(&parsed))?;
-        let admitted = self.admitted(&caller, Some(parsed));
-        let body = Full::new(bytes).map_err(|never| match never {}).boxed();
+        let admitted = self.admitted(&caller, Some(parsed), inflight)?;
+        let body = Buffered {
+            data: Some(bytes),
+            _permit: permit,
+        }
+        .boxed();
         Ok((Request::from_parts(parts, body), admitted))
     }
 
-    async fn read_body(
+    /// Counts the request against its connection's `max-inflight-per-connection` (until the
+    /// `Admitted` is finished or dropped); no connection id, no cap.
+    fn enter<B>(&self, caller: &Caller, req: &Request<B>) -> Result<Option<Inflight>, Refused> {
+        let Some(ConnectionId(id)) = req.extensions().get::<ConnectionId>().copied() else {
+            return Ok(None);
+        };
+        let cap = self.budgets.max_inflight_per_connection;
+        {
+            let mut map = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
+            let n = map.entry(id).or_insert(0);
+            if *n < cap {
+                *n += 1;
+                return Ok(Some(Inflight {
+                    map: self.inflight.clone(),
+                    id,
+                }));
+            }
+        }
+        let mut r = self.refuse_whole(
+            caller,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "inflight",
+            "inflight",
+            jsonrpc::INVALID_REQUEST,
+            &format!("this connection has {cap} requests in flight (max-inflight-per-connection); retry when one is done"),
+        );
+        r.headers_mut()
+            .insert("retry-after", HeaderValue::from_static("1"));
+        Err(r)
+    }
+
+    /// Refused unread: the address is over `refusals-per-ip-per-minute`. No line and no
+    /// record each: a throttled WARN line with the count, and one summary audit record per
+    /// address per minute.
+    fn flooded(&self, caller: &Caller, limited: &RateLimited) -> Refused {
+        self.metrics.refusal("refusal_flood");
+        if let Some(not_logged) = self.flood_log.admit() {
+            warn!(client.addr = %caller.addr, client.key = ?caller.addr_key, not_logged,
+                "Refusing requests unread: the address caused more than refusals-per-ip-per-minute refusals");
+        }
+        if let Some(n) = self.refusals.flooded(&caller.addr_key) {
+            self.audit_refused(
+                caller,
+                None,
+                "refusal-flood",
+                &format!("{n} request(s) from {} refused unread since the last such record: over refusals-per-ip-per-minute", caller.addr_key),
+                StatusCode::TOO_MANY_REQUESTS,
+            );
+        }
+        let secs = limited.retry_after_secs();
+        let body = json!({
+            "jsonrpc": "2.0",
+            "id": null,
+            "error": {
+                "code": RATE_LIMITED,
+                "message": format!("too many refused requests from this address; retry after {secs} s"),
+                "data": {"rule": "refusal-flood", "retry_after": secs},
+            },
+        });
+        let mut r = json_response(StatusCode::TOO_MANY_REQUESTS, body.to_string().into_bytes());
+        r.headers_mut()
+            .insert("retry-after", HeaderValue::from(secs));
+        Box::new(r)
+    }
+
+    /// Reads the body within `request-body-timeout`, holding `max-buffered-body-bytes`
+    /// for it first: all of a declared length up front, else chunk by chunk as it comes.
+    /// The permit is released when the body the gate built is dropped (sent upstream).
+    async fn read_body<B>(
         &self,
         caller: &Caller,
         headers: &HeaderMap,
-        body: Incoming,
-    ) -> Result<Bytes, Refused> {
+        body: B,
+    ) -> Result<(Bytes, Option<OwnedSemaphorePermit>), Refused>
+    where
+        B: hyper::body::Body<Data = Bytes>,
+        B::Error: Into<BoxError>,
+    {
         let limit = self.max_body_bytes;
         let too_big = || {
             self.refuse_whole(
@@ -241,19 +371,85 @@ impl Gate {
         if declared.is_some_and(|n| n > limit) {
             return Err(too_big());
         }
-        match Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
-            .collect()
-            .await
-        {
-            Ok(collected) => Ok(collected.to_bytes()),
-            Err(e) if e.is::<LengthLimitError>() => Err(too_big()),
-            Err(e) => Err(self.refuse_whole(
+        let no_budget = || {
+            let mut r = self.refuse_whole(
+                caller,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "body_budget",
+                "body-budget",
+                jsonrpc::INVALID_REQUEST,
+                "the gate holds as many request bodies as max-buffered-body-bytes allows; retry shortly",
+            );
+            r.headers_mut()
+                .insert("retry-after", HeaderValue::from_static("1"));
+            r
+        };
+        let mut permit: Option<OwnedSemaphorePermit> = None;
+        let take = |bytes: u64, permit: &mut Option<OwnedSemaphorePermit>| -> bool {
+            let Ok(n) = u32::try_from(bytes) else {
+                return false;
+            };
+            match self.body_budget.clone().try_acquire_many_owned(n) {
+                Ok(p) => {
+                    match permit {
+                        Some(held) => held.merge(p),
+                        None => *permit = Some(p),
+                    }
+                    true
+                }
+                Err(_) => false,
+            }
+        };
+        if let Some(n) = declared {
+            if !take(n, &mut permit) {
+                return Err(no_budget());
+            }
+        }
+        let read = async {
+            let mut buf: Vec<u8> =
+                Vec::with_capacity(declared.map_or(0, |n| usize::try_from(n).unwrap_or(0)));
+            tokio::pin!(body);
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| ReadError::Body(e.into()))?;
+                let Ok(data) = frame.into_data() else {
+                    continue; // trailers
+                };
+                let total = (buf.len() + data.len()) as u64;
+                if total > limit {
+                    return Err(ReadError::TooBig);
+                }
+                let held = permit.as_ref().map_or(0, |p| p.num_permits() as u64);
+                if total > held && !take(total - held, &mut permit) {
+                    return Err(ReadError::NoBudget);
+                }
+                buf.extend_from_slice(&data);
+            }
+            Ok(buf)
+        };
+        let timeout = self.budgets.request_body_timeout;
+        let outcome = tokio::time::timeout(timeout, read).await;
+        match outcome {
+            Ok(Ok(buf)) => Ok((Bytes::from(buf), permit)),
+            Ok(Err(ReadError::TooBig)) => Err(too_big()),
+            Ok(Err(ReadError::NoBudget)) => Err(no_budget()),
+            Ok(Err(ReadError::Body(e))) => Err(self.refuse_whole(
                 caller,
                 StatusCode::BAD_REQUEST,
                 "parse_error",
                 "parse",
                 jsonrpc::PARSE_ERROR,
                 &format!("could not read the request body: {e}"),
+            )),
+            Err(_) => Err(self.refuse_whole(
+                caller,
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "body-timeout",
+                jsonrpc::INVALID_REQUEST,
+                &format!(
+                    "the request body did not arrive whole within request-body-timeout ({})",
+                    humantime::format_duration(timeout)
+                ),
             )),
         }
     }
@@ -369,7 +565,12 @@ impl Gate {
         Err(response)
     }
 
-    fn admitted(&self, caller: &Caller, body: Option<Body>) -> Admitted {
+    fn admitted(
+        &self,
+        caller: &Caller,
+        body: Option<Body>,
+        inflight: Option<Inflight>,
+    ) -> Result<Admitted, Refused> {
         let mut headers = Vec::new();
         let mut strip_authorization = false;
         if let (Some(auth), Some(p)) = (&self.auth, &caller.principal) {
@@ -384,16 +585,44 @@ impl Gate {
                 headers.push((HeaderName::from_static(SCOPES_HEADER), v));
             }
         }
-        let ticket = self.audit.as_ref().map(|audit| Ticket {
-            audit: audit.clone(),
-            records: self.records(caller, body.as_ref(), |_| (None, None)),
-            started: caller.started,
-        });
-        Admitted {
+        let ticket = match &self.audit {
+            None => None,
+            Some(audit) => {
+                let records = self.records(caller, body.as_ref(), |_| (None, None));
+                // fail-closed: the call's records get their places now, or it is not made.
+                let reservation = match audit.settings.fail_closed {
+                    false => None,
+                    true => match audit.reserve(records.len()) {
+                        Some(r) => Some(r),
+                        None => {
+                            let mut r = self.refuse_whole(
+                                caller,
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "audit_full",
+                                "audit",
+                                jsonrpc::INVALID_REQUEST,
+                                "the audit log is behind and fail-closed is set: no call is made that could not be recorded; retry shortly",
+                            );
+                            r.headers_mut()
+                                .insert("retry-after", HeaderValue::from_static("1"));
+                            return Err(r);
+                        }
+                    },
+                };
+                Some(Ticket {
+                    audit: audit.clone(),
+                    records,
+                    reservation,
+                    started: caller.started,
+                })
+            }
+        };
+        Ok(Admitted {
             headers,
             strip_authorization,
             ticket,
-        }
+            _inflight: inflight,
+        })
     }
 
     fn unauthorized(&self, caller: &Caller, e: &TokenError) -> Refused {
@@ -411,8 +640,12 @@ impl Gate {
                 (Some(description), c)
             }
         };
-        warn!(client.addr = %caller.addr, reason = e.kind(), error = %e, "Refused request: bearer token not accepted");
-        self.metrics.refusal("unauthorized");
+        if let Some(not_logged) = self.refusal_log.admit() {
+            warn!(client.addr = %caller.addr, reason = e.kind(), error = ?e.to_string(), not_logged, "Refused request: bearer token not accepted");
+        } else {
+            debug!(client.addr = %caller.addr, reason = e.kind(), error = ?e.to_string(), "Refused request: bearer token not accepted");
+        }
+        self.refusal(caller, "unauthorized");
         self.audit_refused(
             caller,
             None,
@@ -463,8 +696,12 @@ impl Gate {
         code: i64,
         message: &str,
     ) -> Refused {
-        self.metrics.refusal(reason);
-        warn!(client.addr = %caller.addr, gate.reason = reason, error = %message, "Refused request");
+        self.refusal(caller, reason);
+        if let Some(not_logged) = self.refusal_log.admit() {
+            warn!(client.addr = %caller.addr, gate.reason = reason, error = ?message, not_logged, "Refused request");
+        } else {
+            debug!(client.addr = %caller.addr, gate.reason = reason, error = ?message, "Refused request");
+        }
         self.audit_refused(caller, None, rule, message, status);
         let body = json!({
             "jsonrpc": "2.0",
@@ -485,7 +722,7 @@ impl Gate {
         reason: &'static str,
         challenge: Option<HeaderValue>,
     ) -> Refused {
-        self.metrics.refusal(reason);
+        self.refusal(caller, reason);
         let first = verdicts
             .iter()
             .position(Option::is_some)
@@ -504,8 +741,13 @@ impl Gate {
             })
             .collect();
         if let Some(first) = verdicts.get(first) {
-            warn!(client.addr = %caller.addr, client.id = caller.identity.as_deref().unwrap_or(""),
-                gate.reason = reason, authz.rule = %first.rule, error = %first.message, "Refused request");
+            if let Some(not_logged) = self.refusal_log.admit() {
+                warn!(client.addr = %caller.addr, client.id = ?caller.identity.as_deref().unwrap_or(""),
+                    gate.reason = reason, authz.rule = ?first.rule, error = ?first.message, not_logged, "Refused request");
+            } else {
+                debug!(client.addr = %caller.addr, client.id = ?caller.identity.as_deref().unwrap_or(""),
+                    gate.reason = reason, authz.rule = ?first.rule, error = ?first.message, "Refused request");
+            }
         }
         if let Some(audit) = &self.audit {
             for r in self.records(caller, Some(body), |i| {
@@ -547,6 +789,15 @@ impl Gate {
                 .insert(http::header::WWW_AUTHENTICATE, c);
         }
         Box::new(response)
+    }
+
+    /// Counts a refusal: by reason, and against the address, unless the gate itself is
+    /// short (budget, audit queue), which is no fault of the client's.
+    fn refusal(&self, caller: &Caller, reason: &'static str) {
+        self.metrics.refusal(reason);
+        if !matches!(reason, "body_budget" | "audit_full") {
+            self.refusals.refused(&caller.addr_key);
+        }
     }
 
     fn audit_refused(
@@ -617,7 +868,7 @@ impl Gate {
                     jsonrpc_id: m.id.clone(),
                     rule: rule.or(allowed_by),
                     reason,
-                    body: bodies.then(|| m.raw.clone()),
+                    body: bodies.then(|| caller.texts.get(i).cloned()).flatten(),
                     ..base.clone()
                 }
             })
@@ -639,6 +890,7 @@ pub struct Admitted {
     headers: Vec<(HeaderName, HeaderValue)>,
     strip_authorization: bool,
     ticket: Option<Ticket>,
+    _inflight: Option<Inflight>,
 }
 
 impl Admitted {
@@ -660,14 +912,20 @@ impl Admitted {
     }
 
     fn write_records(&mut self, status: u16) {
-        let Some(t) = self.ticket.take() else { return };
+        let Some(mut t) = self.ticket.take() else {
+            return;
+        };
         let duration_ms = ms(t.started);
-        for r in t.records {
-            t.audit.write(&Record {
+        for r in std::mem::take(&mut t.records) {
+            let r = Record {
                 status,
                 duration_ms,
                 ..r
-            });
+            };
+            match &mut t.reservation {
+                Some(held) => t.audit.write_reserved(&r, held),
+                None => t.audit.write(&r),
+            }
         }
     }
 }
@@ -688,13 +946,67 @@ pub const CLIENT_CLOSED: u16 = 499;
 struct Ticket {
     audit: AuditLog,
     records: Vec<Record>,
+    /// With `fail-closed`: the queue places of `records`.
+    reservation: Option<Reservation>,
     started: Instant,
+}
+
+/// One request counted against its connection's `max-inflight-per-connection`.
+#[derive(Debug)]
+struct Inflight {
+    map: Arc<Mutex<HashMap<u64, usize>>>,
+    id: u64,
+}
+
+impl Drop for Inflight {
+    fn drop(&mut self) {
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&self.id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.id);
+            }
+        }
+    }
+}
+
+/// Why a body could not be read whole.
+enum ReadError {
+    TooBig,
+    NoBudget,
+    Body(BoxError),
+}
+
+/// A body the gate read, on its way upstream, holding its share of
+/// `max-buffered-body-bytes` until it is dropped.
+struct Buffered {
+    data: Option<Bytes>,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl hyper::body::Body for Buffered {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        Poll::Ready(self.data.take().map(|d| Ok(hyper::body::Frame::data(d))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.data.as_ref().map_or(0, |d| d.len() as u64))
+    }
 }
 
 /// A POST, or a request without a body of one of the methods MCP uses besides POST (GET
 /// opens a stream, DELETE ends a session; HEAD and OPTIONS for probes and CORS preflight).
-fn bodiless_or_post(req: &Request<Incoming>) -> bool {
-    use hyper::body::Body as _;
+fn bodiless_or_post<B: hyper::body::Body>(req: &Request<B>) -> bool {
     let m = req.method();
     if m == Method::POST {
         return true;
@@ -717,12 +1029,18 @@ struct Caller {
     principal: Option<Principal>,
     started: Instant,
     time: String,
+    /// The address as limits count it (IPv6: its prefix).
+    addr_key: String,
+    /// The messages as JSON text, for an audit log with `include-bodies`.
+    texts: Vec<String>,
 }
 
 impl Caller {
-    fn new(req: &Request<Incoming>, addr: SocketAddr) -> Self {
+    fn new<B>(req: &Request<B>, addr: SocketAddr, ipv6_prefix: u8) -> Self {
         let info = ConnectionInfo::of(req.extensions());
         Self {
+            addr_key: rate::address_key(addr.ip(), ipv6_prefix),
+            texts: Vec::new(),
             addr,
             identity: info.and_then(|i| i.client_identity.clone()),
             group: info.map(|i| i.group.clone()),
@@ -770,7 +1088,7 @@ impl Caller {
 
     /// The rate-limit key: `kind`, falling back to the subject, then the address.
     fn key(&self, kind: KeyKind) -> String {
-        let ip = || format!("addr:{}", self.addr.ip());
+        let ip = || format!("addr:{}", self.addr_key);
         let sub = || self.subject().map(|s| format!("sub:{s}"));
         match kind {
             KeyKind::Identity => self
@@ -895,14 +1213,15 @@ pub(crate) fn header_mismatch(headers: &HeaderMap, body: &Body) -> Option<String
         );
     }
     let m = &body.messages[0];
+    // Peer strings, quoted and escaped: the message reaches a log line.
     let shown = |v: &Option<String>| {
         v.as_deref()
-            .map_or_else(|| "none".to_owned(), |s| format!("`{s}`"))
+            .map_or_else(|| "none".to_owned(), |s| format!("{s:?}"))
     };
     if let Some(h) = &method {
         if m.method.as_deref() != Some(h) {
             return Some(format!(
-                "Mcp-Method header says `{h}` but the body's method is {}",
+                "Mcp-Method header says {h:?} but the body's method is {}",
                 shown(&m.method)
             ));
         }
@@ -910,7 +1229,7 @@ pub(crate) fn header_mismatch(headers: &HeaderMap, body: &Body) -> Option<String
     if let Some(h) = &name {
         if m.name.as_deref() != Some(h) {
             return Some(format!(
-                "Mcp-Name header says `{h}` but the body names {}",
+                "Mcp-Name header says {h:?} but the body names {}",
                 shown(&m.name)
             ));
         }
@@ -1000,13 +1319,18 @@ mod tests {
         .unwrap();
         assert_eq!(
             e,
-            "Mcp-Name header says `echo` but the body names `delete_all`"
+            r#"Mcp-Name header says "echo" but the body names "delete_all""#
         );
         let e = header_mismatch(&headers(&[("mcp-method", "tools/list")]), &call).unwrap();
         assert!(
-            e.contains("says `tools/list` but the body's method is `tools/call`"),
+            e.contains(r#"says "tools/list" but the body's method is "tools/call""#),
             "{e}"
         );
+        // A forged line in a method name stays one quoted string.
+        let forged =
+            body(r#"{"jsonrpc":"2.0","id":1,"method":"x\n2026-12-01T00:00:00Z  INFO forged"}"#);
+        let e = header_mismatch(&headers(&[("mcp-method", "y")]), &forged).unwrap();
+        assert!(!e.contains('\n') && e.contains(r#""x\n2026"#), "{e}");
         let e =
             header_mismatch(&headers(&[("mcp-method", "a"), ("mcp-method", "b")]), &call).unwrap();
         assert_eq!(e, "more than one mcp-method header");

@@ -6,6 +6,7 @@
 //! without sleeping.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -161,6 +162,24 @@ impl Limiter {
         Ok(())
     }
 
+    /// Whether one more token would be there for `charge` at `now`, without taking it.
+    pub fn peek_at(&self, now: Duration, charge: &(usize, String)) -> Result<(), Limited> {
+        let buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(limit) = self.limits.get(charge.0) else {
+            return Ok(());
+        };
+        let tokens = buckets
+            .get(charge)
+            .map_or(f64::from(limit.burst), |b| refill(limit, b, now));
+        if tokens >= 1.0 {
+            return Ok(());
+        }
+        Err(Limited {
+            limit: limit.name.clone(),
+            retry_after: Duration::from_secs_f64((1.0 - tokens) / limit.per_second()),
+        })
+    }
+
     /// Buckets held now.
     pub fn len(&self) -> usize {
         self.buckets.lock().map_or(0, |b| b.len())
@@ -192,6 +211,115 @@ impl Limiter {
 fn refill(limit: &Limit, b: &Bucket, now: Duration) -> f64 {
     let elapsed = now.saturating_sub(b.at).as_secs_f64();
     (b.tokens + elapsed * limit.per_second()).min(f64::from(limit.burst))
+}
+
+/// The key an address is counted under: an IPv4 address (IPv4-mapped IPv6 too) as itself,
+/// an IPv6 address by its network of `prefix` bits, since one subscriber holds a whole /64
+/// and may send from any address in it.
+pub fn address_key(ip: IpAddr, prefix: u8) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let p = u32::from(prefix.min(128));
+                let mask = u128::MAX.checked_shl(128 - p).unwrap_or(0);
+                format!("{}/{p}", Ipv6Addr::from(u128::from(v6) & mask))
+            }
+        },
+    }
+}
+
+/// The cheap per-address check before any token or body is looked at: an address that
+/// caused more than `refusals-per-ip-per-minute` refusals (a token bucket of that size,
+/// refilled at that rate) has its next requests refused unread, and those are not logged
+/// or audited one by one but summed up: one audit record per address per minute.
+#[derive(Debug)]
+pub struct RefusalGuard {
+    limiter: Limiter,
+    summaries: Mutex<HashMap<String, Summary>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Summary {
+    unrecorded: u64,
+    recorded_at: Duration,
+}
+
+/// Addresses whose flood summary is kept at most.
+const MAX_SUMMARIES: usize = 10_000;
+/// One summary audit record per address per this.
+pub const SUMMARY_EVERY: Duration = Duration::from_secs(60);
+
+impl RefusalGuard {
+    /// A guard allowing `per_minute` refusals per address per minute.
+    pub fn new(per_minute: u32) -> Self {
+        let per_minute = per_minute.max(1);
+        Self {
+            limiter: Limiter::new(
+                vec![Limit {
+                    name: "refusals-per-ip-per-minute".into(),
+                    method: Glob::new("*").unwrap_or_else(|_| unreachable!("`*` is a glob")),
+                    key: KeyKind::Address,
+                    per_minute,
+                    burst: per_minute,
+                }],
+                DEFAULT_MAX_BUCKETS,
+            ),
+            summaries: Mutex::default(),
+        }
+    }
+
+    /// `Err` when `key` is over its refusals: refuse it unread.
+    pub fn check(&self, key: &str) -> Result<(), Limited> {
+        self.limiter
+            .peek_at(self.limiter.epoch.elapsed(), &(0, key.to_owned()))
+    }
+
+    /// Counts one refusal against `key`.
+    pub fn refused(&self, key: &str) {
+        let _ = self.limiter.charge(&[(0, key.to_owned())]);
+    }
+
+    /// Counts one request of `key` refused unread; `Some(n)`: write the summary record now,
+    /// for these `n` requests (this one included).
+    pub fn flooded(&self, key: &str) -> Option<u64> {
+        self.flooded_at(self.limiter.epoch.elapsed(), key)
+    }
+
+    fn flooded_at(&self, now: Duration, key: &str) -> Option<u64> {
+        let mut map = self.summaries.lock().unwrap_or_else(|p| p.into_inner());
+        if !map.contains_key(key) && map.len() >= MAX_SUMMARIES {
+            map.retain(|_, s| now.saturating_sub(s.recorded_at) < SUMMARY_EVERY);
+            if map.len() >= MAX_SUMMARIES {
+                map.clear();
+            }
+        }
+        match map.get_mut(key) {
+            Some(s) if now.saturating_sub(s.recorded_at) < SUMMARY_EVERY => {
+                s.unrecorded += 1;
+                None
+            }
+            Some(s) => {
+                let n = s.unrecorded + 1;
+                *s = Summary {
+                    unrecorded: 0,
+                    recorded_at: now,
+                };
+                Some(n)
+            }
+            None => {
+                map.insert(
+                    key.to_owned(),
+                    Summary {
+                        unrecorded: 0,
+                        recorded_at: now,
+                    },
+                );
+                Some(1)
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -293,5 +421,40 @@ mod tests {
             let _ = l.charge_at(secs(6.0), &[key(0, &i.to_string())]);
             assert!(l.len() <= 3);
         }
+    }
+
+    #[test]
+    fn ipv6_is_keyed_by_its_prefix_and_ipv4_by_itself() {
+        let k = |s: &str, p| address_key(s.parse().unwrap(), p);
+        assert_eq!(k("192.0.2.7", 64), "192.0.2.7");
+        assert_eq!(k("::ffff:192.0.2.7", 64), "192.0.2.7");
+        assert_eq!(k("2001:db8:1:2:aaaa::1", 64), "2001:db8:1:2::/64");
+        assert_eq!(
+            k("2001:db8:1:2:ffff:ffff:ffff:ffff", 64),
+            k("2001:db8:1:2::1", 64),
+            "one /64 is one key"
+        );
+        assert_ne!(k("2001:db8:1:3::1", 64), k("2001:db8:1:2::1", 64));
+        assert_eq!(k("2001:db8:1:2::1", 48), "2001:db8:1::/48");
+        assert_eq!(k("2001:db8::1", 128), "2001:db8::1/128");
+        assert_eq!(k("2001:db8::1", 0), "::/0");
+    }
+
+    #[test]
+    fn the_refusal_guard_closes_after_its_budget_and_sums_up_once_a_minute() {
+        let g = RefusalGuard::new(3);
+        for _ in 0..3 {
+            g.check("a").unwrap();
+            g.refused("a");
+        }
+        let r = g.check("a").unwrap_err();
+        assert_eq!(r.retry_after_secs(), 20);
+        g.check("b").unwrap();
+        // Refused unread: one summary now, then the count, a minute later.
+        assert_eq!(g.flooded_at(secs(0.0), "a"), Some(1));
+        for _ in 0..99 {
+            assert_eq!(g.flooded_at(secs(1.0), "a"), None);
+        }
+        assert_eq!(g.flooded_at(secs(61.0), "a"), Some(100));
     }
 }
