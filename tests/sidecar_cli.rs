@@ -515,3 +515,59 @@ fn check_config_validates_the_gate_sections_and_names_the_field() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_peer_string_cannot_forge_a_line_of_the_text_log() {
+    use support::jwt::{claims, jwks, keys, sign};
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let k = keys();
+    std::fs::write(dir.path().join("jwks.json"), jwks(&[&k.es_jwk])).unwrap();
+    let config = dir.path().join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[auth]\njwks-file = {:?}\nissuer = {:?}\naudience = {:?}\n",
+            dir.path().join("jwks.json"),
+            support::jwt::ISSUER,
+            support::jwt::AUDIENCE
+        ),
+    )
+    .unwrap();
+    let server = spawn_server(
+        pki.dir.path(),
+        &upstream.url(),
+        &["--config", config.to_str().unwrap()],
+    );
+    // The JWT header's `kid` is the peer's, and goes into the refusal's reason.
+    const FORGED: &str = "2026-12-01T00:00:00.000000Z  INFO mcp_pqtls: forged http.status=200";
+    let token = sign(
+        jsonwebtoken::Algorithm::ES256,
+        &format!("x\n{FORGED}\u{1b}[2K"),
+        &k.es,
+        &claims("mallory"),
+    );
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, http_body_util::Full<bytes::Bytes>>(client_of(&pki));
+    let req = http::Request::post(url(server.port, "/mcp"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+        )))
+        .unwrap();
+    let res = client.request(req).await.unwrap();
+    assert_eq!(res.status(), 401);
+    // The refusal is logged, on one line, with the newline and the escape escaped.
+    let line = server.wait_log(&["bearer token not accepted"]);
+    assert!(line.contains("forged"), "the kid is in the line: {line}");
+    assert!(!line.contains('\u{1b}'), "raw escape in {line:?}");
+    let log = server.log.lock().unwrap().clone();
+    assert!(
+        !log.iter()
+            .any(|l| l.starts_with("2026-12-01T00:00:00.000000Z")),
+        "a forged line:\n{}",
+        log.join("\n")
+    );
+}
