@@ -394,3 +394,95 @@ fn write_loop(shared: &Shared, out: Box<dyn Write + Send>, path: &Path) {
 pub fn now() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn settings(path: &Path, queue: usize) -> AuditSettings {
+        AuditSettings {
+            path: path.to_owned(),
+            include_bodies: false,
+            include_tokens: false,
+            fail_closed: false,
+            queue,
+        }
+    }
+
+    fn record(n: u16) -> Record {
+        Record {
+            status: n,
+            ..Record::default()
+        }
+    }
+
+    fn metrics() -> Arc<GateMetrics> {
+        Arc::new(GateMetrics::new(vec![], vec![]))
+    }
+
+    #[test]
+    fn the_file_is_created_0600_and_never_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(settings(&path, 16), metrics()).unwrap();
+        log.close();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+        let target = dir.path().join("elsewhere");
+        std::fs::write(&target, "").unwrap();
+        let link = dir.path().join("link.jsonl");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let e = AuditLog::open(settings(&link, 16), metrics()).unwrap_err();
+        assert!(e.to_string().contains("symlink"), "{e}");
+    }
+
+    #[test]
+    fn close_writes_everything_queued_then_drops_later_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let m = metrics();
+        let log = AuditLog::open(settings(&path, 10_000), m.clone()).unwrap();
+        for i in 0..5000 {
+            log.write(&record(i));
+        }
+        log.close();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 5000);
+        log.write(&record(1));
+        assert_eq!(m.audit_dropped.load(Relaxed), 1);
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 5000);
+    }
+
+    #[test]
+    fn reserved_places_are_never_given_to_other_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let m = metrics();
+        let log = AuditLog::open(settings(&path, 2), m.clone()).unwrap();
+        let mut held = log.reserve(2).expect("room for two");
+        assert!(log.reserve(1).is_none(), "the queue is promised");
+        log.write(&record(1));
+        assert_eq!(m.audit_dropped.load(Relaxed), 1, "an unreserved record took a place");
+        log.write_reserved(&record(2), &mut held);
+        log.write_reserved(&record(3), &mut held);
+        drop(held);
+        log.close();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert_eq!(m.audit_dropped.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn a_body_goes_in_as_json_not_as_a_string() {
+        let line = line(&Record {
+            body: Some(r#"{"jsonrpc":"2.0","id":1}"#.into()),
+            ..Record::default()
+        })
+        .unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["body"]["id"], 1);
+        assert!(!line.contains('\n'));
+    }
+}
