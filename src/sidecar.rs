@@ -129,6 +129,11 @@ impl Sidecar {
                 if let Some(r) = jwks_refresh {
                     r.abort();
                 }
+                // After the drain, so that the records of calls it cut off (499) are on disk
+                // when the process exits.
+                if let Some(g) = gate {
+                    let _ = tokio::task::spawn_blocking(move || g.close()).await;
+                }
                 result
             }
             Sidecar::Client(s) => {
