@@ -78,6 +78,23 @@ impl CertInfo {
     }
 }
 
+/// The permission bits of a key file that group or others may read, if any may. A key that
+/// others can read is as good as published; it still loads (refusing would break a working
+/// deployment on upgrade), but loudly.
+fn loose_key_mode(path: &Path) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+        (mode & 0o044 != 0).then_some(mode)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
 /// The identities a certificate names for policy and logs: SAN URIs (SPIFFE IDs) first,
 /// then DNS names. Empty if the certificate does not parse or names none.
 pub fn identities(der: &[u8]) -> Vec<String> {
@@ -123,8 +140,14 @@ impl Identity {
     /// assert_eq!(id.info().key_algorithm, "ml-dsa-65");
     /// # Ok::<(), mcp_pqtls::certs::CertError>(())
     /// ```
+    ///
+    /// A key file readable by group or others is loaded, with a warning naming its mode.
     pub fn load(cert: &Path, key: &Path, schemes: &[SignatureScheme]) -> Result<Self, CertError> {
         let chain = load_chain(cert)?;
+        if let Some(mode) = loose_key_mode(key) {
+            tracing::warn!(file = %key.display(), mode = %format_args!("{mode:04o}"),
+                "Private key file is readable by group or others; restrict it with `chmod 600`");
+        }
         let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| CertError::Pem {
             path: key.to_owned(),
             what: "private key",
@@ -471,6 +494,24 @@ pub enum CertError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_key_file_readable_by_group_or_others_is_flagged() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("k.key");
+        std::fs::write(&key, "x").unwrap();
+        for (mode, flagged) in [
+            (0o600, None),
+            (0o400, None),
+            (0o640, Some(0o640)),
+            (0o604, Some(0o604)),
+        ] {
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+            assert_eq!(loose_key_mode(&key), flagged, "{mode:o}");
+        }
+    }
 
     #[test]
     fn a_certificate_with_an_empty_key_algorithm_oid_still_names_it() {

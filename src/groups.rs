@@ -190,6 +190,23 @@ pub fn display_list<T: fmt::Display>(groups: &[T]) -> String {
         .join(", ")
 }
 
+/// How many entries [`display_list_capped`] shows.
+pub const DISPLAY_CAP: usize = 16;
+
+/// As [`display_list`], but at most [`DISPLAY_CAP`] entries, then `... and N more`: for
+/// lists a peer chooses (a ClientHello may list tens of thousands of groups), so that a line
+/// logged about it stays short.
+pub fn display_list_capped<T: fmt::Display>(groups: &[T]) -> String {
+    if groups.len() <= DISPLAY_CAP {
+        return display_list(groups);
+    }
+    format!(
+        "{} ... and {} more",
+        display_list(&groups[..DISPLAY_CAP]),
+        groups.len() - DISPLAY_CAP
+    )
+}
+
 impl fmt::Display for Group {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -299,6 +316,15 @@ pub enum GroupError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_capped_list_shows_sixteen_and_counts_the_rest() {
+        let ids: Vec<GroupId> = (1..=40).map(GroupId).collect();
+        let shown = display_list_capped(&ids);
+        assert!(shown.ends_with(" ... and 24 more"), "{shown}");
+        assert_eq!(shown.matches(", ").count(), DISPLAY_CAP - 1, "{shown}");
+        assert_eq!(display_list_capped(&ids[..16]), display_list(&ids[..16]));
+    }
 
     #[test]
     fn names_round_trip_case_insensitively() {

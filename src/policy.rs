@@ -24,7 +24,7 @@ use std::time::SystemTime;
 
 use ipnet::IpNet;
 
-use crate::groups::{display_list, Group, GroupId};
+use crate::groups::{display_list, display_list_capped, Group, GroupId};
 
 /// What the server learns from a ClientHello, as plain data.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -495,7 +495,8 @@ impl fmt::Display for NamePattern {
 
 /// A handshake the policy refuses, with the reason.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{reason} (offered: {offered}); policy {mode}", offered = display_list(offered))]
+// `offered` is the peer's list: capped, so that a refusal line stays short.
+#[error("{reason} (offered: {offered}); policy {mode}", offered = display_list_capped(offered))]
 pub struct Refusal {
     /// The policy mode that refused.
     pub mode: PolicyMode,

@@ -470,6 +470,22 @@ fn refusals_say_what_to_fix() {
 }
 
 #[test]
+fn a_refusal_names_at_most_sixteen_offered_groups() {
+    // A 64 KiB ClientHello can list ~32k groups; the refusal line must not echo them all.
+    let mut h = hello(&[], V4, None);
+    h.offered_groups = (0..32_000u16).map(|i| GroupId(0x8000 + i)).collect();
+    let err = Policy::new(PolicyMode::PqRequired)
+        .decide(SERVER, &h)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(" ... and 31984 more); policy pq-required"),
+        "{err}"
+    );
+    assert!(err.len() < 400, "{} bytes: {err}", err.len());
+}
+
+#[test]
 fn client_offer_and_check_follow_the_mode() {
     let groups = [X25519, X25519MLKEM768, Secp256r1, MLKEM1024];
     assert_eq!(

@@ -26,9 +26,10 @@ use super::info::ConnectionInfo;
 use super::verify::{ClientVerifier, IdentityGate};
 use crate::certs::{CertInfo, Identity};
 use crate::crypto::{provider, Algorithms};
-use crate::groups::{display_list, Group, GroupId};
+use crate::groups::{display_list, display_list_capped, Group, GroupId};
 use crate::metrics::Metrics;
 use crate::policy::{ClientHelloSummary, Permit, Policy, PolicyError, Refusal};
+use crate::throttle::LogThrottle;
 
 /// Everything the server side is configured with.
 #[derive(Clone, Debug)]
@@ -84,40 +85,8 @@ pub struct PqAcceptor {
     handshake_timeout: Duration,
     metrics: Arc<Metrics>,
     failures_logged: LogThrottle,
-}
-
-/// Lets one line through per [`LogThrottle::EVERY`] and counts the rest. A line per failed
-/// handshake would let anyone fill the log with garbage connections, and none at all would
-/// hide them; so the first in each period is logged at info with the count not logged before
-/// it (every one is in the metrics, and at debug).
-#[derive(Debug, Default)]
-struct LogThrottle {
-    last: std::sync::Mutex<Option<Instant>>,
-    not_logged: std::sync::atomic::AtomicU64,
-}
-
-impl LogThrottle {
-    const EVERY: Duration = Duration::from_secs(10);
-
-    /// `Some(lines not logged since the last)` if this one may be logged.
-    fn admit(&self) -> Option<u64> {
-        use std::sync::atomic::Ordering::Relaxed;
-        let now = Instant::now();
-        let mut last = self
-            .last
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match *last {
-            Some(t) if now.duration_since(t) < Self::EVERY => {
-                self.not_logged.fetch_add(1, Relaxed);
-                None
-            }
-            _ => {
-                *last = Some(now);
-                Some(self.not_logged.swap(0, Relaxed))
-            }
-        }
-    }
+    /// Policy refusals are peer-caused too: a line per refusal would let anyone flood the log.
+    refusals_logged: LogThrottle,
 }
 
 /// The groups and policy a handshake is decided under, with a config per group.
@@ -128,6 +97,80 @@ struct Negotiation {
     configs: HashMap<Group, Arc<rustls::ServerConfig>>,
     /// Config used to refuse: holds no group the refused client offered (see `refusal_group`).
     refusal_group: Group,
+    /// Session tickets and storage of this negotiation only: a policy reload replaces them,
+    /// so that no session made under the old policy resumes under the new one. Shared by
+    /// every per-group config, so that a session resumes across groups.
+    resumption: Resumption,
+}
+
+/// Where a negotiation's sessions are kept.
+#[derive(Clone)]
+struct Resumption {
+    ticketer: Arc<dyn rustls::server::ProducesTickets>,
+    session_storage: Arc<dyn rustls::server::StoresServerSessions + Send + Sync>,
+}
+
+impl Resumption {
+    fn new() -> Result<Self, ServerError> {
+        Ok(Self {
+            ticketer: rustls::crypto::aws_lc_rs::Ticketer::new()?,
+            session_storage: ServerSessionMemoryCache::new(4096),
+        })
+    }
+
+    /// For a handshake whose outcome depends on the client certificate: issues tickets
+    /// (other connections may resume them) but never resumes one, because rustls does not
+    /// verify the client certificate on resumption, so the identity rules would not run
+    /// in the handshake (the check after it still would, but the peer would then see a
+    /// completed handshake closed, instead of an `access_denied` alert).
+    fn issue_only(&self) -> Self {
+        Self {
+            ticketer: Arc::new(IssueOnly(self.ticketer.clone())),
+            session_storage: Arc::new(IssueOnly(self.session_storage.clone())),
+        }
+    }
+}
+
+/// Issues and stores sessions through the inner one, but finds none to resume.
+#[derive(Debug)]
+struct IssueOnly<T: ?Sized>(Arc<T>);
+
+impl rustls::server::ProducesTickets for IssueOnly<dyn rustls::server::ProducesTickets> {
+    fn enabled(&self) -> bool {
+        self.0.enabled()
+    }
+
+    fn lifetime(&self) -> u32 {
+        self.0.lifetime()
+    }
+
+    fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
+        self.0.encrypt(plain)
+    }
+
+    fn decrypt(&self, _cipher: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+}
+
+impl rustls::server::StoresServerSessions
+    for IssueOnly<dyn rustls::server::StoresServerSessions + Send + Sync>
+{
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        self.0.put(key, value)
+    }
+
+    fn get(&self, _key: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+
+    fn take(&self, _key: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+
+    fn can_cache(&self) -> bool {
+        self.0.can_cache()
+    }
 }
 
 impl Negotiation {
@@ -138,11 +181,12 @@ impl Negotiation {
             crate::PolicyMode::PqRequired => groups.iter().copied().filter(|g| g.is_pq()).collect(),
             _ => groups.to_vec(),
         };
+        let resumption = Resumption::new()?;
         let configs = groups
             .iter()
             .map(|g| {
                 let provider = provider(&[*g], &parts.algorithms.cipher_suites);
-                Ok((*g, parts.build(provider, None)?))
+                Ok((*g, parts.build(provider, None, &resumption)?))
             })
             .collect::<Result<HashMap<_, _>, ServerError>>()?;
         let refusal_group = groups
@@ -155,6 +199,7 @@ impl Negotiation {
             policy,
             configs,
             refusal_group,
+            resumption,
         })
     }
 }
@@ -169,8 +214,6 @@ struct ConfigParts {
     verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
     identity: Arc<CurrentIdentity>,
     alpn: Vec<Vec<u8>>,
-    ticketer: Arc<dyn rustls::server::ProducesTickets>,
-    session_storage: Arc<dyn rustls::server::StoresServerSessions + Send + Sync>,
 }
 
 impl PqAcceptor {
@@ -207,8 +250,6 @@ impl PqAcceptor {
             verifier,
             identity: Arc::new(CurrentIdentity(RwLock::new(Arc::new(identity)))),
             alpn,
-            ticketer: rustls::crypto::aws_lc_rs::Ticketer::new()?,
-            session_storage: ServerSessionMemoryCache::new(4096),
         };
         let negotiation = Negotiation::new(&parts.algorithms.groups, policy, &parts)?;
         Ok(Self {
@@ -218,6 +259,7 @@ impl PqAcceptor {
             handshake_timeout,
             metrics: Arc::default(),
             failures_logged: LogThrottle::default(),
+            refusals_logged: LogThrottle::default(),
         })
     }
 
@@ -240,6 +282,10 @@ impl PqAcceptor {
     /// Decides handshakes under `groups` (in order of preference) and `policy` from the next
     /// ClientHello on; connections already established, and their streams, keep what they
     /// negotiated. Suites, signature schemes and client authentication stay as built.
+    ///
+    /// Session tickets issued before the call never resume after it (the ticket key and the
+    /// session cache are new), so a session made under the old policy cannot carry a client
+    /// past the new one.
     ///
     /// A policy that does not fit the groups (or needs client certificates that are not
     /// asked for) is refused, and the current one stays.
@@ -287,7 +333,8 @@ impl PqAcceptor {
     /// the benches use an in-memory pipe) under the policy, within the handshake timeout.
     ///
     /// A refused ClientHello is answered with a `handshake_failure` alert (an identity
-    /// refusal with `access_denied`), logged at warn with the reason, and counted.
+    /// refusal with `access_denied`), logged at warn with the reason (one line per
+    /// [`LogThrottle::EVERY`], the rest at debug), and counted.
     pub async fn accept<IO: AsyncRead + AsyncWrite + Unpin>(
         &self,
         tcp: IO,
@@ -302,7 +349,12 @@ impl PqAcceptor {
                 match &e {
                     AcceptError::Refused(r) => {
                         self.metrics.policy_refusal(&r.reason);
-                        warn!(client.addr = %peer, reason = %r, "Handshake refused by policy");
+                        match self.refusals_logged.admit() {
+                            Some(not_logged) => warn!(client.addr = %peer, reason = %r,
+                                not_logged, "Handshake refused by policy"),
+                            None => debug!(client.addr = %peer, reason = %r,
+                                "Handshake refused by policy"),
+                        }
                     }
                     other => {
                         self.metrics.handshake_failure();
@@ -364,6 +416,7 @@ impl PqAcceptor {
                         // The cached config's provider already holds exactly this group.
                         now.configs[&permit.group].crypto_provider().clone(),
                         Some(gate.clone()),
+                        &now.resumption.issue_only(),
                     )?,
                     Some(gate),
                 )
@@ -378,11 +431,32 @@ impl PqAcceptor {
                 },
             }
         })?;
-        let (_, conn) = tls.get_ref();
-        let client_identity = conn
+        let identities = tls
+            .get_ref()
+            .1
             .peer_certificates()
             .and_then(|chain| chain.first())
-            .and_then(|ee| crate::certs::identities(ee).into_iter().next());
+            .map(|ee| crate::certs::identities(ee))
+            .unwrap_or_default();
+        let mut permit = permit;
+        if let Some(check) = &permit.identity_check {
+            // Again, whatever the handshake kind: on a resumed one rustls restores the chain
+            // from the ticket and never calls the verifier, so only this applies the rules
+            // in force now (no certificate: the rules' default, as in a full handshake).
+            match check.check(&identities) {
+                Ok(rule) => permit.rule = rule,
+                Err(refusal) => {
+                    let mut tls = tls;
+                    // rustls has no way to send access_denied after the handshake: the peer
+                    // gets a close_notify as soon as its handshake completes.
+                    tls.get_mut().1.send_close_notify();
+                    let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
+                    return Err(AcceptError::Refused(refusal));
+                }
+            }
+        }
+        let (_, conn) = tls.get_ref();
+        let client_identity = identities.into_iter().next();
         let mut info =
             ConnectionInfo::from_state(conn, peer, hello.sni.clone(), scheme, client_identity);
         info.classical_fallback = permit.classical_fallback;
@@ -401,8 +475,9 @@ impl PqAcceptor {
         if permit.classical_fallback {
             warn!(
                 client.addr = %info.peer_addr,
-                server.name = info.sni.as_deref().unwrap_or(""),
-                client.id = info.client_identity.as_deref().unwrap_or(""),
+                // Peer-chosen strings: Debug-quoted, so they cannot forge a log line.
+                server.name = ?info.sni.as_deref().unwrap_or(""),
+                client.id = ?info.client_identity.as_deref().unwrap_or(""),
                 tls.group = %info.group,
                 authz.rule = permit.rule.as_ref().map(ToString::to_string).unwrap_or_default(),
                 "Classical key exchange: client offered no post-quantum group"
@@ -435,6 +510,7 @@ impl ConfigParts {
         &self,
         provider: Arc<rustls::crypto::CryptoProvider>,
         gate: Option<Arc<IdentityGate>>,
+        resumption: &Resumption,
     ) -> Result<Arc<rustls::ServerConfig>, ServerError> {
         let verifier = Arc::new(ClientVerifier {
             inner: self.verifier.clone(),
@@ -446,8 +522,8 @@ impl ConfigParts {
             .with_client_cert_verifier(verifier)
             .with_cert_resolver(self.identity.clone());
         config.alpn_protocols = self.alpn.clone();
-        config.ticketer = self.ticketer.clone();
-        config.session_storage = self.session_storage.clone();
+        config.ticketer = resumption.ticketer.clone();
+        config.session_storage = resumption.session_storage.clone();
         Ok(Arc::new(config))
     }
 }
@@ -529,7 +605,7 @@ pub enum AcceptError {
     /// The handshake failed after the ClientHello (certificate, alert, peer abort).
     #[error(
         "handshake failed (client offered: {}): {error}",
-        display_list(offered)
+        display_list_capped(offered)
     )]
     Handshake {
         /// What the client offered.
@@ -543,22 +619,4 @@ pub enum AcceptError {
     /// A per-connection config could not be built.
     #[error(transparent)]
     Config(#[from] ServerError),
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_throttle_lets_the_first_through_and_counts_the_rest() {
-        let throttle = LogThrottle::default();
-        assert_eq!(throttle.admit(), Some(0));
-        for _ in 0..999 {
-            assert_eq!(throttle.admit(), None);
-        }
-        // A period later (the clock moved back instead of waiting for it).
-        *throttle.last.lock().unwrap() = Some(Instant::now() - LogThrottle::EVERY);
-        assert_eq!(throttle.admit(), Some(999));
-        assert_eq!(throttle.admit(), None);
-    }
 }
