@@ -320,10 +320,13 @@ async fn max_connections_closes_the_extra_connection_only() {
     upstream.release.notify_one();
     read_until(&mut stream, "data: two").await;
     let metrics = scrape(&server).await;
-    assert!(
-        metrics.contains("mcp_pqtls_connections_rejected_total 1"),
-        "{metrics}"
-    );
+    // One address: the per-address cap (a quarter of 1, so 1) is reached with the global.
+    let rejected: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("mcp_pqtls_connections_rejected_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(rejected, 1, "{metrics}");
     assert!(metrics.contains("mcp_pqtls_streams_active 1"), "{metrics}");
 }
 
@@ -450,4 +453,125 @@ async fn admin_health_and_metrics() {
     ] {
         assert!(m.contains(line), "missing `{line}` in\n{m}");
     }
+}
+
+/// The server's SETTINGS_MAX_CONCURRENT_STREAMS is 50: one tunnel connection carries 50
+/// streams, and a client sidecar that queued the rest on it would leave 250 of these SSE
+/// streams waiting forever. Each must get its first event, over several connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tunnel_carries_more_sse_streams_than_one_connection_allows() {
+    const STREAMS: usize = 300;
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let upstream = Upstream::start().await;
+    let server = run(
+        Mode::Server,
+        SidecarConfig {
+            max_concurrent_streams: Some(50),
+            ..server_config(&pki, &upstream.url())
+        },
+    )
+    .await;
+    let client = run(
+        Mode::Client,
+        SidecarConfig {
+            // The local clients here are 300 HTTP/1.1 connections from one address.
+            max_connections_per_ip: Some(1000),
+            ..client_config(&pki, &server)
+        },
+    )
+    .await;
+
+    let local = plain_client();
+    let mut opened = Vec::new();
+    for _ in 0..STREAMS {
+        let (local, url) = (local.clone(), http_url(&client, "/sse"));
+        opened.push(tokio::spawn(async move {
+            let res = local
+                .request(
+                    Request::get(url)
+                        .header("accept", "text/event-stream")
+                        .body(Full::default())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(res.status(), StatusCode::OK);
+            let mut body = res.into_body();
+            read_until(&mut body, "data: one").await;
+            // Held open until every stream has its event.
+            body
+        }));
+    }
+    let mut bodies = Vec::new();
+    for stream in opened {
+        let body = tokio::time::timeout(GUARD, stream)
+            .await
+            .expect("an SSE stream got no event: queued behind the stream limit?")
+            .unwrap();
+        bodies.push(body);
+    }
+    assert_eq!(bodies.len(), STREAMS);
+    let handshakes = scrape(&server)
+        .await
+        .lines()
+        .filter(|l| l.starts_with("mcp_pqtls_handshakes_total{result=\"ok\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum::<u64>();
+    assert!(
+        (STREAMS as u64 / 50..=STREAMS as u64 / 10).contains(&handshakes),
+        "the server saw {handshakes} TLS connections for {STREAMS} streams"
+    );
+}
+
+/// DNS rebinding: a page on `evil.example` rebound to 127.0.0.1 sends `Host:
+/// evil.example:PORT` and, on a same-origin GET, no `Origin`. It gets 421 and the upstream
+/// sees nothing; the sidecar's own names pass, in any case.
+#[tokio::test]
+async fn client_sidecar_refuses_a_foreign_host_with_421_before_the_upstream() {
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let upstream = Upstream::start().await;
+    let server = run(Mode::Server, server_config(&pki, &upstream.url())).await;
+    let client = run(Mode::Client, client_config(&pki, &server)).await;
+    let port = client.started.listen.port();
+    let local = plain_client();
+    let get = |host: String| {
+        Request::get(http_url(&client, "/headers"))
+            .header("host", host)
+            .body(Full::default())
+            .unwrap()
+    };
+    for host in [
+        format!("evil.example:{port}"),
+        "localhost".to_owned(),
+        format!("localhost:{}", port + 1),
+    ] {
+        let res = local.request(get(host.clone())).await.unwrap();
+        assert_eq!(res.status(), StatusCode::MISDIRECTED_REQUEST, "{host}");
+    }
+    assert_eq!(upstream.requests(), 0);
+
+    // HTTP/1.1 without Host at all.
+    let mut tcp = tokio::net::TcpStream::connect(client.started.listen)
+        .await
+        .unwrap();
+    tcp.write_all(b"GET /headers HTTP/1.1\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(GUARD, tcp.read_to_string(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 421"), "{answer}");
+    assert_eq!(upstream.requests(), 0);
+
+    for host in [
+        client.started.listen.to_string(),
+        format!("LocalHost:{port}"),
+        format!("[::1]:{port}"),
+    ] {
+        let res = local.request(get(host.clone())).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{host}");
+    }
+    assert_eq!(upstream.requests(), 3);
 }

@@ -477,7 +477,7 @@ where
         let req = match &inner.pool {
             Some(pool) => match pool.send(req).await {
                 Ok((res, lease)) => return Ok((res, Some(lease))),
-                Err(PoolError::Http1(req)) => req,
+                Err(PoolError::Http1(req)) => *req,
                 Err(e) => return Err(Failure::Pool(e)),
             },
             None => req,

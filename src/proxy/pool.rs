@@ -49,7 +49,7 @@ pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub(super) enum PoolError {
     /// The upstream negotiated HTTP/1.1: send it with the legacy client.
     #[error("the upstream does not speak h2")]
-    Http1(Request<ProxyBody>),
+    Http1(Box<Request<ProxyBody>>),
     /// Dialing or the h2 handshake failed.
     #[error("cannot connect: {0}")]
     Connect(BoxError),
@@ -167,11 +167,11 @@ impl H2Pool {
         // idle close), and then hyper hands the unsent request back.
         for attempt in 0..2 {
             if self.is_http1() {
-                return Err(PoolError::Http1(req));
+                return Err(PoolError::Http1(Box::new(req)));
             }
             let (mut tx, lease) = match self.checkout(req.uri()).await {
                 Ok(found) => found,
-                Err(_) if self.is_http1() => return Err(PoolError::Http1(req)),
+                Err(_) if self.is_http1() => return Err(PoolError::Http1(Box::new(req))),
                 Err(e) => return Err(e),
             };
             match tx.try_send_request(req).await {
@@ -240,6 +240,8 @@ impl H2Pool {
             conn: Box::pin(conn),
             max: max.clone(),
             settled: Arc::clone(&settled),
+            tick: Some(Box::pin(tokio::time::sleep(SETTINGS_TICK))),
+            watch_until: tokio::time::Instant::now() + SETTINGS_WAIT,
         });
         // The server's SETTINGS is its first frame: one round trip.
         let _ = tokio::time::timeout(SETTINGS_WAIT, settled.notified_or_set()).await;
@@ -304,11 +306,18 @@ impl Settled {
     }
 }
 
+/// How often a new connection looks for the server's SETTINGS while waiting for it.
+const SETTINGS_TICK: Duration = Duration::from_millis(2);
+
 /// Drives one h2 connection and publishes the server's stream limit after every poll.
+/// hyper drives the h2 connection in a task of its own, so the arrival of SETTINGS does not
+/// wake this one: until it is seen, a short timer does.
 struct Driver {
     conn: Pin<Box<http2::Connection<PqStream, ProxyBody, TokioExecutor>>>,
     max: Arc<AtomicUsize>,
     settled: Arc<Settled>,
+    tick: Option<Pin<Box<tokio::time::Sleep>>>,
+    watch_until: tokio::time::Instant,
 }
 
 impl Future for Driver {
@@ -320,6 +329,18 @@ impl Future for Driver {
         self.max.store(max, Relaxed);
         if max != usize::MAX {
             self.settled.mark();
+            self.tick = None;
+        }
+        let watch_until = self.watch_until;
+        if let Some(tick) = self.tick.as_mut() {
+            while tick.as_mut().poll(cx).is_ready() {
+                let next = tokio::time::Instant::now() + SETTINGS_TICK;
+                if next > watch_until {
+                    self.tick = None;
+                    break;
+                }
+                tick.as_mut().reset(next);
+            }
         }
         match done {
             Poll::Ready(result) => {
