@@ -410,7 +410,14 @@ impl Gate {
                 Vec::with_capacity(declared.map_or(0, |n| usize::try_from(n).unwrap_or(0)));
             tokio::pin!(body);
             while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(|e| ReadError::Body(e.into()))?;
+                let frame = frame.map_err(|e| {
+                    let e: BoxError = e.into();
+                    if body_timed_out(&*e) {
+                        ReadError::Timeout
+                    } else {
+                        ReadError::Body(e)
+                    }
+                })?;
                 let Ok(data) = frame.into_data() else {
                     continue; // trailers
                 };
@@ -440,7 +447,7 @@ impl Gate {
                 jsonrpc::PARSE_ERROR,
                 &format!("could not read the request body: {e}"),
             )),
-            Err(_) => Err(self.refuse_whole(
+            Ok(Err(ReadError::Timeout)) | Err(_) => Err(self.refuse_whole(
                 caller,
                 StatusCode::REQUEST_TIMEOUT,
                 "body_timeout",
@@ -702,7 +709,11 @@ impl Gate {
         } else {
             debug!(client.addr = %caller.addr, gate.reason = reason, error = ?message, "Refused request");
         }
-        self.audit_refused(caller, None, rule, message, status);
+        // A full queue is why it was refused: its record would only be dropped, and counted
+        // as a dropped record of a call.
+        if reason != "audit_full" {
+            self.audit_refused(caller, None, rule, message, status);
+        }
         let body = json!({
             "jsonrpc": "2.0",
             "id": null,
@@ -974,7 +985,24 @@ impl Drop for Inflight {
 enum ReadError {
     TooBig,
     NoBudget,
+    /// The proxy's own `request-body-timeout` cut the body first.
+    Timeout,
     Body(BoxError),
+}
+
+/// Whether a body error (or one it wraps) is the proxy's request-body deadline. Told by its
+/// message, as the proxy's error type is private to it.
+fn body_timed_out(e: &(dyn StdError + 'static)) -> bool {
+    let mut next: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(e) = next {
+        if e.to_string()
+            .starts_with("request body not complete within")
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// A body the gate read, on its way upstream, holding its share of
