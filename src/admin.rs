@@ -257,10 +257,24 @@ fn render_proxy(out: &mut String, p: &ProxySnapshot) {
         out,
         "upstream_errors_total",
         "counter",
-        "Upstream requests that got no response, by kind.",
+        "Upstream requests that got no response, by kind (rejected: 503, max-upstream-requests in flight).",
     );
     for (kind, n) in &p.upstream_errors {
         sample(out, "upstream_errors_total", &format!("kind=\"{kind}\""), n);
+    }
+    family(
+        out,
+        "proxy_refusals_total",
+        "counter",
+        "Requests the proxy refused before the upstream, by reason: host (421, not in allowed-hosts), body_timeout (408, body not complete within request-body-timeout).",
+    );
+    for (reason, n) in &p.refusals {
+        sample(
+            out,
+            "proxy_refusals_total",
+            &format!("reason=\"{reason}\""),
+            n,
+        );
     }
     histogram(
         out,

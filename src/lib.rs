@@ -68,6 +68,7 @@ pub mod certs;
 pub mod config;
 mod connect;
 pub mod crypto;
+pub mod deadline;
 pub mod demo;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -81,9 +82,9 @@ pub mod probe;
 pub mod proxy;
 mod reflect;
 mod serve;
+pub mod sidecar;
 pub mod source;
 pub mod throttle;
-pub mod sidecar;
 pub mod tls;
 
 pub use connect::{get, Fetched};

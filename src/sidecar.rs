@@ -146,7 +146,7 @@ impl Sidecar {
                 if http.allowed_hosts.is_empty() {
                     http.allowed_hosts = crate::config::default_hosts(listener.local_addr()?);
                 }
-                let proxy = Proxy::new(s.upstream.clone(), s.connector.clone(), Side::Client, http);
+                let proxy = Proxy::tunnel(s.upstream.clone(), s.connector.clone(), http);
                 let listener_metrics = Arc::<crate::metrics::Metrics>::default();
                 let state = Arc::new(AdminState {
                     tls: tls_metrics,

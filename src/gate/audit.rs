@@ -452,7 +452,10 @@ mod tests {
         assert_eq!(text.lines().count(), 5000);
         log.write(&record(1));
         assert_eq!(m.audit_dropped.load(Relaxed), 1);
-        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 5000);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap().lines().count(),
+            5000
+        );
     }
 
     #[test]
@@ -464,7 +467,11 @@ mod tests {
         let mut held = log.reserve(2).expect("room for two");
         assert!(log.reserve(1).is_none(), "the queue is promised");
         log.write(&record(1));
-        assert_eq!(m.audit_dropped.load(Relaxed), 1, "an unreserved record took a place");
+        assert_eq!(
+            m.audit_dropped.load(Relaxed),
+            1,
+            "an unreserved record took a place"
+        );
         log.write_reserved(&record(2), &mut held);
         log.write_reserved(&record(3), &mut held);
         drop(held);

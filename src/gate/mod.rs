@@ -412,7 +412,7 @@ impl Gate {
             while let Some(frame) = body.frame().await {
                 let frame = frame.map_err(|e| {
                     let e: BoxError = e.into();
-                    if body_timed_out(&*e) {
+                    if crate::deadline::BodyTimeout::in_chain(&*e) {
                         ReadError::Timeout
                     } else {
                         ReadError::Body(e)
@@ -988,21 +988,6 @@ enum ReadError {
     /// The proxy's own `request-body-timeout` cut the body first.
     Timeout,
     Body(BoxError),
-}
-
-/// Whether a body error (or one it wraps) is the proxy's request-body deadline. Told by its
-/// message, as the proxy's error type is private to it.
-fn body_timed_out(e: &(dyn StdError + 'static)) -> bool {
-    let mut next: Option<&(dyn StdError + 'static)> = Some(e);
-    while let Some(e) = next {
-        if e.to_string()
-            .starts_with("request body not complete within")
-        {
-            return true;
-        }
-        next = e.source();
-    }
-    false
 }
 
 /// A body the gate read, on its way upstream, holding its share of

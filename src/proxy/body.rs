@@ -17,6 +17,7 @@ use tracing::info;
 
 use super::metrics::{ProxyMetrics, StreamGuard};
 use super::{is_event_stream, BoxError, ProxyBody};
+use crate::deadline::BodyTimeout;
 
 /// What the request log line needs, captured before the request moves upstream.
 pub(super) struct RequestLog {
@@ -109,11 +110,6 @@ impl Drop for Tracked {
 
 /// How long a refused request's unread body is still read (and discarded) after the answer.
 pub(super) const LINGER: Duration = Duration::from_secs(5);
-
-/// A request body that was not complete within `request-body-timeout`.
-#[derive(Debug, thiserror::Error)]
-#[error("request body not complete within {}", humantime::format_duration(*.0))]
-pub(super) struct BodyTimeout(pub(super) Duration);
 
 /// What became of a request body, for the proxy to tell a timeout from an upstream failure
 /// (an h2 upstream hop does not hand the body's error back).

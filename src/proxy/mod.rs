@@ -34,8 +34,9 @@ pub use self::metrics::{ProxyMetrics, ProxySnapshot, PROXY_REFUSALS};
 pub use self::pool::{DEFAULT_STREAMS_PER_CONNECTION, POOL_IDLE_TIMEOUT};
 pub use self::upstream::{Upstream, UpstreamConnector, UpstreamError};
 
-use self::body::{BodyState, BodyTimeout, Holding, RequestBody, RequestLog, Tracked};
+use self::body::{BodyState, Holding, RequestBody, RequestLog, Tracked};
 use self::pool::{H2Pool, PoolError};
+use crate::deadline::BodyTimeout;
 use crate::gate::Gate;
 use crate::throttle::LogThrottle;
 use crate::tls::{ConnectionInfo, PqConnector};
@@ -138,18 +139,30 @@ struct Inner<C> {
     body_timeout_log: LogThrottle,
 }
 
+impl Proxy<PqConnector> {
+    /// The client sidecar's proxy: h2 to a PQ TLS `upstream` over as many connections as its
+    /// streams need (see [`pool`]) rather than queueing past one connection's stream limit;
+    /// an upstream that negotiates HTTP/1.1 gets the pooled HTTP/1.1 client.
+    pub fn tunnel(upstream: Upstream, connector: PqConnector, options: HttpOptions) -> Self {
+        let pool = upstream
+            .is_tls()
+            .then(|| Arc::new(H2Pool::new(connector.clone())));
+        Self::build(upstream, connector, Side::Client, options, None, pool)
+    }
+}
+
 impl<C> Proxy<C>
 where
     C: Connect + Clone + Send + Sync + 'static,
 {
     /// A proxy to `upstream` over `connector`, pooling upstream connections.
     pub fn new(upstream: Upstream, connector: C, side: Side, options: HttpOptions) -> Self {
-        Self::build(upstream, connector, side, options, None)
+        Self::build(upstream, connector, side, options, None, None)
     }
 
     /// A server-side proxy whose requests pass `gate` first (see [`crate::gate`]).
     pub fn gated(upstream: Upstream, connector: C, options: HttpOptions, gate: Arc<Gate>) -> Self {
-        Self::build(upstream, connector, Side::Server, options, Some(gate))
+        Self::build(upstream, connector, Side::Server, options, Some(gate), None)
     }
 
     fn build(
@@ -158,15 +171,8 @@ where
         side: Side,
         options: HttpOptions,
         gate: Option<Arc<Gate>>,
+        pool: Option<Arc<H2Pool>>,
     ) -> Self {
-        // A TLS upstream is the server sidecar: h2 over several connections rather than
-        // queueing past one connection's stream limit. The check is by type because the
-        // connector's type is the caller's; any other connector keeps the legacy client.
-        let pool = upstream
-            .is_tls()
-            .then(|| (&connector as &dyn std::any::Any).downcast_ref::<PqConnector>())
-            .flatten()
-            .map(|pq| Arc::new(H2Pool::new(pq.clone())));
         let client = Client::builder(TokioExecutor::new())
             // Below the server sidecar's default idle-timeout (60 s): a pooled connection is
             // dropped here before the server closes it under a request.
