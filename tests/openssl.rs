@@ -267,3 +267,129 @@ async fn probe_findings_hold_against_openssl_s_server() {
         assert_eq!(g.alert.as_deref(), Some("protocol_version"), "{g:?}");
     }
 }
+
+/// Writes a config file whole (write, then rename), so a reload never reads half of one.
+fn install_config(path: &Path, text: &str) {
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// The server sidecar's config: pq-preferred over X25519MLKEM768 and X25519, client
+/// certificates under the dev CA, and these fallback rules.
+fn sidecar_policy(pki: &Pki, rules: &[&str]) -> String {
+    let rules: Vec<String> = rules.iter().map(|r| format!("{r:?}")).collect();
+    format!(
+        "groups = [\"X25519MLKEM768\", \"X25519\"]\npolicy = \"pq-preferred\"\nclient-ca = {:?}\nfallback-rules = [{}]\n",
+        pki.path("ca.pem").to_str().unwrap(),
+        rules.join(", ")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_openssl_ticket_saved_before_a_sighup_adding_an_id_rule_is_refused() {
+    use support::process::Proc;
+    use support::upstream::{get_plain, Upstream};
+
+    let openssl = openssl();
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("server.toml");
+    // Classical allowed for the dev identities, as for a legacy fleet.
+    install_config(
+        &config,
+        &sidecar_policy(&pki, &["allow-classical id:spiffe://mcp-pqtls.dev/*"]),
+    );
+    let server = Proc::spawn(&[
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--upstream",
+        &upstream.url(),
+        "--cert",
+        pki.path("server.pem").to_str().unwrap(),
+        "--key",
+        pki.path("server.key").to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let session = dir.path().join("session.pem");
+    let (cert, key) = (pki.path("client.pem"), pki.path("client.key"));
+    let with_cert = |session_flag: &'static str| {
+        vec![
+            "-alpn".to_owned(),
+            "http/1.1".to_owned(),
+            "-cert".to_owned(),
+            cert.to_str().unwrap().to_owned(),
+            "-key".to_owned(),
+            key.to_str().unwrap().to_owned(),
+            session_flag.to_owned(),
+            session.to_str().unwrap().to_owned(),
+        ]
+    };
+    let run = |flags: Vec<String>| {
+        let openssl = openssl.clone();
+        let ca = pki.path("ca.pem");
+        async move {
+            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+            s_client(&openssl, server.port, ca, "X25519", &flags).await
+        }
+    };
+    let identity = "\"x-mcp-pqtls-client-identity\":\"spiffe://mcp-pqtls.dev/client\"";
+
+    // A classical handshake with the client certificate; the ticket is saved.
+    let out = run(with_cert("-sess_out")).await;
+    assert!(out.contains("New, TLSv1.3"), "{out}");
+    assert!(out.contains("HTTP/1.1 200"), "{out}");
+    assert!(out.contains(identity), "{out}");
+    // It resumes while the policy stands, and the identity (from the ticket) still reaches
+    // the upstream.
+    let out = run(with_cert("-sess_in")).await;
+    assert!(out.contains("Reused, TLSv1.3"), "{out}");
+    assert!(out.contains(identity), "{out}");
+
+    // The operator requires pq of this client and reloads.
+    install_config(
+        &config,
+        &sidecar_policy(
+            &pki,
+            &[
+                "require-pq id:spiffe://mcp-pqtls.dev/client",
+                "allow-classical id:spiffe://mcp-pqtls.dev/*",
+            ],
+        ),
+    );
+    server.signal("-HUP");
+    server.wait_log(&["Groups and policy reloaded", "SIGHUP"]);
+    let admin = server.admin.unwrap();
+    let metrics = get_plain(&format!("http://127.0.0.1:{admin}/metrics"))
+        .await
+        .1;
+    let reloaded = "mcp_pqtls_policy_reloads_total{result=\"ok\"} 1";
+    assert!(metrics.lines().any(|l| l == reloaded), "{metrics}");
+
+    // The same ticket: not resumed, refused by the rule, nothing reaches the upstream.
+    let before = upstream.requests();
+    let out = run(with_cert("-sess_in")).await;
+    assert!(!out.contains("Reused"), "{out}");
+    assert!(out.contains("access denied"), "{out}");
+    assert!(!out.contains("HTTP/1.1 200"), "{out}");
+    assert_eq!(upstream.requests(), before);
+    let line = server.wait_log(&["Handshake refused by policy", "require-pq id:spiffe://"]);
+    assert!(line.contains("not_logged=0"), "{line}");
+    let refused = "mcp_pqtls_handshakes_total{result=\"refused\",reason=\"fallback_rule\"} 1";
+    let deadline = std::time::Instant::now() + support::upstream::GUARD;
+    loop {
+        let metrics = get_plain(&format!("http://127.0.0.1:{admin}/metrics"))
+            .await
+            .1;
+        if metrics.lines().any(|l| l == refused) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{refused}\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
