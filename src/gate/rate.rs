@@ -6,7 +6,7 @@
 //! without sleeping.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -217,16 +217,9 @@ fn refill(limit: &Limit, b: &Bucket, now: Duration) -> f64 {
 /// an IPv6 address by its network of `prefix` bits, since one subscriber holds a whole /64
 /// and may send from any address in it.
 pub fn address_key(ip: IpAddr, prefix: u8) -> String {
-    match ip {
+    match crate::source::source_of(ip, prefix) {
         IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => {
-                let p = u32::from(prefix.min(128));
-                let mask = u128::MAX.checked_shl(128 - p).unwrap_or(0);
-                format!("{}/{p}", Ipv6Addr::from(u128::from(v6) & mask))
-            }
-        },
+        IpAddr::V6(v6) => format!("{v6}/{}", prefix.min(128)),
     }
 }
 
