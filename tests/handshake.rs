@@ -483,3 +483,92 @@ async fn replaced_policy_applies_to_new_handshakes_and_spares_established_ones()
     drop(held);
     server.stop().await;
 }
+
+/// The server sidecar binary on 127.0.0.1 with the PKI's identity and these extra flags.
+fn sidecar(pki: &Pki, upstream: &str, extra: &[&str]) -> support::process::Proc {
+    let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
+    let mut args = vec![
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--upstream",
+        upstream,
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    support::process::Proc::spawn(&args)
+}
+
+#[tokio::test]
+async fn policy_refusal_lines_are_throttled_and_every_refusal_is_counted() {
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let upstream = support::upstream::Upstream::start().await;
+    let server = sidecar(&pki, &upstream.url(), &["--policy", "pq-required"]);
+    let classical = connector(pki.client(&[X25519], PolicyMode::ClassicalAllowed));
+    let url: http::Uri = format!("https://localhost:{}/", server.port)
+        .parse()
+        .unwrap();
+    let started = std::time::Instant::now();
+    const REFUSED: u64 = 30;
+    for _ in 0..REFUSED {
+        let err = mcp_pqtls::get(&classical, url.clone()).await.unwrap_err();
+        assert_eq!(
+            alert(&err),
+            Some(AlertDescription::HandshakeFailure),
+            "{err}"
+        );
+    }
+    // Every refusal is counted...
+    let admin = server.admin.unwrap();
+    let sample = format!(
+        "mcp_pqtls_handshakes_total{{result=\"refused\",reason=\"no_pq_group_offered\"}} {REFUSED}"
+    );
+    let deadline = std::time::Instant::now() + support::upstream::GUARD;
+    loop {
+        let (_, metrics) =
+            support::upstream::get_plain(&format!("http://127.0.0.1:{admin}/metrics")).await;
+        if metrics.lines().any(|l| l == sample) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{sample}\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ...but one line per 10 s is logged, the first saying how many were not.
+    let first = server.wait_log(&["Handshake refused by policy"]);
+    assert!(
+        first.contains("WARN") && first.contains("not_logged=0"),
+        "{first}"
+    );
+    let lines = server
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("Handshake refused by policy"))
+        .count() as u64;
+    let periods = 1 + started.elapsed().as_secs() / 10;
+    assert!(
+        lines <= periods,
+        "{lines} refusal lines in {periods} periods"
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_private_key_readable_by_others_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let key = pki.path("server.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let upstream = support::upstream::Upstream::start().await;
+    let server = sidecar(&pki, &upstream.url(), &[]);
+    let line = server.wait_log(&["Private key file is readable by group or others"]);
+    for needle in ["WARN", "server.key", "mode=0644", "chmod 600"] {
+        assert!(line.contains(needle), "{needle}: {line}");
+    }
+}
