@@ -239,7 +239,7 @@ impl PqConnector {
             .metrics
             .handshake(group, info.hello_retry, info.resumed, fallback);
         if fallback {
-            warn!(server.addr = %peer, server.name = name, tls.group = %info.group,
+            warn!(server.addr = %peer, server.name = ?name, tls.group = %info.group,
                 "Classical key exchange: server chose no post-quantum group");
         } else {
             debug!(server.addr = %peer, tls.group = %info.group, tls.hello_retry = info.hello_retry, "Handshake complete");

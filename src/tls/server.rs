@@ -620,3 +620,22 @@ pub enum AcceptError {
     #[error(transparent)]
     Config(#[from] ServerError),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_handshake_names_at_most_sixteen_offered_groups() {
+        let e = AcceptError::Handshake {
+            offered: (0..32_000u16).map(|i| GroupId(0x8000 + i)).collect(),
+            error: io::Error::other("peer aborted"),
+        };
+        let shown = e.to_string();
+        assert!(
+            shown.contains(" ... and 31984 more): peer aborted"),
+            "{shown}"
+        );
+        assert!(shown.len() < 400, "{} bytes: {shown}", shown.len());
+    }
+}
