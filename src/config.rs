@@ -658,12 +658,6 @@ impl SidecarConfig {
             self.max_connections_per_ip.unwrap_or(per_ip_default),
             "max-connections-per-ip",
         )?;
-        if max_connections_per_ip > max_connections {
-            return Err(ConfigError::Field {
-                field: "max-connections-per-ip",
-                error: format!("{max_connections_per_ip} is more than max-connections ({max_connections}); lower it, or raise max-connections"),
-            });
-        }
         let ipv6_prefix = self.ipv6_prefix.unwrap_or(defaults.ipv6_prefix);
         if !(1..=128).contains(&ipv6_prefix) {
             return Err(ConfigError::Field {

@@ -429,7 +429,8 @@ async fn thousands_of_policy_refusals_each_get_an_alert_and_leave_nothing_behind
 async fn a_flood_past_max_connections_is_refused_at_once_while_a_stream_keeps_flowing() {
     let w = scene(SidecarConfig {
         max_connections: Some(4),
-        max_connections_per_ip: Some(4),
+        // Above max-connections, so that the global limit is the one reached.
+        max_connections_per_ip: Some(8),
         handshake_timeout: Some(Dur(Duration::from_secs(20))),
         ..SidecarConfig::default()
     })
