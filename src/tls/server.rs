@@ -204,8 +204,8 @@ impl Negotiation {
     }
 }
 
-/// What every per-group config shares, so that a session ticket issued under one config
-/// resumes under another.
+/// What every config shares for the acceptor's life (the session tickets are the
+/// negotiation's: see [`Resumption`]).
 struct ConfigParts {
     algorithms: Algorithms,
     /// Client certificates are asked for, so identity rules may apply.
