@@ -51,10 +51,11 @@ start_server() { # port upstream-port [extra flags]
     --cert "$work/pki/server.pem" --key "$work/pki/server.key" "$@" >/dev/null 2>"$work/server.log" &
   wait_port "$port"
 }
-start_client() { # port server-port
-  taskset -c "$proxy_cpu" "$ours" client --listen "127.0.0.1:$1" --upstream "https://127.0.0.1:$2" \
-    --ca "$work/pki/ca.pem" >/dev/null 2>"$work/client.log" &
-  wait_port "$1"
+start_client() { # port server-port [extra flags]
+  local port="$1" srv="$2"; shift 2
+  taskset -c "$proxy_cpu" "$ours" client --listen "127.0.0.1:$port" --upstream "https://127.0.0.1:$srv" \
+    --ca "$work/pki/ca.pem" "$@" >/dev/null 2>"$work/client.log" &
+  wait_port "$port"
 }
 start_nginx() { # port upstream-port
   mkdir -p "$work/nginx"
@@ -196,7 +197,8 @@ sse_section() {
         local gate=()
         [ "$how" = gated ] && gate=(--config "$work/gate.toml")
         start_server "$srv" "$up" --max-connections 20000 "${gate[@]}"; ps=$!
-        start_client "$cli" "$srv"; pc=$!
+        # Each stream is a connection of its own to the client sidecar.
+        start_client "$cli" "$srv" --max-connections 20000; pc=$!
         url="http://127.0.0.1:$cli/mcp"
       else
         url="http://127.0.0.1:$up/mcp"
