@@ -5,7 +5,9 @@
 # from our build machines), so the peer is a small Rust program on top of it. Building boring-sys needs cmake, a C/C++
 # compiler and libclang (bindgen); missing Debian packages are installed with apt-get.
 # Rebuilds only when the peer's source changes (hash of Cargo.toml, Cargo.lock, src/).
-# Idempotent; safe to run concurrently (flock). Prints the peer binary path on stdout, last.
+# Idempotent; safe to run concurrently (flock). The stamp is removed before a build and written
+# after it, so a killed build is redone on the next run. MCP_PQTLS_INTEROP_DIR moves the cache
+# (cargo's registry stays cargo's own). Prints the peer binary path on stdout, last.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -51,6 +53,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     { apt-get update -q >&2 && apt-get install -y -q "${missing[@]}" >&2; }
 fi
 
+rm -f "$stamp"
 log "building $src in release into $target (-j$jobs; first build compiles BoringSSL, ~3-5 minutes on 2 cores)"
 start=$(date +%s)
 CARGO_TARGET_DIR="$target" cargo build --release -j"$jobs" \

@@ -6,7 +6,12 @@
 # (trixie stops at 1.24), and Debian mirrors are the only download source reachable from our build machines,
 # so the toolchain comes from sid's golang-1.27-go/-src .debs, fetched with a private apt
 # configuration (the system's apt state is not touched) and unpacked with `dpkg -x`.
-# Idempotent; safe to run concurrently (flock). Rebuilds the peer only when its source changed.
+# The mirror is the machine's own: the Debian archive its apt sources name (asked of apt itself,
+# `apt-get indextargets`, so one-line and deb822 sources alike), with its Acquire settings
+# (proxies, retries, snapshot date checks); MCP_PQTLS_DEBIAN_MIRROR overrides it.
+# Idempotent; safe to run concurrently (flock). A killed run leaves nothing that passes the
+# checks below (the toolchain is unpacked beside its final place and renamed; the peer likewise).
+# Rebuilds the peer only when its source changed. MCP_PQTLS_INTEROP_DIR moves the cache.
 # Prints the path of the peer binary as the last line of stdout; all else goes to stderr.
 set -euo pipefail
 
@@ -31,14 +36,42 @@ export GOROOT="$goroot" GOTOOLCHAIN=local GOPROXY=off GOFLAGS=-mod=mod GOENV=off
   XDG_CONFIG_HOME="$cache/go-cache/config" CGO_ENABLED=0
 go="$goroot/bin/go"
 
+# The Debian archive the machine's apt sources use (for its own release, main component): the
+# same mirror serves sid. Origin/Label are known once the system's lists are downloaded; without
+# them, the entry for the machine's own codename.
+debian_mirror() {
+  if [ -n "${MCP_PQTLS_DEBIAN_MIRROR:-}" ]; then
+    echo "$MCP_PQTLS_DEBIAN_MIRROR"
+    return
+  fi
+  local codename uri
+  codename="$(. /etc/os-release && echo "${VERSION_CODENAME:-}")"
+  uri=$(apt-get indextargets --format '$(REPO_URI)' 'Identifier: Packages' 'Component: main' \
+    'Origin: Debian' 'Label: Debian' 2>/dev/null | head -n 1)
+  [ -n "$uri" ] || [ -z "$codename" ] ||
+    uri=$(apt-get indextargets --format '$(REPO_URI)' 'Identifier: Packages' 'Component: main' \
+      "Release: $codename" 2>/dev/null | head -n 1)
+  [ -n "$uri" ] || {
+    log "no Debian archive in this machine's apt sources (apt-get indextargets);" \
+      "set MCP_PQTLS_DEBIAN_MIRROR, e.g. to the URI of a Debian mirror"
+    return 1
+  }
+  echo "${uri%/}"
+}
+
 if ! { [ -x "$go" ] && [[ "$("$go" version)" == *" go$series"* ]]; }; then
+  mirror="$(debian_mirror)"
   apt="$cache/apt"
+  rm -rf "$apt"
   mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial" "$apt/debs"
   : >"$apt/status"
-  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $suite main" \
+  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $suite main" \
     >"$apt/sources.list"
-  # Read instead of /etc/apt/apt.conf{,.d}: no system config, sources, pins or state.
-  cat >"$apt/apt.conf" <<CONF
+  # Instead of /etc/apt/apt.conf{,.d}: no system sources, pins or state; but the system's
+  # Acquire settings (proxy, auth, retries, Check-Valid-Until for a snapshot mirror) are kept,
+  # as apt-config prints them, less the extra index targets (DEP-11) and languages.
+  {
+    cat <<CONF
 Dir::Etc::main "/dev/null";
 Dir::Etc::Parts "/dev/null";
 Dir::Etc::SourceList "$apt/sources.list";
@@ -50,17 +83,14 @@ Dir::State::Lists "$apt/lists";
 Dir::State::status "$apt/status";
 Dir::Cache "$apt/cache";
 Dir::Log "$apt";
-Acquire::Languages "none";
-// Our mirror serves a frozen snapshot (as the system config also allows); InRelease is
-// still signature-checked and the .debs hash-checked against it.
-Acquire::Check-Valid-Until "false";
-Acquire::Check-Date "false";
 APT::Sandbox::User "$(id -un)";
 CONF
+    apt-config dump | grep -E '^Acquire::' | grep -v -E '^Acquire::(IndexTargets|Languages)'
+    echo 'Acquire::Languages "none";'
+  } >"$apt/apt.conf"
   export APT_CONFIG="$apt/apt.conf"
-  log "fetching the Debian $suite package index"
+  log "fetching the Debian $suite package index from $mirror"
   apt-get -q update >&2
-  rm -f "$apt/debs"/*.deb
   log "downloading golang-$series-go and golang-$series-src from Debian $suite"
   (cd "$apt/debs" && apt-get -q download "golang-$series-go" "golang-$series-src" >&2)
   rm -rf "$root.tmp"
@@ -68,6 +98,7 @@ CONF
   rm -rf "$root"
   mv "$root.tmp" "$root"
   rm -rf "$apt"
+  unset APT_CONFIG
 fi
 
 hash=$( (

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Installs OpenSSL 3.5 (the first release with ML-KEM hybrids in TLS) into a cache outside
 # the repo, from the source bundled in the crates.io crate `openssl-src` (crates.io is the
-# only source of OpenSSL reachable from our build machines). Idempotent; safe to run
-# concurrently (flock). Prints the path of the `openssl` binary on stdout.
+# only source of OpenSSL reachable from our build machines; cargo fetches it through its own
+# registry configuration). Idempotent; safe to run concurrently (flock). A build that is killed
+# half-way is redone on the next run: the install counts only once its marker file, written
+# last, is there. MCP_PQTLS_INTEROP_DIR moves the cache. Prints the path of the `openssl`
+# binary on stdout.
 set -euo pipefail
 
 cache="${MCP_PQTLS_INTEROP_DIR:-$HOME/.cache/mcp-pqtls-interop}"
@@ -14,12 +17,20 @@ mkdir -p "$cache"
 exec 9>"$cache/openssl.lock"
 flock 9
 
-if [ -x "$bin" ] && "$bin" version | grep -q '^OpenSSL 3\.5'; then
-  echo "$bin"
-  exit 0
-fi
-
 log() { echo "install-openssl: $*" >&2; }
+
+# Complete = the marker written after the last step, and a binary that runs. A cache from
+# before the marker existed counts when its last step (openssl.cnf) is there.
+marker="$prefix/.mcp-pqtls-complete"
+if [ -x "$bin" ] && "$bin" version 2>/dev/null | grep -q '^OpenSSL 3\.5'; then
+  [ -f "$marker" ] || { [ -f "$prefix/ssl/openssl.cnf" ] && "$bin" version >"$marker"; }
+  if [ -f "$marker" ]; then
+    echo "$bin"
+    exit 0
+  fi
+fi
+[ -e "$prefix" ] && log "removing the incomplete install in $prefix"
+rm -rf "$prefix"
 
 # Resolve the source through cargo so the version pin and checksum come from crates.io.
 fetch="$cache/openssl-src-fetch"
@@ -48,10 +59,12 @@ cp -r "$src" "$build"
 cd "$build"
 # `openssl-src` strips util/providers.num and apps/openssl.cnf: no-module keeps Configure happy.
 log "building OpenSSL in $build (takes 2-3 minutes on 2 cores)"
+start=$SECONDS
 ./Configure linux-x86_64 no-shared no-module no-tests no-docs \
   --prefix="$prefix" --openssldir="$prefix/ssl" >"$cache/openssl-configure.log" 2>&1
 make -j"$(nproc)" build_programs >"$cache/openssl-make.log" 2>&1
 make install_sw >>"$cache/openssl-make.log" 2>&1
+log "built and installed in $((SECONDS - start)) s"
 mkdir -p "$prefix/ssl"
 # `openssl req` needs a config file; the crate does not ship apps/openssl.cnf.
 cat >"$prefix/ssl/openssl.cnf" <<'CNF'
@@ -62,4 +75,5 @@ CNF
 cd "$cache"
 rm -rf "$build"
 "$bin" version >&2
+"$bin" version >"$marker"
 echo "$bin"

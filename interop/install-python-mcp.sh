@@ -12,7 +12,9 @@
 #
 # Works without root: if `python3 -m venv` cannot bootstrap pip (Debian without the
 # python3-venv package has no ensurepip), the venv is created `--without-pip` and pip is
-# installed into it from a pip wheel fetched from PyPI.
+# installed into it from a pip wheel (see fetch_pip_wheel). Packages come from wherever pip's own
+# configuration points (PIP_INDEX_URL, pip.conf): nothing here names a package index.
+# A killed install is redone on the next run: the marker is written last.
 set -euo pipefail
 
 # Pinned: mcp 2.3.0 was the newest release on PyPI when this was written (2.x renamed FastMCP
@@ -56,8 +58,12 @@ if [ -e "$venv" ]; then
   rm -rf "$venv"
 fi
 
-# Fetch a pip wheel from PyPI into $1 (with the base interpreter's pip if it has one, else with
-# urllib against PyPI's JSON API) and echo the wheel's path.
+# Fetch a pip wheel into $1 and echo the wheel's path: with the base interpreter's pip if it
+# has one (`pip download`, which follows pip's own configuration), else from a local wheel
+# directory (pip's find-links, Debian's python3-pip-whl), else from the package index that pip's
+# configuration names (PIP_INDEX_URL, PIP_CONFIG_FILE, /etc/xdg/pip/pip.conf, /etc/pip.conf,
+# ~/.pip/pip.conf, ~/.config/pip/pip.conf; pip's own default when none sets one), over PEP 503/691
+# (the simple API every mirror serves), hash-checked, honouring pip's cert/proxy settings.
 fetch_pip_wheel() {
   local dir="$1"
   if "$base_python" -m pip --version >/dev/null 2>&1 &&
@@ -65,18 +71,91 @@ fetch_pip_wheel() {
     :
   else
     "$base_python" - "$dir" >&2 <<'PY'
-import hashlib, json, os, sys, urllib.parse, urllib.request
+import configparser, glob, hashlib, html.parser, json, os, re, shutil, ssl, sys
+import urllib.parse, urllib.request
+
 dest = sys.argv[1]
-with urllib.request.urlopen("https://pypi.org/pypi/pip/json", timeout=60) as r:
-    meta, base = json.load(r), r.geturl()
-wheel = next(f for f in meta["urls"] if f["packagetype"] == "bdist_wheel")
-# Some PyPI mirrors answer with relative file URLs.
-with urllib.request.urlopen(urllib.parse.urljoin(base, wheel["url"]), timeout=120) as r:
-    data = r.read()
-if hashlib.sha256(data).hexdigest() != wheel["digests"]["sha256"]:
-    sys.exit("sha256 mismatch for " + wheel["filename"])
+
+def pip_config():
+    """pip's settings from its config files and PIP_* variables, later ones winning."""
+    files = ["/etc/xdg/pip/pip.conf", "/etc/pip.conf",
+             os.path.expanduser("~/.pip/pip.conf"), os.path.expanduser("~/.config/pip/pip.conf")]
+    if os.environ.get("PIP_CONFIG_FILE"):
+        files.append(os.environ["PIP_CONFIG_FILE"])
+    parser = configparser.RawConfigParser()
+    parser.read([f for f in files if os.path.isfile(f)])
+    conf = {}
+    for section in ("global", "download", "install"):
+        if parser.has_section(section):
+            conf.update({k.replace("_", "-"): v for k, v in parser.items(section)})
+    for key, value in os.environ.items():
+        if key.startswith("PIP_"):
+            conf[key[4:].lower().replace("_", "-")] = value
+    return conf
+
+def version(name):
+    m = re.match(r"pip-(\d+(?:\.\d+)*)-py3-none-any\.whl$", name)
+    return tuple(int(x) for x in m.group(1).split(".")) if m else None
+
+conf = pip_config()
+
+# 1. A pip wheel already on this machine.
+local = []
+for d in conf.get("find-links", "").split() + ["/usr/share/python-wheels"]:
+    if os.path.isdir(d):
+        local += [p for p in glob.glob(os.path.join(d, "pip-*.whl")) if version(os.path.basename(p))]
+if local:
+    best = max(local, key=lambda p: version(os.path.basename(p)))
+    shutil.copy(best, dest)
+    print("install-python-mcp: pip wheel from", best)
+    sys.exit(0)
+
+# 2. The configured index (pip's default index only when nothing is configured).
+index = (conf.get("index-url") or "https://pypi.org/simple").rstrip("/") + "/"
+context = ssl.create_default_context(cafile=conf.get("cert") or None)
+handlers = [urllib.request.HTTPSHandler(context=context)]
+if conf.get("proxy"):
+    handlers.append(urllib.request.ProxyHandler({"http": conf["proxy"], "https": conf["proxy"]}))
+opener = urllib.request.build_opener(*handlers)
+timeout = float(conf.get("timeout") or conf.get("default-timeout") or 60)
+
+def get(url, accept="*/*"):
+    req = urllib.request.Request(url, headers={"Accept": accept})
+    with opener.open(req, timeout=timeout) as r:
+        return r.read(), r.geturl(), r.headers.get_content_type()
+
+class Links(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.files = []
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "a" and "href" in a and "data-yanked" not in a:
+            url = a["href"]
+            frag = urllib.parse.urlparse(url).fragment
+            name = urllib.parse.unquote(urllib.parse.urlparse(url).path.rsplit("/", 1)[-1])
+            sha = frag[len("sha256="):] if frag.startswith("sha256=") else None
+            self.files.append({"filename": name, "url": url, "sha256": sha})
+
+body, base, ctype = get(index + "pip/",
+                        "application/vnd.pypi.simple.v1+json, text/html;q=0.1")
+if ctype == "application/vnd.pypi.simple.v1+json":
+    files = [{"filename": f["filename"], "url": f["url"], "sha256": f.get("hashes", {}).get("sha256")}
+             for f in json.loads(body)["files"] if not f.get("yanked")]
+else:
+    links = Links()
+    links.feed(body.decode("utf-8", "replace"))
+    files = links.files
+wheels = [f for f in files if version(f["filename"])]
+if not wheels:
+    sys.exit("no pip wheel on " + index)
+wheel = max(wheels, key=lambda f: version(f["filename"]))
+data, _, _ = get(urllib.parse.urljoin(base, wheel["url"]))  # some mirrors give relative URLs
+if not wheel["sha256"] or hashlib.sha256(data).hexdigest() != wheel["sha256"]:
+    sys.exit("missing or mismatched sha256 for " + wheel["filename"] + " from " + index)
 with open(os.path.join(dest, wheel["filename"]), "wb") as f:
     f.write(data)
+print("install-python-mcp: pip wheel", wheel["filename"], "from", index)
 PY
   fi
   local whl
@@ -91,7 +170,7 @@ create_venv() {
     return 0
   fi
   log "'$base_python -m venv' could not bootstrap pip (no ensurepip / python3-venv?);" \
-    "retrying with --without-pip and a pip wheel from PyPI"
+    "retrying with --without-pip and a pip wheel from the configured index"
   rm -rf "$venv"
   if ! "$base_python" -m venv --without-pip "$venv" >&2; then
     rm -rf "$venv"
@@ -102,7 +181,7 @@ create_venv() {
   tmp=$(mktemp -d)
   if ! whl=$(fetch_pip_wheel "$tmp"); then
     rm -rf "$tmp" "$venv"
-    die "could not download a pip wheel from PyPI"
+    die "could not download a pip wheel (pip config list: is the index reachable?)"
   fi
   # A wheel is a zip of pure-Python code: pip can run from it to install itself.
   if ! "$py" "$whl/pip" install --quiet --no-index "$whl" >&2; then
@@ -115,10 +194,11 @@ create_venv() {
 
 create_venv
 
-log "installing $pin into $venv (from PyPI)"
+index=$("$py" -m pip config list 2>/dev/null | grep -E 'index-url|find-links' | tr '\n' ' ' || true)
+log "installing $pin into $venv (pip's configuration: ${index:-its default index})"
 if ! "$py" -m pip install --quiet --disable-pip-version-check "$pin" >&2; then
   rm -rf "$venv"
-  die "pip install $pin failed (is PyPI reachable?)"
+  die "pip install $pin failed (is the index in pip's configuration reachable? pip config list)"
 fi
 "$py" - >&2 <<'PY' || { rm -rf "$venv"; die "the installed SDK is not usable"; }
 import importlib.metadata as md

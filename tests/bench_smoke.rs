@@ -3,10 +3,30 @@
 //! no timing: only that every run did its work and the tables came out. What they do assert
 //! is function: no SSE event lost through the tunnel, every idle connection opened.
 
-use std::process::Command;
+mod support;
 
-/// A load script under `timeout`, so that a hang fails the test instead of stalling CI.
+use std::process::Command;
+use std::sync::Once;
+
+use support::process::install;
+
+/// Installs every peer the load scripts use (OpenSSL 3.5 for capacity.sh, nginx for
+/// sidecar.sh), with no timeout, before any script starts: a first OpenSSL build takes minutes
+/// and both cores, so it neither runs under a script's timeout nor beside a timed run. Each
+/// test calls this first; the first caller installs, the others wait for it.
+fn peers() {
+    static PEERS: Once = Once::new();
+    PEERS.call_once(|| {
+        install("interop/install-openssl.sh");
+        install("benches/load/install-nginx.sh");
+    });
+}
+
+/// A load script under `timeout`, so that a hang fails the test instead of stalling CI. Only
+/// the measured part runs under it: the peers are installed already (`peers`), so the
+/// script's own call of an install script returns at once.
 fn script(name: &str) -> Command {
+    peers();
     let mut cmd = Command::new("timeout");
     cmd.args(["120", "bash"]).arg(format!(
         "{}/benches/load/{name}",

@@ -1,6 +1,7 @@
-//! The `mcp-pqtls` binary as a child process: its startup line and its log.
+//! The `mcp-pqtls` binary as a child process: its startup line and its log; install scripts.
 
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -10,6 +11,30 @@ use super::KillOnDrop;
 
 pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mcp-pqtls"))
+}
+
+/// Runs an install script of the repo (`interop/install-openssl.sh`, ...) to completion and
+/// returns the path on the last line of its stdout. Never under a timeout: a first install
+/// builds for minutes (OpenSSL: 2-3 on 2 cores, longer beside other tests), and a timeout that
+/// killed it would leave the next run to start over. The scripts serialize on their own lock,
+/// so whichever test comes first installs and the others wait, then find it installed. Anything
+/// that must not hang (a load script) runs under its timeout after this has returned.
+pub fn install(script: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
+    let out = Command::new("bash")
+        .arg(&path)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("bash {}: {e}", path.display()));
+    assert!(out.status.success(), "{script} failed: {}", out.status);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default().trim();
+    let installed = PathBuf::from(last);
+    assert!(
+        installed.exists(),
+        "{script} printed {last:?}, which does not exist"
+    );
+    installed
 }
 
 /// A running sidecar process: its port, its admin port, and its log lines so far.
