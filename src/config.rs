@@ -259,6 +259,8 @@ pub struct SidecarConfig {
     pub request_body_timeout: Option<Dur>,
     /// Upstream requests in flight at once (503 beyond).
     pub max_upstream_requests: Option<usize>,
+    /// Of those, in flight at once for one address (IPv6: one `ipv6-prefix`).
+    pub max_upstream_requests_per_ip: Option<usize>,
     /// Client: `Host` values accepted (421 otherwise).
     pub allowed_hosts: Option<Vec<String>>,
     /// Server, gate: request-body bytes buffered across all connections (503 beyond).
@@ -425,6 +427,7 @@ macro_rules! sidecar_fields {
             keepalive_timeout,
             request_body_timeout,
             max_upstream_requests,
+            max_upstream_requests_per_ip,
             allowed_hosts,
             max_buffered_body_bytes,
             max_inflight_per_connection,
@@ -708,6 +711,10 @@ impl SidecarConfig {
             ..defaults
         };
         let http_defaults = HttpOptions::default();
+        let max_upstream_requests = positive(
+            self.max_upstream_requests.unwrap_or(max_connections),
+            "max-upstream-requests",
+        )?;
         let http = HttpOptions {
             allowed_origins: OriginAllowList::new(self.allowed_origins.clone().unwrap_or_default()),
             origin: self.origin.unwrap_or_default(),
@@ -730,10 +737,15 @@ impl SidecarConfig {
                 http_defaults.request_body_timeout,
                 "request-body-timeout",
             )?,
-            max_upstream_requests: positive(
-                self.max_upstream_requests.unwrap_or(max_connections),
-                "max-upstream-requests",
+            max_upstream_requests,
+            max_upstream_requests_per_ip: positive(
+                self.max_upstream_requests_per_ip.unwrap_or(match mode {
+                    Mode::Server => (max_upstream_requests / 4).max(1),
+                    Mode::Client => max_upstream_requests,
+                }),
+                "max-upstream-requests-per-ip",
             )?,
+            ipv6_prefix,
             // The client sidecar's default list needs the bound port: see `default_hosts`.
             allowed_hosts: self.allowed_hosts.clone().unwrap_or_default(),
         };

@@ -151,6 +151,10 @@ struct SidecarArgs {
     /// Upstream requests in flight at once (503 beyond); default --max-connections.
     #[arg(long)]
     max_upstream_requests: Option<usize>,
+    /// Of those, in flight at once for one address (IPv6: one --ipv6-prefix); server default
+    /// a quarter of --max-upstream-requests.
+    #[arg(long)]
+    max_upstream_requests_per_ip: Option<usize>,
     /// Largest request head in bytes.
     #[arg(long)]
     max_header_bytes: Option<usize>,
@@ -705,6 +709,7 @@ async fn run_sidecar(
         keepalive_timeout: common.keepalive_timeout,
         request_body_timeout: common.request_body_timeout,
         max_upstream_requests: common.max_upstream_requests,
+        max_upstream_requests_per_ip: common.max_upstream_requests_per_ip,
         max_header_bytes: common.max_header_bytes,
         max_body_bytes: common.max_body_bytes,
         upstream_timeout: common.upstream_timeout,

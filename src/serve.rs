@@ -2,10 +2,9 @@
 //! PQ TLS: HTTP/1.1 or h2 by ALPN, the [`ConnectionInfo`] in every request's extensions, and
 //! graceful shutdown.
 
-use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -24,7 +23,7 @@ use tokio_rustls::server::TlsStream;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::metrics::{Closed, Metrics, Rejection};
-use crate::source::source_of;
+use crate::source::SourceShares;
 use crate::throttle::LogThrottle;
 use crate::tls::{ConnectionInfo, PqAcceptor};
 
@@ -170,10 +169,7 @@ where
     // Every connection's task, so that the drain can wait for them and then end the rest.
     let mut connections = tokio::task::JoinSet::new();
     let permits = Arc::new(Semaphore::new(options.max_connections));
-    let sources = Arc::new(Sources::new(
-        options.max_connections_per_ip,
-        options.ipv6_prefix,
-    ));
+    let sources = SourceShares::new(options.max_connections_per_ip, options.ipv6_prefix);
     let refusals_logged = Arc::new(LogThrottle::default());
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -366,62 +362,6 @@ const CLOSE_GRACE: Duration = Duration::from_millis(100);
 
 /// Source of [`ConnectionId`]s.
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
-
-/// Open connections per source (see [`crate::source::source_of`]), capped at accept.
-#[derive(Debug)]
-struct Sources {
-    open: Mutex<HashMap<IpAddr, usize>>,
-    max: usize,
-    ipv6_prefix: u8,
-}
-
-impl Sources {
-    fn new(max: usize, ipv6_prefix: u8) -> Self {
-        Self {
-            open: Mutex::default(),
-            max,
-            ipv6_prefix,
-        }
-    }
-
-    /// A slot for one more connection from `ip`, or `None` if its source has `max` open.
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<SourceSlot> {
-        let source = source_of(ip, self.ipv6_prefix);
-        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        let n = open.entry(source).or_default();
-        if *n >= self.max {
-            return None;
-        }
-        *n += 1;
-        Some(SourceSlot {
-            sources: self.clone(),
-            source,
-        })
-    }
-}
-
-/// One connection counted against its source until dropped.
-#[derive(Debug)]
-struct SourceSlot {
-    sources: Arc<Sources>,
-    source: IpAddr,
-}
-
-impl Drop for SourceSlot {
-    fn drop(&mut self) {
-        let mut open = self
-            .sources
-            .open
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(n) = open.get_mut(&self.source) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.source);
-            }
-        }
-    }
-}
 
 /// How long a connection may wait for its first request, and then between requests.
 #[derive(Clone, Copy, Debug)]

@@ -2,7 +2,9 @@
 //! subscriber is handed a whole /64, so counting per /128 would give one client 2^64
 //! budgets).
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// The source `ip` is counted under: IPv4 (and IPv4-mapped IPv6) as the address, IPv6 as
 /// its first `ipv6_prefix` bits (clamped to 0..=128), the rest zeroed.
@@ -17,6 +19,65 @@ pub fn source_of(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
                 IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
             }
         },
+    }
+}
+
+/// What each source holds of a shared resource (connections, upstream requests), capped
+/// per source so that one host cannot take what all the others need.
+#[derive(Debug)]
+pub struct SourceShares {
+    held: Mutex<HashMap<IpAddr, usize>>,
+    max: usize,
+    ipv6_prefix: u8,
+}
+
+impl SourceShares {
+    /// At most `max` per source, IPv6 counted per `ipv6_prefix`.
+    pub fn new(max: usize, ipv6_prefix: u8) -> Arc<Self> {
+        Arc::new(Self {
+            held: Mutex::default(),
+            max,
+            ipv6_prefix,
+        })
+    }
+
+    /// One more for `ip`'s source, or `None` if it holds `max` already.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<SourceSlot> {
+        let source = source_of(ip, self.ipv6_prefix);
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = held.get(&source).copied().unwrap_or(0);
+        // Checked before an entry is made: a refused source leaves none behind.
+        if n >= self.max {
+            return None;
+        }
+        held.insert(source, n + 1);
+        Some(SourceSlot {
+            shares: self.clone(),
+            source,
+        })
+    }
+}
+
+/// One unit held by a source until dropped; see [`SourceShares`].
+#[derive(Debug)]
+pub struct SourceSlot {
+    shares: Arc<SourceShares>,
+    source: IpAddr,
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut held = self
+            .shares
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = held.get_mut(&self.source) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.source);
+            }
+        }
     }
 }
 
@@ -42,5 +103,22 @@ mod tests {
         ] {
             assert_eq!(source(ip, prefix), expected, "{ip}/{prefix}");
         }
+    }
+
+    #[test]
+    fn a_source_holds_at_most_its_share_and_leaves_no_entry_when_refused() {
+        let shares = SourceShares::new(2, 64);
+        let a = "2001:db8::1".parse().unwrap();
+        let same_64 = "2001:db8::ffff".parse().unwrap();
+        let first = shares.admit(a).unwrap();
+        let second = shares.admit(same_64).unwrap();
+        assert!(shares.admit(a).is_none());
+        assert!(shares.admit("2001:db8:0:1::1".parse().unwrap()).is_some());
+        drop(first);
+        assert!(shares.admit(a).is_some());
+        drop(second);
+        let none = SourceShares::new(0, 64);
+        assert!(none.admit(a).is_none());
+        assert!(none.held.lock().unwrap().is_empty());
     }
 }

@@ -196,7 +196,7 @@ sse_section() {
         srv="$(free_port)"; cli="$(free_port)"
         local gate=()
         [ "$how" = gated ] && gate=(--config "$work/gate.toml")
-        start_server "$srv" "$up" --max-connections 20000 "${gate[@]}"; ps=$!
+        start_server "$srv" "$up" --max-connections 20000 --max-upstream-requests-per-ip 20000 "${gate[@]}"; ps=$!
         # Each stream is a connection of its own to the client sidecar.
         start_client "$cli" "$srv" --max-connections 20000; pc=$!
         url="http://127.0.0.1:$cli/mcp"

@@ -178,7 +178,8 @@ pub struct GateBudgets {
     /// Default 30 s.
     pub request_body_timeout: std::time::Duration,
     /// `max-inflight-per-connection`: gated requests of one connection between admission
-    /// and response head; beyond it 503. Default 128.
+    /// and response head; beyond it 503. Default 256, the server's `max-concurrent-streams`,
+    /// so a tunnel that fills its connection is not refused before it opens another.
     pub max_inflight_per_connection: usize,
     /// `refusals-per-ip-per-minute`: refused requests an address (IPv6: its
     /// `ipv6-prefix`) may cause per minute before its next ones are refused unread (429),
@@ -194,7 +195,7 @@ impl Default for GateBudgets {
         Self {
             max_buffered_body_bytes: 64 * 1024 * 1024,
             request_body_timeout: std::time::Duration::from_secs(30),
-            max_inflight_per_connection: 128,
+            max_inflight_per_connection: 256,
             refusals_per_ip_per_minute: 600,
             ipv6_prefix: 64,
         }

@@ -18,6 +18,7 @@
 
 pub mod audit;
 pub mod auth;
+mod budget;
 pub mod config;
 pub mod jsonrpc;
 mod metrics;
@@ -42,7 +43,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
 use tracing::{debug, info, warn};
 
 pub use self::config::{GateBudgets, GateConfig};
@@ -50,6 +51,7 @@ pub use self::metrics::{GateMetrics, GateSnapshot, REFUSAL_REASONS, TOKEN_FAILUR
 
 use self::audit::{AuditLog, Record, Reservation};
 use self::auth::{Principal, TokenError, Verifier};
+use self::budget::{BodyBudget, BodyHold};
 use self::jsonrpc::{Body, Kind, Message};
 use self::rate::{KeyKind, Limited as RateLimited, Limiter, RefusalGuard};
 use self::rules::{Denied, DenyReason, Summary};
@@ -90,8 +92,8 @@ pub struct Gate {
     metadata_paths: Vec<String>,
     max_body_bytes: u64,
     budgets: GateBudgets,
-    /// `max-buffered-body-bytes`, one permit a byte.
-    body_budget: Arc<Semaphore>,
+    /// `max-buffered-body-bytes`, with a share per source (see [`budget`]).
+    body_budget: Arc<BodyBudget>,
     /// Gated requests in the gate or upstream, by connection.
     inflight: Arc<Mutex<HashMap<u64, usize>>>,
     refusals: RefusalGuard,
@@ -127,11 +129,10 @@ impl Gate {
             audit,
             metadata_paths,
             max_body_bytes: config.max_body_bytes,
-            body_budget: Arc::new(Semaphore::new(
-                usize::try_from(config.budgets.max_buffered_body_bytes)
-                    .unwrap_or(usize::MAX)
-                    .min(Semaphore::MAX_PERMITS),
-            )),
+            body_budget: BodyBudget::new(
+                config.budgets.max_buffered_body_bytes,
+                config.max_body_bytes,
+            ),
             inflight: Arc::default(),
             refusals: RefusalGuard::new(config.budgets.refusals_per_ip_per_minute),
             refusal_log: LogThrottle::default(),
@@ -228,7 +229,7 @@ impl Gate {
             let body = body.map_err(Into::into).boxed();
             return Ok((Request::from_parts(parts, body), admitted));
         }
-        let (bytes, permit) = self.read_body(&caller, &parts.headers, body).await?;
+        let (bytes, hold) = self.read_body(&caller, &parts.headers, body).await?;
         let parsed = jsonrpc::parse(&bytes).map_err(|e| {
             let reason = if e.code() == jsonrpc::PARSE_ERROR {
                 "parse_error"
@@ -270,7 +271,7 @@ impl Gate {
         let admitted = self.admitted(&caller, Some(parsed), inflight)?;
         let body = Buffered {
             data: Some(bytes),
-            _permit: permit,
+            _hold: hold,
         }
         .boxed();
         Ok((Request::from_parts(parts, body), admitted))
@@ -341,15 +342,15 @@ impl Gate {
         Box::new(r)
     }
 
-    /// Reads the body within `request-body-timeout`, holding `max-buffered-body-bytes`
-    /// for it first: all of a declared length up front, else chunk by chunk as it comes.
-    /// The permit is released when the body the gate built is dropped (sent upstream).
+    /// Reads the body within `request-body-timeout`, taking its bytes from the body budget
+    /// (see [`budget`]) chunk by chunk before keeping them. The hold is released when the
+    /// body the gate built is dropped (sent upstream).
     async fn read_body<B>(
         &self,
         caller: &Caller,
         headers: &HeaderMap,
         body: B,
-    ) -> Result<(Bytes, Option<OwnedSemaphorePermit>), Refused>
+    ) -> Result<(Bytes, BodyHold), Refused>
     where
         B: hyper::body::Body<Data = Bytes>,
         B::Error: Into<BoxError>,
@@ -384,30 +385,10 @@ impl Gate {
                 .insert("retry-after", HeaderValue::from_static("1"));
             r
         };
-        let mut permit: Option<OwnedSemaphorePermit> = None;
-        let take = |bytes: u64, permit: &mut Option<OwnedSemaphorePermit>| -> bool {
-            let Ok(n) = u32::try_from(bytes) else {
-                return false;
-            };
-            match self.body_budget.clone().try_acquire_many_owned(n) {
-                Ok(p) => {
-                    match permit {
-                        Some(held) => held.merge(p),
-                        None => *permit = Some(p),
-                    }
-                    true
-                }
-                Err(_) => false,
-            }
-        };
-        if let Some(n) = declared {
-            if !take(n, &mut permit) {
-                return Err(no_budget());
-            }
-        }
+        let mut hold = self.body_budget.hold(caller.source);
         let read = async {
-            let mut buf: Vec<u8> =
-                Vec::with_capacity(declared.map_or(0, |n| usize::try_from(n).unwrap_or(0)));
+            // Not the declared length: that is only what the client says it will send.
+            let mut buf: Vec<u8> = Vec::new();
             tokio::pin!(body);
             while let Some(frame) = body.frame().await {
                 let frame = frame.map_err(|e| {
@@ -425,8 +406,7 @@ impl Gate {
                 if total > limit {
                     return Err(ReadError::TooBig);
                 }
-                let held = permit.as_ref().map_or(0, |p| p.num_permits() as u64);
-                if total > held && !take(total - held, &mut permit) {
+                if !hold.grow(data.len() as u64) {
                     return Err(ReadError::NoBudget);
                 }
                 buf.extend_from_slice(&data);
@@ -436,7 +416,7 @@ impl Gate {
         let timeout = self.budgets.request_body_timeout;
         let outcome = tokio::time::timeout(timeout, read).await;
         match outcome {
-            Ok(Ok(buf)) => Ok((Bytes::from(buf), permit)),
+            Ok(Ok(buf)) => Ok((Bytes::from(buf), hold)),
             Ok(Err(ReadError::TooBig)) => Err(too_big()),
             Ok(Err(ReadError::NoBudget)) => Err(no_budget()),
             Ok(Err(ReadError::Body(e))) => Err(self.refuse_whole(
@@ -803,10 +783,15 @@ impl Gate {
     }
 
     /// Counts a refusal: by reason, and against the address, unless the gate itself is
-    /// short (budget, audit queue), which is no fault of the client's.
+    /// short (budget, audit queue) or the client is only busy (its connection's in-flight
+    /// cap, a rate limit): neither is a hostile request, and through a tunnel every client
+    /// of a host shares one address.
     fn refusal(&self, caller: &Caller, reason: &'static str) {
         self.metrics.refusal(reason);
-        if !matches!(reason, "body_budget" | "audit_full") {
+        if !matches!(
+            reason,
+            "body_budget" | "audit_full" | "inflight" | "rate_limited"
+        ) {
             self.refusals.refused(&caller.addr_key);
         }
     }
@@ -994,7 +979,7 @@ enum ReadError {
 /// `max-buffered-body-bytes` until it is dropped.
 struct Buffered {
     data: Option<Bytes>,
-    _permit: Option<OwnedSemaphorePermit>,
+    _hold: BodyHold,
 }
 
 impl hyper::body::Body for Buffered {
@@ -1044,6 +1029,8 @@ struct Caller {
     time: String,
     /// The address as limits count it (IPv6: its prefix).
     addr_key: String,
+    /// The source its body bytes are counted under (see [`budget`]).
+    source: std::net::IpAddr,
     /// The messages as JSON text, for an audit log with `include-bodies`.
     texts: Vec<String>,
 }
@@ -1053,6 +1040,7 @@ impl Caller {
         let info = ConnectionInfo::of(req.extensions());
         Self {
             addr_key: rate::address_key(addr.ip(), ipv6_prefix),
+            source: crate::source::source_of(addr.ip(), ipv6_prefix),
             texts: Vec::new(),
             addr,
             identity: info.and_then(|i| i.client_identity.clone()),

@@ -198,8 +198,14 @@ pub async fn serve_upstream(
             Ok::<_, Infallible>(resp)
         }
     });
+    // A load generator's peer: every connection comes from the proxy under test (one
+    // address) and may wait long for its first request, so no share and no short timers.
     let serve = ServeOptions {
         max_connections: options.max_connections,
+        max_connections_per_ip: options.max_connections,
+        max_concurrent_streams: u32::try_from(options.max_connections).unwrap_or(u32::MAX),
+        first_request_timeout: Duration::from_secs(600),
+        idle_timeout: Duration::from_secs(600),
         ..ServeOptions::default()
     };
     serve_with(listener, None, service, &serve, Arc::default(), shutdown).await

@@ -10,8 +10,15 @@ use http::StatusCode;
 use crate::metrics::{Histogram, HistogramSnapshot};
 
 /// Labels of [`ProxySnapshot::upstream_errors`]. `rejected`: refused (503) before it was
-/// sent, `max-upstream-requests` being in flight.
-pub const UPSTREAM_ERRORS: [&str; 4] = ["connect", "request", "timeout", "rejected"];
+/// sent, `max-upstream-requests` being in flight; `rejected_per_ip`: the same for the
+/// client's source, `max-upstream-requests-per-ip`.
+pub const UPSTREAM_ERRORS: [&str; 5] = [
+    "connect",
+    "request",
+    "timeout",
+    "rejected",
+    "rejected_per_ip",
+];
 
 /// Labels of [`ProxySnapshot::refusals`]: `host` (421, not in `allowed-hosts`),
 /// `body_timeout` (408, body not complete within `request-body-timeout`).

@@ -38,6 +38,7 @@ use self::body::{BodyState, Holding, RequestBody, RequestLog, Tracked};
 use self::pool::{H2Pool, PoolError};
 use crate::deadline::BodyTimeout;
 use crate::gate::Gate;
+use crate::source::SourceShares;
 use crate::throttle::LogThrottle;
 use crate::tls::{ConnectionInfo, PqConnector};
 
@@ -89,6 +90,11 @@ pub struct HttpOptions {
     /// Upstream requests in flight at once (an SSE stream is one until it ends); beyond
     /// it a quick 503. Default 1024 (`max-connections`).
     pub max_upstream_requests: usize,
+    /// Of those, in flight at once for one source (an IPv4 address, an IPv6
+    /// `ipv6_prefix`). Default 256, a quarter of `max_upstream_requests`.
+    pub max_upstream_requests_per_ip: usize,
+    /// Prefix length an IPv6 client is counted under. Default 64.
+    pub ipv6_prefix: u8,
     /// `Host` values a request may carry (client sidecar: DNS-rebinding guard); anything
     /// else gets 421. Empty: any (the server sidecar, which fixes the upstream authority).
     pub allowed_hosts: Vec<String>,
@@ -105,6 +111,8 @@ impl Default for HttpOptions {
             upstream_timeout: DEFAULT_UPSTREAM_TIMEOUT,
             request_body_timeout: DEFAULT_REQUEST_BODY_TIMEOUT,
             max_upstream_requests: DEFAULT_MAX_UPSTREAM_REQUESTS,
+            max_upstream_requests_per_ip: DEFAULT_MAX_UPSTREAM_REQUESTS / 4,
+            ipv6_prefix: 64,
             allowed_hosts: Vec::new(),
         }
     }
@@ -132,6 +140,8 @@ struct Inner<C> {
     gate: Option<Arc<Gate>>,
     /// `max-upstream-requests`: one permit per upstream request until its response ends.
     permits: Arc<Semaphore>,
+    /// Upstream requests in flight per source.
+    upstream_shares: Arc<SourceShares>,
     /// The client sidecar's h2 connections to a TLS upstream (see [`pool`]).
     pool: Option<Arc<H2Pool>>,
     busy_log: LogThrottle,
@@ -182,6 +192,8 @@ where
         let permits = Arc::new(Semaphore::new(
             options.max_upstream_requests.min(Semaphore::MAX_PERMITS),
         ));
+        let upstream_shares =
+            SourceShares::new(options.max_upstream_requests_per_ip, options.ipv6_prefix);
         Self {
             inner: Arc::new(Inner {
                 client,
@@ -191,6 +203,7 @@ where
                 metrics: Arc::default(),
                 gate,
                 permits,
+                upstream_shares,
                 pool,
                 busy_log: LogThrottle::default(),
                 host_log: LogThrottle::default(),
@@ -241,7 +254,7 @@ where
                     .await
             }
             (Ok(()), None) => match self.prepare(req, peer) {
-                Ok(upstream_req) => self.send(upstream_req, started, &body_state).await,
+                Ok(upstream_req) => self.send(upstream_req, peer, started, &body_state).await,
                 Err(refused) => Err(refused),
             },
         };
@@ -267,7 +280,7 @@ where
         let result = match self.prepare(req, peer) {
             Ok(mut upstream_req) => {
                 admitted.apply(upstream_req.headers_mut());
-                self.send(upstream_req, started, body_state).await
+                self.send(upstream_req, peer, started, body_state).await
             }
             Err(refused) => Err(refused),
         };
@@ -398,6 +411,7 @@ where
     async fn send(
         &self,
         req: Request<BoxBody<Bytes, BoxError>>,
+        peer: SocketAddr,
         started: Instant,
         body_state: &BodyState,
     ) -> Result<Response<ProxyBody>, LocalReply> {
@@ -405,19 +419,35 @@ where
         let (method, path) = (req.method().clone(), req.uri().path().to_owned());
         // F3: one permit per upstream request, held until its response body ends, so that
         // streams multiplexed over few client connections cannot fan out without bound.
-        let Ok(permit) = inner.permits.clone().try_acquire_owned() else {
-            inner.metrics.upstream_error("rejected");
-            if let Some(not_logged) = inner.busy_log.admit() {
-                warn!(upstream = %inner.upstream, max_upstream_requests = inner.options.max_upstream_requests, not_logged, "Refused request: max-upstream-requests in flight");
-            }
-            return Err(LocalReply::Text {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                body: format!(
-                    "too many upstream requests in flight (max-upstream-requests {})\n",
-                    inner.options.max_upstream_requests
-                ),
-                retry_after: true,
+        // The source's share first: one host's streams must not hold every permit.
+        let permit = inner
+            .upstream_shares
+            .admit(peer.ip())
+            .ok_or(("rejected_per_ip", "max-upstream-requests-per-ip"))
+            .and_then(|share| {
+                let permit = inner
+                    .permits
+                    .clone()
+                    .try_acquire_owned()
+                    .map_err(|_| ("rejected", "max-upstream-requests"))?;
+                Ok((share, permit))
             });
+        let permit = match permit {
+            Ok(p) => p,
+            Err((kind, limit)) => {
+                inner.metrics.upstream_error(kind);
+                if let Some(not_logged) = inner.busy_log.admit() {
+                    warn!(upstream = %inner.upstream, client.addr = %peer, limit,
+                        max_upstream_requests = inner.options.max_upstream_requests,
+                        max_upstream_requests_per_ip = inner.options.max_upstream_requests_per_ip,
+                        not_logged, "Refused request: upstream requests in flight at their limit");
+                }
+                return Err(LocalReply::Text {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    body: format!("too many upstream requests in flight ({limit})\n"),
+                    retry_after: true,
+                });
+            }
         };
         let timeout = inner.options.upstream_timeout;
         let result = tokio::time::timeout(timeout, self.request(req)).await;
@@ -425,7 +455,7 @@ where
         let (mut response, lease) = match result {
             Ok(Ok(r)) => r,
             Ok(Err(_)) if body_state.timed_out() => return Err(self.body_timed_out()),
-            Ok(Err(Failure::Client(e))) if error_chain(&e).any(|s| s.is::<BodyTimeout>()) => {
+            Ok(Err(Failure::Client(e))) if BodyTimeout::in_chain(&e) => {
                 return Err(self.body_timed_out())
             }
             Ok(Err(Failure::Client(e))) if error_chain(&e).any(|s| s.is::<LengthLimitError>()) => {
