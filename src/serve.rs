@@ -218,15 +218,10 @@ where
             Ok(a) => a,
             Err(why) => {
                 metrics.connection_rejected(why);
-                match refusals_logged.admit() {
-                    Some(not_logged) => warn!(client.addr = %peer, reason = why.label(),
-                        max_connections = options.max_connections,
-                        max_connections_per_ip = options.max_connections_per_ip,
-                        not_logged, "Connection refused at accept: limit reached"),
-                    None => {
-                        debug!(client.addr = %peer, reason = why.label(), "Connection refused at accept: limit reached")
-                    }
-                }
+                crate::throttled!(refusals_logged, warn, client.addr = %peer, reason = why.label(),
+                    max_connections = options.max_connections,
+                    max_connections_per_ip = options.max_connections_per_ip,
+                    "Connection refused at accept: limit reached");
                 drop(tcp);
                 continue;
             }

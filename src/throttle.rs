@@ -38,6 +38,20 @@ impl LogThrottle {
     }
 }
 
+/// Logs a peer-caused event through a [`LogThrottle`]: at `$level` with `not_logged` (the
+/// lines held back since the last one) when the throttle lets it through, else at debug.
+///
+/// `throttled!(self.log, warn, client.addr = %peer, "Refused request")`
+#[macro_export]
+macro_rules! throttled {
+    ($throttle:expr, $level:ident, $($rest:tt)+) => {
+        match $throttle.admit() {
+            Some(not_logged) => ::tracing::$level!(not_logged, $($rest)+),
+            None => ::tracing::debug!($($rest)+),
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -44,7 +44,7 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
 
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 pub use self::config::{GateBudgets, GateConfig};
 pub use self::metrics::{GateMetrics, GateSnapshot, REFUSAL_REASONS, TOKEN_FAILURES};
@@ -313,10 +313,8 @@ impl Gate {
     /// address per minute.
     fn flooded(&self, caller: &Caller, limited: &RateLimited) -> Refused {
         self.metrics.refusal("refusal_flood");
-        if let Some(not_logged) = self.flood_log.admit() {
-            warn!(client.addr = %caller.addr, client.key = ?caller.addr_key, not_logged,
+        crate::throttled!(self.flood_log, warn, client.addr = %caller.addr, client.key = ?caller.addr_key,
                 "Refusing requests unread: the address caused more than refusals-per-ip-per-minute refusals");
-        }
         if let Some(n) = self.refusals.flooded(&caller.addr_key) {
             self.audit_refused(
                 caller,
@@ -627,11 +625,8 @@ impl Gate {
                 (Some(description), c)
             }
         };
-        if let Some(not_logged) = self.refusal_log.admit() {
-            warn!(client.addr = %caller.addr, reason = e.kind(), error = ?e.to_string(), not_logged, "Refused request: bearer token not accepted");
-        } else {
-            debug!(client.addr = %caller.addr, reason = e.kind(), error = ?e.to_string(), "Refused request: bearer token not accepted");
-        }
+        crate::throttled!(self.refusal_log, warn, client.addr = %caller.addr, reason = e.kind(),
+            error = ?e.to_string(), "Refused request: bearer token not accepted");
         self.refusal(caller, "unauthorized");
         self.audit_refused(
             caller,
@@ -684,11 +679,8 @@ impl Gate {
         message: &str,
     ) -> Refused {
         self.refusal(caller, reason);
-        if let Some(not_logged) = self.refusal_log.admit() {
-            warn!(client.addr = %caller.addr, gate.reason = reason, error = ?message, not_logged, "Refused request");
-        } else {
-            debug!(client.addr = %caller.addr, gate.reason = reason, error = ?message, "Refused request");
-        }
+        crate::throttled!(self.refusal_log, warn, client.addr = %caller.addr, gate.reason = reason,
+            error = ?message, "Refused request");
         // A full queue is why it was refused: its record would only be dropped, and counted
         // as a dropped record of a call.
         if reason != "audit_full" {
@@ -732,13 +724,9 @@ impl Gate {
             })
             .collect();
         if let Some(first) = verdicts.get(first) {
-            if let Some(not_logged) = self.refusal_log.admit() {
-                warn!(client.addr = %caller.addr, client.id = ?caller.identity.as_deref().unwrap_or(""),
-                    gate.reason = reason, authz.rule = ?first.rule, error = ?first.message, not_logged, "Refused request");
-            } else {
-                debug!(client.addr = %caller.addr, client.id = ?caller.identity.as_deref().unwrap_or(""),
-                    gate.reason = reason, authz.rule = ?first.rule, error = ?first.message, "Refused request");
-            }
+            crate::throttled!(self.refusal_log, warn, client.addr = %caller.addr,
+                client.id = ?caller.identity.as_deref().unwrap_or(""), gate.reason = reason,
+                authz.rule = ?first.rule, error = ?first.message, "Refused request");
         }
         if let Some(audit) = &self.audit {
             for r in self.records(caller, Some(body), |i| {

@@ -146,6 +146,7 @@ struct Inner<C> {
     pool: Option<Arc<H2Pool>>,
     busy_log: LogThrottle,
     host_log: LogThrottle,
+    origin_log: LogThrottle,
     body_timeout_log: LogThrottle,
 }
 
@@ -207,6 +208,7 @@ where
                 pool,
                 busy_log: LogThrottle::default(),
                 host_log: LogThrottle::default(),
+                origin_log: LogThrottle::default(),
                 body_timeout_log: LogThrottle::default(),
             }),
         }
@@ -312,9 +314,7 @@ where
             }
         }
         inner.metrics.refused("host");
-        if let Some(not_logged) = inner.host_log.admit() {
-            warn!(client.addr = %peer, http.host = ?host, not_logged, "Refused request: Host not in allowed-hosts (DNS rebinding?)");
-        }
+        crate::throttled!(inner.host_log, warn, client.addr = %peer, http.host = ?host, "Refused request: Host not in allowed-hosts (DNS rebinding?)");
         Err(local(
             StatusCode::MISDIRECTED_REQUEST,
             "this Host is not served here (allowed-hosts)\n".to_owned(),
@@ -325,7 +325,8 @@ where
         let inner = &*self.inner;
         inner.options.allowed_origins.check(headers).map_err(|origin| {
             inner.metrics.origin_refused();
-            warn!(client.addr = %peer, http.origin = %origin, "Refused request: Origin not in allowed-origins");
+            crate::throttled!(inner.origin_log, warn, client.addr = %peer, http.origin = ?origin,
+                "Refused request: Origin not in allowed-origins");
             local(
                 StatusCode::FORBIDDEN,
                 format!("origin {origin} is not allowed\n"),
@@ -436,12 +437,9 @@ where
             Ok(p) => p,
             Err((kind, limit)) => {
                 inner.metrics.upstream_error(kind);
-                if let Some(not_logged) = inner.busy_log.admit() {
-                    warn!(upstream = %inner.upstream, client.addr = %peer, limit,
+                crate::throttled!(inner.busy_log, warn, upstream = %inner.upstream, client.addr = %peer, limit,
                         max_upstream_requests = inner.options.max_upstream_requests,
-                        max_upstream_requests_per_ip = inner.options.max_upstream_requests_per_ip,
-                        not_logged, "Refused request: upstream requests in flight at their limit");
-                }
+                        max_upstream_requests_per_ip = inner.options.max_upstream_requests_per_ip, "Refused request: upstream requests in flight at their limit");
                 return Err(LocalReply::Text {
                     status: StatusCode::SERVICE_UNAVAILABLE,
                     body: format!("too many upstream requests in flight ({limit})\n"),
@@ -525,9 +523,7 @@ where
     fn body_timed_out(&self) -> LocalReply {
         let inner = &*self.inner;
         inner.metrics.refused("body_timeout");
-        if let Some(not_logged) = inner.body_timeout_log.admit() {
-            warn!(timeout = ?inner.options.request_body_timeout, not_logged, "Request body not complete within request-body-timeout");
-        }
+        crate::throttled!(inner.body_timeout_log, warn, timeout = ?inner.options.request_body_timeout, "Request body not complete within request-body-timeout");
         local(
             StatusCode::REQUEST_TIMEOUT,
             format!(

@@ -20,7 +20,7 @@ use rustls::{RootCertStore, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::LazyConfigAcceptor;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::info::ConnectionInfo;
 use super::verify::{ClientVerifier, IdentityGate};
@@ -349,20 +349,13 @@ impl PqAcceptor {
                 match &e {
                     AcceptError::Refused(r) => {
                         self.metrics.policy_refusal(&r.reason);
-                        match self.refusals_logged.admit() {
-                            Some(not_logged) => warn!(client.addr = %peer, reason = %r,
-                                not_logged, "Handshake refused by policy"),
-                            None => debug!(client.addr = %peer, reason = %r,
-                                "Handshake refused by policy"),
-                        }
+                        crate::throttled!(self.refusals_logged, warn, client.addr = %peer,
+                            reason = %r, "Handshake refused by policy");
                     }
                     other => {
                         self.metrics.handshake_failure();
-                        match self.failures_logged.admit() {
-                            Some(not_logged) => info!(client.addr = %peer, error = %other,
-                                not_logged, "Handshake failed"),
-                            None => debug!(client.addr = %peer, error = %other, "Handshake failed"),
-                        }
+                        crate::throttled!(self.failures_logged, info, client.addr = %peer,
+                            error = %other, "Handshake failed");
                     }
                 }
                 Err(e)
@@ -370,11 +363,8 @@ impl PqAcceptor {
             Err(_) => {
                 self.metrics.handshake_timeout();
                 let timeout = self.handshake_timeout;
-                match self.failures_logged.admit() {
-                    Some(not_logged) => info!(client.addr = %peer, ?timeout, not_logged,
-                        "Handshake timed out"),
-                    None => debug!(client.addr = %peer, ?timeout, "Handshake timed out"),
-                }
+                crate::throttled!(self.failures_logged, info, client.addr = %peer, ?timeout,
+                    "Handshake timed out");
                 Err(AcceptError::Timeout(timeout))
             }
         }
