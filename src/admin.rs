@@ -402,8 +402,13 @@ fn render_gate(out: &mut String, g: &GateSnapshot) {
         ),
         (
             "gate_audit_dropped_total",
-            "Audit records dropped because the writer fell behind.",
+            "Audit records dropped because the queue was full (the writer fell behind, or its writes fail) or closed.",
             g.audit_dropped,
+        ),
+        (
+            "gate_audit_write_failures_total",
+            "Audit log writes that failed; their records are kept and written again every second.",
+            g.audit_write_failures,
         ),
     ] {
         family(out, name, "counter", help);

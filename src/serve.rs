@@ -168,7 +168,9 @@ where
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // Every connection's task, so that the drain can wait for them and then end the rest.
     let mut connections = tokio::task::JoinSet::new();
-    let permits = Arc::new(Semaphore::new(options.max_connections));
+    let permits = Arc::new(Semaphore::new(
+        options.max_connections.min(Semaphore::MAX_PERMITS),
+    ));
     let sources = SourceShares::new(options.max_connections_per_ip, options.ipv6_prefix);
     let refusals_logged = Arc::new(LogThrottle::default());
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -285,7 +287,9 @@ where
                 // reset flood or an idle connection gets GOAWAY too, but only `CLOSE_GRACE`
                 // to flush it: a graceful h2 close keeps taking new streams until the client
                 // answers a PING, which a flooder or a dead peer need never do.
-                let (mut stopping, mut closing) = (false, false);
+                // `flooded`: cut at the grace whatever is in flight; an idle close only cuts
+                // once no stream is (one taken after the GOAWAY was sent finishes first).
+                let (mut stopping, mut closing, mut flooded) = (false, false, false);
                 let cutoff = tokio::time::sleep(Duration::ZERO);
                 tokio::pin!(cutoff);
                 let idle = tokio::time::sleep(timeouts.first_request);
@@ -302,8 +306,8 @@ where
                             stopping = true;
                             conn.as_mut().graceful_shutdown();
                         }
-                        _ = resets.flood.notified(), if !closing => {
-                            closing = true;
+                        _ = resets.flood.notified(), if !flooded => {
+                            (closing, flooded) = (true, true);
                             metrics.reset_flood();
                             warn!(
                                 streams = resets.streams.load(Relaxed),
@@ -323,7 +327,12 @@ where
                                 cutoff.as_mut().reset(tokio::time::Instant::now() + CLOSE_GRACE);
                             }
                         },
-                        _ = &mut cutoff, if closing => break,
+                        _ = &mut cutoff, if closing => {
+                            if flooded || activity.in_flight.load(Relaxed) == 0 {
+                                break;
+                            }
+                            cutoff.as_mut().reset(tokio::time::Instant::now() + CLOSE_GRACE);
+                        }
                     }
                 }
             }

@@ -235,7 +235,9 @@ fn raise_fd_limit(sidecar: &Sidecar) {
         Sidecar::Client(c) => &c.common,
     };
     // A client connection and an upstream socket each, and some slack for files and pools.
-    let needed = (common.serve.max_connections + common.http.max_upstream_requests + 64) as u64;
+    let needed = (common.serve.max_connections as u64)
+        .saturating_add(common.http.max_upstream_requests as u64)
+        .saturating_add(64);
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) if limit < needed => warn!(
             limit,

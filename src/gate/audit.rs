@@ -186,9 +186,10 @@ impl AuditLog {
         });
         let path = settings.path.clone();
         let for_writer = shared.clone();
+        let writer_metrics = metrics.clone();
         let writer = std::thread::Builder::new()
             .name("mcp-pqtls-audit".into())
-            .spawn(move || write_loop(&for_writer, out, &path))?;
+            .spawn(move || write_loop(&for_writer, out, &path, &writer_metrics))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 shared,
@@ -343,8 +344,16 @@ fn open_file(path: &Path) -> io::Result<std::fs::File> {
     Ok(file)
 }
 
-fn write_loop(shared: &Shared, out: Box<dyn Write + Send>, path: &Path) {
-    let mut out = io::BufWriter::new(out);
+/// Time between attempts while writes fail.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// Writes what is queued until closed. A batch whose write fails (a full disk, a removed
+/// mount) goes back to the front of the queue and is tried again every [`RETRY`]: records
+/// are kept, not dropped, while the queue fills; past its capacity new records are dropped
+/// and counted, or with `fail-closed` calls are refused. Part of a failed batch may be on
+/// disk already, so a retried record can appear twice, and a retry starts with a newline
+/// to end a line cut short: a record is written at least once.
+fn write_loop(shared: &Shared, mut out: Box<dyn Write + Send>, path: &Path, metrics: &GateMetrics) {
     let mut failing = false;
     loop {
         let mut s = shared.lock();
@@ -365,27 +374,39 @@ fn write_loop(shared: &Shared, out: Box<dyn Write + Send>, path: &Path) {
         // GROUP_COMMIT to arrive, then writes and flushes them together. A wake-up and a
         // write per record cost the proxy ~25 µs of CPU per request (measured under load,
         // mostly context switches); readers see a record within ~2 ms.
-        if !closing {
+        if !closing && !failing {
             std::thread::sleep(GROUP_COMMIT);
         }
         let batch = std::mem::take(&mut shared.lock().lines);
-        let written = batch
-            .iter()
-            .try_for_each(|line| {
-                out.write_all(line.as_bytes())?;
-                out.write_all(b"\n")
-            })
-            .and_then(|()| out.flush());
-        match (written, failing) {
-            (Err(e), false) => {
-                failing = true;
-                tracing::error!(path = %path.display(), error = %e, "Audit log write failed");
-            }
+        let mut bytes = Vec::with_capacity(batch.iter().map(|l| l.len() + 1).sum::<usize>() + 1);
+        if failing {
+            bytes.push(b'\n');
+        }
+        for line in &batch {
+            bytes.extend_from_slice(line.as_bytes());
+            bytes.push(b'\n');
+        }
+        match (out.write_all(&bytes).and_then(|()| out.flush()), failing) {
             (Ok(()), true) => {
                 failing = false;
                 tracing::info!(path = %path.display(), "Audit log writes resumed");
             }
-            _ => {}
+            (Ok(()), false) => {}
+            (Err(e), _) => {
+                if !failing {
+                    tracing::error!(path = %path.display(), error = %e, records = batch.len(),
+                        "Audit log write failed; the records are kept and written again every second");
+                }
+                failing = true;
+                metrics.audit_write_failures.fetch_add(1, Relaxed);
+                let mut s = shared.lock();
+                // Back to the front, before what arrived meanwhile.
+                let mut lines = batch;
+                lines.append(&mut s.lines);
+                s.lines = lines;
+                drop(s);
+                std::thread::sleep(RETRY);
+            }
         }
     }
 }
@@ -400,6 +421,72 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+
+    /// Fails its first `fails` writes (after writing half of what it was given, as a full
+    /// disk may), then writes everything into `out`.
+    struct Flaky {
+        fails: usize,
+        out: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Write for Flaky {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            if self.fails > 0 {
+                self.fails -= 1;
+                self.out
+                    .lock()
+                    .unwrap()
+                    .extend_from_slice(&b[..b.len() / 2]);
+                return Err(io::Error::other("no space left on device"));
+            }
+            self.out.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn records_of_a_failed_write_are_kept_and_written_again() {
+        let shared = Arc::new(Shared {
+            state: Mutex::default(),
+            wake: Condvar::new(),
+            capacity: 16,
+        });
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let metrics = Arc::new(GateMetrics::new(vec![], vec![]));
+        let writer = {
+            let (shared, metrics) = (shared.clone(), metrics.clone());
+            let flaky = Flaky {
+                fails: 2,
+                out: out.clone(),
+            };
+            std::thread::spawn(move || {
+                write_loop(&shared, Box::new(flaky), Path::new("x"), &metrics)
+            })
+        };
+        {
+            let mut s = shared.lock();
+            s.lines
+                .extend(["{\"n\":1}".to_owned(), "{\"n\":2}".to_owned()]);
+            s.closed = true;
+        }
+        shared.wake.notify_all();
+        writer.join().unwrap();
+        let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+        let whole: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with('{') && l.ends_with('}'))
+            .collect();
+        assert!(
+            whole.contains(&"{\"n\":1}") && whole.contains(&"{\"n\":2}"),
+            "{text:?}"
+        );
+        assert!(text.ends_with("{\"n\":1}\n{\"n\":2}\n"), "{text:?}");
+        assert_eq!(metrics.audit_write_failures.load(Relaxed), 2);
+        assert_eq!(metrics.audit_dropped.load(Relaxed), 0);
+    }
 
     fn settings(path: &Path, queue: usize) -> AuditSettings {
         AuditSettings {

@@ -88,7 +88,11 @@ impl ParseError {
 /// parsers, so the gate reads the same method and name the MCP server will; keys that
 /// differ from the ones decided on only in case are refused (see `collision`).
 pub fn parse(bytes: &[u8]) -> Result<Body, ParseError> {
-    let top: Top = serde_json::from_slice(bytes).map_err(|e| ParseError::NotJson(e.to_string()))?;
+    // The values skipped unread below are not checked for UTF-8 by serde_json; JSON text
+    // must be UTF-8 whole (RFC 8259 section 8.1), as the old whole-`Value` reader required.
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| ParseError::NotJson(format!("the body is not UTF-8: {e}")))?;
+    let top: Top = serde_json::from_str(text).map_err(|e| ParseError::NotJson(e.to_string()))?;
     match top {
         Top::Batch(members, count) => {
             if count == 0 {

@@ -57,6 +57,7 @@ pub struct GateMetrics {
     pub(super) jwks_refresh_failed: AtomicU64,
     pub(super) audit_records: AtomicU64,
     pub(super) audit_dropped: AtomicU64,
+    pub(super) audit_write_failures: AtomicU64,
 }
 
 impl GateMetrics {
@@ -74,6 +75,7 @@ impl GateMetrics {
             jwks_refresh_failed: AtomicU64::new(0),
             audit_records: AtomicU64::new(0),
             audit_dropped: AtomicU64::new(0),
+            audit_write_failures: AtomicU64::new(0),
         }
     }
 
@@ -123,6 +125,7 @@ impl GateMetrics {
             jwks_refresh_failed: self.jwks_refresh_failed.load(Relaxed),
             audit_records: self.audit_records.load(Relaxed),
             audit_dropped: self.audit_dropped.load(Relaxed),
+            audit_write_failures: self.audit_write_failures.load(Relaxed),
         }
     }
 }
@@ -152,6 +155,9 @@ pub struct GateSnapshot {
     pub jwks_refresh_failed: u64,
     /// Audit records queued for writing.
     pub audit_records: u64,
-    /// Audit records dropped because the writer fell behind.
+    /// Audit records dropped because the queue was full (the writer fell behind or its
+    /// writes fail) or closed.
     pub audit_dropped: u64,
+    /// Audit writes that failed (their records are kept and written again).
+    pub audit_write_failures: u64,
 }
