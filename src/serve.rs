@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
 use hyper::service::Service;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -173,7 +173,8 @@ where
     ));
     let sources = SourceShares::new(options.max_connections_per_ip, options.ipv6_prefix);
     let refusals_logged = Arc::new(LogThrottle::default());
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let streams = StreamTasks::default();
+    let mut builder = auto::Builder::new(streams.clone());
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -343,16 +344,21 @@ where
     drop(listener);
     let _ = stop_tx.send(true);
     info!(drain_timeout = ?options.drain_timeout, "Shutting down: no new connections; draining in-flight requests");
+    let deadline = tokio::time::Instant::now() + options.drain_timeout;
     let drained = async { while connections.join_next().await.is_some() {} };
-    if tokio::time::timeout(options.drain_timeout, drained)
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout_at(deadline, drained).await.is_err() {
         warn!(
             active = connections.len(),
             "Drain timeout reached: closing the connections still open"
         );
         connections.shutdown().await;
+    }
+    // Then h2's streams, each a task of its own: ended too, so that nothing a request does
+    // (its audit record, say) outlives the drain.
+    let mut streams = streams.take();
+    let finished = async { while streams.join_next().await.is_some() {} };
+    if tokio::time::timeout_at(deadline, finished).await.is_err() {
+        streams.shutdown().await;
     }
     Ok(())
 }
@@ -363,6 +369,33 @@ const RESET_FLOOD_MIN_STREAMS: u64 = 100;
 const PREMATURE_RESET_WINDOW: Duration = Duration::from_secs(1);
 /// Time a flooding or idle connection gets to receive its GOAWAY before it is closed.
 const CLOSE_GRACE: Duration = Duration::from_millis(100);
+
+/// hyper's executor: h2 runs each stream's service future as a task of its own, outside
+/// the connection's; these go into a set that the drain waits for and, at its timeout, ends.
+#[derive(Clone, Default)]
+struct StreamTasks(Arc<Mutex<tokio::task::JoinSet<()>>>);
+
+impl StreamTasks {
+    /// The tasks spawned so far; those spawned later go into a new set.
+    fn take(&self) -> tokio::task::JoinSet<()> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+impl<F> hyper::rt::Executor<F> for StreamTasks
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        let mut set = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        // Reap the finished, so that the set holds only live streams.
+        while set.try_join_next().is_some() {}
+        set.spawn(async move {
+            fut.await;
+        });
+    }
+}
 
 /// Source of [`ConnectionId`]s.
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);

@@ -15,6 +15,8 @@ async fn upstream_fan_out_past_max_upstream_requests_gets_a_quick_503() {
     const MAX: usize = 4;
     let w = scene(SidecarConfig {
         max_upstream_requests: Some(MAX),
+        // The global limit is the subject here; the per-source share has a test of its own.
+        max_upstream_requests_per_ip: Some(MAX * 2),
         ..SidecarConfig::default()
     })
     .await;

@@ -270,3 +270,73 @@ async fn silent_and_idle_h2c_sockets_cannot_take_the_admin_listener_down() {
         assert!(closed_by_server(tcp).await, "an admin socket was kept open");
     }
 }
+
+/// An h2 connection over PQ TLS to the sidecar from the source address `from`.
+async fn h2_from(
+    from: &str,
+    pki: &Pki,
+    running: &Running,
+) -> (
+    h2::client::SendRequest<Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let mut config = pki.client(&[Group::X25519MLKEM768], PolicyMode::PqRequired);
+    config.alpn = vec![b"h2".to_vec()];
+    let tcp = connect_from(from, running.started.listen).await.unwrap();
+    let (tls, _) = support::connector(config)
+        .handshake(tcp, "localhost")
+        .await
+        .unwrap();
+    let (h2, conn) = h2::client::handshake(tls).await.unwrap();
+    (h2, tokio::spawn(conn))
+}
+
+async fn sse_status(
+    h2: &h2::client::SendRequest<Bytes>,
+    running: &Running,
+) -> (StatusCode, h2::RecvStream) {
+    let mut h2 = h2.clone().ready().await.unwrap();
+    let req = Request::get(https(running, "/sse")).body(()).unwrap();
+    let (res, _) = h2.send_request(req, true).unwrap();
+    let res = tokio::time::timeout(GUARD, res).await.unwrap().unwrap();
+    (res.status(), res.into_body())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_source_cannot_hold_every_upstream_slot_with_sse_streams() {
+    // Defaults but smaller: 8 upstream requests, a quarter (2) per source.
+    let w = scene(SidecarConfig {
+        max_upstream_requests: Some(8),
+        ..SidecarConfig::default()
+    })
+    .await;
+    let (pki, running) = (&w.pki, &w.running);
+    // 127.0.0.2 opens SSE streams over several connections until refused: 2 get through.
+    let (mut held, mut conns) = (Vec::new(), Vec::new());
+    let mut refused = 0;
+    for _ in 0..3 {
+        let (h2, conn) = h2_from("127.0.0.2", pki, running).await;
+        for _ in 0..2 {
+            match sse_status(&h2, running).await {
+                (StatusCode::OK, body) => held.push(body),
+                (status, _) => {
+                    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+                    refused += 1;
+                }
+            }
+        }
+        conns.push((h2, conn));
+    }
+    assert_eq!((held.len(), refused), (2, 4));
+    // Another source still gets its streams.
+    let (h2, conn) = h2_from("127.0.0.3", pki, running).await;
+    let (status, body) = sse_status(&h2, running).await;
+    assert_eq!(status, StatusCode::OK);
+    expect_metric(
+        running,
+        "mcp_pqtls_upstream_errors_total{kind=\"rejected_per_ip\"}",
+        4,
+    )
+    .await;
+    drop((held, conns, body, h2, conn));
+}
