@@ -1,6 +1,9 @@
 //! Serving a hyper (or tower, via `hyper_util::service::TowerToHyperService`) service over
 //! PQ TLS: HTTP/1.1 or h2 by ALPN, the [`ConnectionInfo`] in every request's extensions, and
-//! graceful shutdown.
+//! graceful shutdown; and the connection budgets that keep one hostile host from taking the
+//! listener: a cap per source at accept, a deadline for the first request, an idle timeout,
+//! h2 keep-alive, and the rapid-reset watch. hyper has the keep-alive and HTTP/1.1's header
+//! timeout; the rest is here because no crate does it at the connection level.
 
 use std::error::Error as StdError;
 use std::future::Future;
@@ -112,9 +115,10 @@ pub struct ServeOptions {
     /// A connection with no request in flight for this long is closed (h2: GOAWAY). An
     /// open SSE stream is a request in flight. Default 60 s.
     pub idle_timeout: Duration,
-    /// h2 keep-alive: a PING after this long without a frame from the peer... Default 20 s.
+    /// h2 keep-alive: a PING after this long without a frame from the peer. Default 20 s.
     pub keepalive_interval: Duration,
-    /// ...and the connection is closed if the PING is not answered within this. Default 20 s.
+    /// h2 keep-alive: a PING not answered within this closes the connection, streams and
+    /// all (a dead peer holds nothing). Default 20 s.
     pub keepalive_timeout: Duration,
 }
 
