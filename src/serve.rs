@@ -104,7 +104,7 @@ pub struct ServeOptions {
     pub max_concurrent_streams: u32,
     /// Connections served at once from one source address (IPv6: one prefix of
     /// `ipv6_prefix` bits), checked at accept before any TLS work. Default 256, a quarter
-    /// of `max_connections`.
+    /// of the default `max_connections`.
     pub max_connections_per_ip: usize,
     /// Prefix length an IPv6 source is counted under (one subscriber holds a /64).
     /// Default 64.

@@ -91,7 +91,7 @@ pub struct HttpOptions {
     /// it a quick 503. Default 1024 (`max-connections`).
     pub max_upstream_requests: usize,
     /// Of those, in flight at once for one source (an IPv4 address, an IPv6
-    /// `ipv6_prefix`). Default 256, a quarter of `max_upstream_requests`.
+    /// `ipv6_prefix`). Default 256, a quarter of the default `max_upstream_requests`.
     pub max_upstream_requests_per_ip: usize,
     /// Prefix length an IPv6 client is counted under. Default 64.
     pub ipv6_prefix: u8,
