@@ -467,6 +467,8 @@ async fn the_tunnel_carries_more_sse_streams_than_one_connection_allows() {
         Mode::Server,
         SidecarConfig {
             max_concurrent_streams: Some(50),
+            // One client host carries all 300: past the default per-source share (256).
+            max_upstream_requests_per_ip: Some(1000),
             ..server_config(&pki, &upstream.url())
         },
     )
