@@ -632,9 +632,12 @@ impl SidecarConfig {
         Ok(GateBudgets {
             max_buffered_body_bytes,
             request_body_timeout: common.http.request_body_timeout,
+            // Follows max-concurrent-streams: a connection may have that many streams open,
+            // and a cap below it would refuse a tunnel's streams rather than let it open
+            // another connection.
             max_inflight_per_connection: positive(
                 self.max_inflight_per_connection
-                    .unwrap_or(defaults.max_inflight_per_connection),
+                    .unwrap_or(common.serve.max_concurrent_streams as usize),
                 "max-inflight-per-connection",
             )?,
             refusals_per_ip_per_minute: positive(

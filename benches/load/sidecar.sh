@@ -196,7 +196,11 @@ sse_section() {
         srv="$(free_port)"; cli="$(free_port)"
         local gate=()
         [ "$how" = gated ] && gate=(--config "$work/gate.toml")
-        start_server "$srv" "$up" --max-connections 20000 --max-upstream-requests-per-ip 20000 "${gate[@]}"; ps=$!
+        # SIDECAR_SSE_SERVER_FLAGS: more server flags (e.g. --max-concurrent-streams 10000,
+        # one tunnel connection for every stream, as before the default became 256).
+        # shellcheck disable=SC2086
+        start_server "$srv" "$up" --max-connections 20000 --max-upstream-requests-per-ip 20000 \
+          ${SIDECAR_SSE_SERVER_FLAGS:-} "${gate[@]}"; ps=$!
         # Each stream is a connection of its own to the client sidecar.
         start_client "$cli" "$srv" --max-connections 20000; pc=$!
         url="http://127.0.0.1:$cli/mcp"

@@ -178,7 +178,8 @@ pub struct GateBudgets {
     /// Default 30 s.
     pub request_body_timeout: std::time::Duration,
     /// `max-inflight-per-connection`: gated requests of one connection between admission
-    /// and response head; beyond it 503. Default 256, the server's `max-concurrent-streams`,
+    /// and response head; beyond it 503. Default 256; the sidecar's default is its
+    /// `max-concurrent-streams`,
     /// so a tunnel that fills its connection is not refused before it opens another.
     pub max_inflight_per_connection: usize,
     /// `refusals-per-ip-per-minute`: refused requests an address (IPv6: its
