@@ -175,7 +175,7 @@ where
     let permits = Arc::new(Semaphore::new(
         options.max_connections.min(Semaphore::MAX_PERMITS),
     ));
-    let sources = SourceShares::new(options.max_connections_per_ip, options.ipv6_prefix);
+    let sources = SourceShares::new(options.max_connections_per_ip as u64, options.ipv6_prefix);
     let refusals_logged = Arc::new(LogThrottle::default());
     let streams = StreamTasks::default();
     let mut builder = auto::Builder::new(streams.clone());

@@ -22,18 +22,18 @@ pub fn source_of(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
     }
 }
 
-/// What each source holds of a shared resource (connections, upstream requests), capped
-/// per source so that one host cannot take what all the others need.
+/// What each source holds of a shared resource (connections, upstream requests, buffered
+/// body bytes), capped per source so that one host cannot take what all the others need.
 #[derive(Debug)]
 pub struct SourceShares {
-    held: Mutex<HashMap<IpAddr, usize>>,
-    max: usize,
+    held: Mutex<HashMap<IpAddr, u64>>,
+    max: u64,
     ipv6_prefix: u8,
 }
 
 impl SourceShares {
     /// At most `max` per source, IPv6 counted per `ipv6_prefix`.
-    pub fn new(max: usize, ipv6_prefix: u8) -> Arc<Self> {
+    pub fn new(max: u64, ipv6_prefix: u8) -> Arc<Self> {
         Arc::new(Self {
             held: Mutex::default(),
             max,
@@ -43,37 +43,59 @@ impl SourceShares {
 
     /// One more for `ip`'s source, or `None` if it holds `max` already.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<SourceSlot> {
-        let source = source_of(ip, self.ipv6_prefix);
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        let n = held.get(&source).copied().unwrap_or(0);
-        // Checked before an entry is made: a refused source leaves none behind.
-        if n >= self.max {
-            return None;
-        }
-        held.insert(source, n + 1);
-        Some(SourceSlot {
+        let mut slot = self.empty(ip);
+        slot.grow(1).then_some(slot)
+    }
+
+    /// A slot holding nothing yet for `ip`'s source; see [`SourceSlot::grow`].
+    pub fn empty(self: &Arc<Self>, ip: IpAddr) -> SourceSlot {
+        SourceSlot {
             shares: self.clone(),
-            source,
-        })
+            source: source_of(ip, self.ipv6_prefix),
+            amount: 0,
+        }
     }
 }
 
-/// One unit held by a source until dropped; see [`SourceShares`].
+/// What one user (a connection, a request, a body) holds of its source's share, until
+/// dropped; see [`SourceShares`].
 #[derive(Debug)]
 pub struct SourceSlot {
     shares: Arc<SourceShares>,
     source: IpAddr,
+    amount: u64,
+}
+
+impl SourceSlot {
+    /// Takes `n` more; false, taking nothing, when the source would hold more than its
+    /// share. No entry is made for a source refused with nothing held.
+    pub fn grow(&mut self, n: u64) -> bool {
+        let shares = &self.shares;
+        let mut held = shares.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = held.get(&self.source).copied().unwrap_or(0);
+        match now.checked_add(n) {
+            Some(total) if total <= shares.max => {
+                held.insert(self.source, total);
+                self.amount += n;
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 impl Drop for SourceSlot {
     fn drop(&mut self) {
+        if self.amount == 0 {
+            return;
+        }
         let mut held = self
             .shares
             .held
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if let Some(n) = held.get_mut(&self.source) {
-            *n -= 1;
+            *n = n.saturating_sub(self.amount);
             if *n == 0 {
                 held.remove(&self.source);
             }

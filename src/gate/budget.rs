@@ -4,18 +4,19 @@
 //! others. Bytes are taken as they arrive, before they are kept: what is held is what is in
 //! memory, never what a `Content-Length` merely announces.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::source::{SourceShares, SourceSlot};
 
 /// The budget; shared by every request of the gate.
 #[derive(Debug)]
 pub(crate) struct BodyBudget {
     global: Arc<Semaphore>,
-    per_source: u64,
-    held: Mutex<HashMap<IpAddr, u64>>,
+    /// Bytes per source; the sources come already keyed (see `hold`).
+    shares: Arc<SourceShares>,
 }
 
 impl BodyBudget {
@@ -27,17 +28,16 @@ impl BodyBudget {
             .min(Semaphore::MAX_PERMITS);
         Arc::new(Self {
             global: Arc::new(Semaphore::new(permits)),
-            per_source: (total / 4).max(max_body).min(total),
-            held: Mutex::default(),
+            shares: SourceShares::new((total / 4).max(max_body).min(total), 128),
         })
     }
 
-    /// An empty hold for a body from `source` (see [`crate::source::source_of`]).
+    /// An empty hold for a body from `source` (already keyed by
+    /// [`crate::source::source_of`]).
     pub(crate) fn hold(self: &Arc<Self>, source: IpAddr) -> BodyHold {
         BodyHold {
             budget: self.clone(),
-            source,
-            bytes: 0,
+            share: self.shares.empty(source),
             permit: None,
         }
     }
@@ -47,8 +47,7 @@ impl BodyBudget {
 #[derive(Debug)]
 pub(crate) struct BodyHold {
     budget: Arc<BodyBudget>,
-    source: IpAddr,
-    bytes: u64,
+    share: SourceSlot,
     permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -59,41 +58,18 @@ impl BodyHold {
         let Ok(permits) = u32::try_from(n) else {
             return false;
         };
-        let budget = &self.budget;
-        let mut held = budget.held.lock().unwrap_or_else(PoisonError::into_inner);
-        let source = held.get(&self.source).copied().unwrap_or(0);
-        if source.saturating_add(n) > budget.per_source {
-            return false;
-        }
-        let Ok(p) = budget.global.clone().try_acquire_many_owned(permits) else {
+        // The global permit first: if the share then refuses, dropping it gives it back.
+        let Ok(p) = self.budget.global.clone().try_acquire_many_owned(permits) else {
             return false;
         };
-        held.insert(self.source, source + n);
+        if !self.share.grow(n) {
+            return false;
+        }
         match &mut self.permit {
             Some(permit) => permit.merge(p),
             None => self.permit = Some(p),
         }
-        self.bytes += n;
         true
-    }
-}
-
-impl Drop for BodyHold {
-    fn drop(&mut self) {
-        if self.bytes == 0 {
-            return;
-        }
-        let mut held = self
-            .budget
-            .held
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(n) = held.get_mut(&self.source) {
-            *n = n.saturating_sub(self.bytes);
-            if *n == 0 {
-                held.remove(&self.source);
-            }
-        }
     }
 }
 
@@ -124,7 +100,7 @@ mod tests {
         assert!(!last.grow(1), "the whole budget is held");
         drop(holds);
         assert!(last.grow(100));
-        assert!(budget.held.lock().unwrap().len() == 2);
+        assert_eq!(budget.global.available_permits(), 200);
     }
 
     #[test]

@@ -193,8 +193,10 @@ where
         let permits = Arc::new(Semaphore::new(
             options.max_upstream_requests.min(Semaphore::MAX_PERMITS),
         ));
-        let upstream_shares =
-            SourceShares::new(options.max_upstream_requests_per_ip, options.ipv6_prefix);
+        let upstream_shares = SourceShares::new(
+            options.max_upstream_requests_per_ip as u64,
+            options.ipv6_prefix,
+        );
         Self {
             inner: Arc::new(Inner {
                 client,
