@@ -71,10 +71,6 @@ impl Body for Tracked {
                 if let Some(data) = frame.data_ref() {
                     self.bytes += data.len() as u64;
                 }
-                // hyper stops polling once the body says it has ended.
-                if self.inner.is_end_stream() {
-                    self.complete = true;
-                }
             }
             Poll::Ready(None) => self.complete = true,
             _ => {}
@@ -93,6 +89,9 @@ impl Body for Tracked {
 
 impl Drop for Tracked {
     fn drop(&mut self) {
+        // hyper stops polling once the body says it has ended, so that is asked here, once,
+        // rather than after every frame (on an h2 body each ask takes h2's stream lock).
+        let complete = self.complete || self.inner.is_end_stream();
         self.log.metrics.response_bytes(self.bytes);
         info!(
             client.addr = %self.log.peer,
@@ -101,7 +100,7 @@ impl Drop for Tracked {
             http.status = self.status.as_u16(),
             http.bytes = self.bytes,
             http.stream = self.stream.is_some(),
-            http.complete = self.complete,
+            http.complete = complete,
             duration_ms = self.log.started.elapsed().as_millis() as u64,
             "Request"
         );
@@ -267,7 +266,9 @@ impl<G: Unpin> Body for Holding<G> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if matches!(polled, Poll::Ready(None | Some(Err(_)))) || self.inner.is_end_stream() {
+        // A body that says it has ended is dropped by hyper right away, which lets go of
+        // `held`; asking `is_end_stream` after every frame would cost an h2 lock each.
+        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
             self.held = None;
         }
         polled.map(|f| f.map(|r| r.map_err(BoxError::from)))
