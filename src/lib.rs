@@ -83,9 +83,11 @@ pub mod proxy;
 mod reflect;
 mod serve;
 pub mod sidecar;
+pub mod signal;
 pub mod source;
 pub mod throttle;
 pub mod tls;
+pub mod value;
 
 pub use connect::{get, Fetched};
 pub use groups::Group;

@@ -15,9 +15,9 @@ use super::auth::{AuthSettings, JwksSource, KeySet, DEFAULT_JWKS_REFRESH, DEFAUL
 use super::rate::{KeyKind, Limit};
 use super::rules::{Glob, Rule};
 use crate::certs::load_roots;
-use crate::config::{ConfigError, Dur};
 use crate::policy::PolicyMode;
 use crate::tls::{ClientTlsConfig, PqConnector, Trust};
+use crate::value::Dur;
 
 /// `[auth]` as written: OAuth 2.1 resource-server checks.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -210,7 +210,7 @@ impl GateConfig {
         s: Sections<'_>,
         mtls: bool,
         max_body_bytes: u64,
-    ) -> Result<Option<Self>, ConfigError> {
+    ) -> Result<Option<Self>, GateConfigError> {
         if s.auth.is_none() && s.rules.is_none() && s.rate_limit.is_none() && s.audit.is_none() {
             return Ok(None);
         }
@@ -262,22 +262,33 @@ impl GateConfig {
     }
 }
 
-fn field(field: impl Into<String>, error: impl Into<String>) -> ConfigError {
-    ConfigError::Gate {
+/// A gate section that cannot be used: the field, with its section and index
+/// (`rules[2].tool`, `auth.jwks-url`), and what is wrong and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct GateConfigError {
+    /// The field, with its section and index.
+    pub field: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+fn field(field: impl Into<String>, message: impl Into<String>) -> GateConfigError {
+    GateConfigError {
         field: field.into(),
-        error: error.into(),
+        message: message.into(),
     }
 }
 
-fn glob(f: &str, pattern: &str) -> Result<Glob, ConfigError> {
+fn glob(f: &str, pattern: &str) -> Result<Glob, GateConfigError> {
     Glob::new(pattern).map_err(|e| field(f, e))
 }
 
-fn globs(f: &str, patterns: &Option<Vec<String>>) -> Result<Vec<Glob>, ConfigError> {
+fn globs(f: &str, patterns: &Option<Vec<String>>) -> Result<Vec<Glob>, GateConfigError> {
     patterns.iter().flatten().map(|p| glob(f, p)).collect()
 }
 
-fn name(f: String, written: &Option<String>, default: String) -> Result<String, ConfigError> {
+fn name(f: String, written: &Option<String>, default: String) -> Result<String, GateConfigError> {
     match written {
         None => Ok(default),
         Some(n) if n.is_empty() || n.chars().any(|c| c.is_control() || c == '"' || c == '\\') => {
@@ -290,7 +301,7 @@ fn name(f: String, written: &Option<String>, default: String) -> Result<String, 
 fn unique_names<'a>(
     names: impl Iterator<Item = &'a str>,
     section: &str,
-) -> Result<(), ConfigError> {
+) -> Result<(), GateConfigError> {
     let mut seen = BTreeSet::new();
     for n in names {
         if !seen.insert(n) {
@@ -303,7 +314,7 @@ fn unique_names<'a>(
     Ok(())
 }
 
-fn scopes(f: &str, list: &Option<Vec<String>>) -> Result<Vec<String>, ConfigError> {
+fn scopes(f: &str, list: &Option<Vec<String>>) -> Result<Vec<String>, GateConfigError> {
     let list = list.clone().unwrap_or_default();
     if let Some(bad) = list
         .iter()
@@ -317,7 +328,7 @@ fn scopes(f: &str, list: &Option<Vec<String>>) -> Result<Vec<String>, ConfigErro
     Ok(list)
 }
 
-fn rule(i: usize, r: &RuleSection, has_auth: bool, mtls: bool) -> Result<Rule, ConfigError> {
+fn rule(i: usize, r: &RuleSection, has_auth: bool, mtls: bool) -> Result<Rule, GateConfigError> {
     let at = |k: &str| format!("rules[{i}].{k}");
     let method = match (&r.method, &r.tool) {
         (Some(m), _) => glob(&at("method"), m)?,
@@ -367,7 +378,7 @@ fn rule(i: usize, r: &RuleSection, has_auth: bool, mtls: bool) -> Result<Rule, C
     })
 }
 
-fn limit(i: usize, l: &RateLimitSection, has_auth: bool) -> Result<Limit, ConfigError> {
+fn limit(i: usize, l: &RateLimitSection, has_auth: bool) -> Result<Limit, GateConfigError> {
     let at = |k: &str| format!("rate-limit[{i}].{k}");
     let per_minute = match l.per_minute {
         None => {
@@ -396,7 +407,7 @@ fn limit(i: usize, l: &RateLimitSection, has_auth: bool) -> Result<Limit, Config
     })
 }
 
-fn audit(a: &AuditSection) -> Result<AuditSettings, ConfigError> {
+fn audit(a: &AuditSection) -> Result<AuditSettings, GateConfigError> {
     let path = a.path.clone().ok_or_else(|| {
         field(
             "audit.path",
@@ -431,7 +442,7 @@ fn audit(a: &AuditSection) -> Result<AuditSettings, ConfigError> {
     })
 }
 
-fn absolute_url(f: &str, s: &str) -> Result<Uri, ConfigError> {
+fn absolute_url(f: &str, s: &str) -> Result<Uri, GateConfigError> {
     let uri: Uri = s
         .parse()
         .map_err(|_| field(f, format!("`{s}` is not a URL")))?;
@@ -450,7 +461,7 @@ fn is_loopback(host: &str) -> bool {
         || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-fn auth(a: &AuthSection, rules: &[Rule]) -> Result<AuthSettings, ConfigError> {
+fn auth(a: &AuthSection, rules: &[Rule]) -> Result<AuthSettings, GateConfigError> {
     let issuer = match &a.issuer {
         Some(i) if !i.is_empty() => i.clone(),
         _ => return Err(field("auth.issuer", "required: the `iss` your identity provider puts in tokens, e.g. issuer = \"https://idp.example.com\"")),
@@ -534,7 +545,7 @@ fn auth(a: &AuthSection, rules: &[Rule]) -> Result<AuthSettings, ConfigError> {
     })
 }
 
-fn jwks_connector(ca: Option<&Path>) -> Result<PqConnector, ConfigError> {
+fn jwks_connector(ca: Option<&Path>) -> Result<PqConnector, GateConfigError> {
     let trust = match ca {
         Some(ca) => Trust::Roots(Arc::new(
             load_roots(ca).map_err(|e| field("auth.jwks-ca", e.to_string()))?,

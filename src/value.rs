@@ -1,0 +1,83 @@
+//! Values written the same way as a flag and as a TOML key (a duration, an instant), and the
+//! `FromStr`-backed `Deserialize` that lets a file value get the flag's checks and messages.
+//! A leaf: it imports nothing of the crate but the types it gives `Deserialize` to.
+
+use std::time::{Duration, SystemTime};
+
+use serde::Deserialize;
+
+use crate::policy::{FallbackRule, PolicyMode};
+
+/// A duration written like `10s` or `1m30s`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl std::str::FromStr for Dur {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        parse_duration(s).map(Dur)
+    }
+}
+
+/// An RFC 3339 instant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sunset(pub SystemTime);
+
+impl std::str::FromStr for Sunset {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        parse_sunset(s).map(Sunset)
+    }
+}
+
+/// A value that does not parse; says what was written and what would be accepted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ValueError {
+    /// Not a duration.
+    #[error("`{text}` is not a duration such as 10s, 1m30s or 500ms ({source})")]
+    Duration {
+        /// What was written.
+        text: String,
+        /// Why humantime refused it.
+        source: humantime::DurationError,
+    },
+    /// Not an RFC 3339 instant.
+    #[error("`{text}` is not an RFC 3339 instant such as 2027-01-01T00:00:00Z ({source})")]
+    Instant {
+        /// What was written.
+        text: String,
+        /// Why humantime refused it.
+        source: humantime::TimestampError,
+    },
+}
+
+/// Parses a `sunset` (RFC 3339, e.g. `2027-01-01T00:00:00Z`).
+pub fn parse_sunset(s: &str) -> Result<SystemTime, ValueError> {
+    humantime::parse_rfc3339_weak(s).map_err(|source| ValueError::Instant {
+        text: s.to_owned(),
+        source,
+    })
+}
+
+/// Parses a duration such as `10s`, `1m30s`, `500ms`.
+pub fn parse_duration(s: &str) -> Result<Duration, ValueError> {
+    humantime::parse_duration(s).map_err(|source| ValueError::Duration {
+        text: s.to_owned(),
+        source,
+    })
+}
+
+/// Deserializes a type from its string form through `FromStr`, so a file value gets the
+/// same checks and messages as the flag.
+macro_rules! deserialize_from_str {
+    ($($t:ty),*) => {$(
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    )*};
+}
+deserialize_from_str!(Dur, Sunset, PolicyMode, FallbackRule);
