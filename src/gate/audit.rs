@@ -70,7 +70,7 @@ pub struct Record {
     /// The JSON-RPC id.
     pub jsonrpc_id: Option<Value>,
     /// `allowed` or `refused`.
-    pub decision: &'static str,
+    pub decision: Decision,
     /// The rule that decided (allowed or refused), or the gate step that refused: `auth`,
     /// `scope`, `parse`, `headers`, `body-size`, `rate-limit:<name>`, `batch`.
     pub rule: Option<String>,
@@ -87,6 +87,18 @@ pub struct Record {
     /// The bearer token, with `include-tokens` only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+}
+
+/// What the gate did with a call: the `decision` of its [`Record`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Decision {
+    /// Sent upstream (the record's default: a call is recorded before it is decided).
+    #[default]
+    Allowed,
+    /// Answered by the gate, never sent upstream.
+    Refused,
 }
 
 /// Where audit records go, and what they may hold.

@@ -358,29 +358,116 @@ pub enum TokenError {
 
 impl TokenError {
     /// The `kind` label of `gate_token_failures_total`.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> TokenFailure {
+        match self {
+            Self::Missing => TokenFailure::Missing,
+            Self::Malformed(_) => TokenFailure::Malformed,
+            Self::AlgorithmNotAllowed(_) => TokenFailure::AlgorithmNotAllowed,
+            Self::UnknownKid(_) => TokenFailure::UnknownKid,
+            Self::BadSignature => TokenFailure::BadSignature,
+            Self::Expired => TokenFailure::Expired,
+            Self::NotYetValid => TokenFailure::NotYetValid,
+            Self::WrongIssuer => TokenFailure::WrongIssuer,
+            Self::WrongAudience(_) => TokenFailure::WrongAudience,
+            Self::MissingClaim(_) => TokenFailure::MissingClaim,
+            Self::NoKeys => TokenFailure::NoKeys,
+            Self::WrongType(_) => TokenFailure::WrongType,
+            Self::Crit(_) => TokenFailure::Crit,
+            Self::BadScope(_) => TokenFailure::BadScope,
+        }
+    }
+}
+
+/// Why a bearer token was not accepted, as a label: the `kind` of
+/// `gate_token_failures_total`, one per [`TokenError`] variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TokenFailure {
+    /// `missing`: no bearer token.
+    Missing,
+    /// `malformed`: not a JWT.
+    Malformed,
+    /// `algorithm_not_allowed`.
+    AlgorithmNotAllowed,
+    /// `unknown_kid`.
+    UnknownKid,
+    /// `bad_signature`.
+    BadSignature,
+    /// `expired`.
+    Expired,
+    /// `not_yet_valid`.
+    NotYetValid,
+    /// `wrong_issuer`.
+    WrongIssuer,
+    /// `wrong_audience`.
+    WrongAudience,
+    /// `missing_claim`.
+    MissingClaim,
+    /// `no_keys`.
+    NoKeys,
+    /// `wrong_type`.
+    WrongType,
+    /// `crit`.
+    Crit,
+    /// `bad_scope`.
+    BadScope,
+}
+
+impl TokenFailure {
+    /// Every kind, in label order.
+    pub const ALL: [TokenFailure; 14] = [
+        Self::Missing,
+        Self::Malformed,
+        Self::AlgorithmNotAllowed,
+        Self::UnknownKid,
+        Self::BadSignature,
+        Self::Expired,
+        Self::NotYetValid,
+        Self::WrongIssuer,
+        Self::WrongAudience,
+        Self::MissingClaim,
+        Self::NoKeys,
+        Self::WrongType,
+        Self::Crit,
+        Self::BadScope,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
         match self {
             Self::Missing => "missing",
-            Self::Malformed(_) => "malformed",
-            Self::AlgorithmNotAllowed(_) => "algorithm_not_allowed",
-            Self::UnknownKid(_) => "unknown_kid",
+            Self::Malformed => "malformed",
+            Self::AlgorithmNotAllowed => "algorithm_not_allowed",
+            Self::UnknownKid => "unknown_kid",
             Self::BadSignature => "bad_signature",
             Self::Expired => "expired",
             Self::NotYetValid => "not_yet_valid",
             Self::WrongIssuer => "wrong_issuer",
-            Self::WrongAudience(_) => "wrong_audience",
-            Self::MissingClaim(_) => "missing_claim",
+            Self::WrongAudience => "wrong_audience",
+            Self::MissingClaim => "missing_claim",
             Self::NoKeys => "no_keys",
-            Self::WrongType(_) => "wrong_type",
-            Self::Crit(_) => "crit",
-            Self::BadScope(_) => "bad_scope",
+            Self::WrongType => "wrong_type",
+            Self::Crit => "crit",
+            Self::BadScope => "bad_scope",
         }
+    }
+}
+
+impl std::fmt::Display for TokenFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+impl serde::Serialize for TokenFailure {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.label())
     }
 }
 
 /// Verifies bearer tokens against the current keys, refreshing them as configured.
 #[derive(Debug)]
-pub struct Verifier {
+pub struct TokenVerifier {
     /// The settings.
     pub settings: AuthSettings,
     keys: RwLock<Arc<KeySet>>,
@@ -430,9 +517,9 @@ enum Scp {
     Text(String),
 }
 
-impl Verifier {
+impl TokenVerifier {
     /// A verifier starting with the keys read at validation (a file), or none (a URL, until
-    /// [`Verifier::refresh`] has fetched them).
+    /// [`TokenVerifier::refresh`] has fetched them).
     pub fn new(settings: AuthSettings, metrics: Arc<GateMetrics>) -> Self {
         let keys = settings.initial_keys.clone().unwrap_or_default();
         Self {
@@ -755,6 +842,23 @@ async fn fetch(url: &Uri, connector: Option<&PqConnector>) -> Result<Bytes, Stri
         .to_bytes())
 }
 
+pub(super) fn missing_scopes(required: &[String], held: &[String]) -> Vec<String> {
+    required
+        .iter()
+        .filter(|s| !held.contains(s))
+        .cloned()
+        .collect()
+}
+
+/// The `scope` of an insufficient-scope challenge: what the client holds plus what it
+/// lacks, so a step-up authorization asks for enough (MCP authorization, scope challenge).
+pub(super) fn scope_hint(held: &[String], missing: &[String]) -> String {
+    let mut all: Vec<&String> = held.iter().chain(missing).collect();
+    all.sort();
+    all.dedup();
+    all.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -933,6 +1037,17 @@ mod tests {
         assert!(
             shown.contains("agent") && shown.contains("redacted"),
             "{shown}"
+        );
+    }
+
+    #[test]
+    fn scope_hint_lists_held_and_missing_scopes_once() {
+        assert_eq!(
+            scope_hint(
+                &["mcp".into(), "read".into()],
+                &["admin".into(), "mcp".into()]
+            ),
+            "admin mcp read"
         );
     }
 }

@@ -3,51 +3,72 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-/// Labels of [`GateSnapshot::refusals`]: why an HTTP request was refused.
-pub const REFUSAL_REASONS: [&str; 13] = [
-    "unauthorized",
-    "insufficient_scope",
-    "rule",
-    "header_mismatch",
-    "parse_error",
-    "invalid_request",
-    "body_too_large",
-    "rate_limited",
-    // 408: the body did not arrive whole within request-body-timeout.
-    "body_timeout",
-    // 503: max-buffered-body-bytes is taken by other requests.
-    "body_budget",
-    // 503: max-inflight-per-connection requests of this connection are in the gate.
-    "inflight",
-    // 429, unread: the address caused more than refusals-per-ip-per-minute refusals.
-    "refusal_flood",
-    // 503: [audit] fail-closed and the audit queue has no room for the call's records.
-    "audit_full",
-];
+use super::auth::TokenFailure;
+use super::refusal::RefusalReason;
 
-/// Labels of [`GateSnapshot::token_failures`]: why a bearer token was not accepted.
-pub const TOKEN_FAILURES: [&str; 14] = [
-    "missing",
-    "malformed",
-    "algorithm_not_allowed",
-    "unknown_kid",
-    "bad_signature",
-    "expired",
-    "not_yet_valid",
-    "wrong_issuer",
-    "wrong_audience",
-    "missing_claim",
-    "no_keys",
-    "wrong_type",
-    "crit",
-    "bad_scope",
-];
+/// The counter of a refusal reason: an exhaustive match, so that a reason added to
+/// [`RefusalReason`] without a counter does not compile (a string list kept in sync by hand
+/// used to drop unknown labels silently).
+const fn refusal_slot(r: RefusalReason) -> usize {
+    match r {
+        RefusalReason::Unauthorized => 0,
+        RefusalReason::InsufficientScope => 1,
+        RefusalReason::Rule => 2,
+        RefusalReason::HeaderMismatch => 3,
+        RefusalReason::ParseError => 4,
+        RefusalReason::InvalidRequest => 5,
+        RefusalReason::BodyTooLarge => 6,
+        RefusalReason::RateLimited => 7,
+        RefusalReason::BodyTimeout => 8,
+        RefusalReason::BodyBudget => 9,
+        RefusalReason::Inflight => 10,
+        RefusalReason::RefusalFlood => 11,
+        RefusalReason::AuditFull => 12,
+        RefusalReason::MethodNotAllowed => 13,
+    }
+}
+
+/// The counter of a token failure kind (see [`refusal_slot`]).
+const fn token_slot(k: TokenFailure) -> usize {
+    match k {
+        TokenFailure::Missing => 0,
+        TokenFailure::Malformed => 1,
+        TokenFailure::AlgorithmNotAllowed => 2,
+        TokenFailure::UnknownKid => 3,
+        TokenFailure::BadSignature => 4,
+        TokenFailure::Expired => 5,
+        TokenFailure::NotYetValid => 6,
+        TokenFailure::WrongIssuer => 7,
+        TokenFailure::WrongAudience => 8,
+        TokenFailure::MissingClaim => 9,
+        TokenFailure::NoKeys => 10,
+        TokenFailure::WrongType => 11,
+        TokenFailure::Crit => 12,
+        TokenFailure::BadScope => 13,
+    }
+}
+
+// `ALL` must list the variants in slot order, once each: the snapshot (and so the exported
+// labels) is built from it, so an `ALL` out of order, with a gap or a duplicate, fails to
+// compile here rather than exporting one counter under another's label.
+const _: () = {
+    let mut i = 0;
+    while i < RefusalReason::ALL.len() {
+        assert!(refusal_slot(RefusalReason::ALL[i]) == i);
+        i += 1;
+    }
+    let mut i = 0;
+    while i < TokenFailure::ALL.len() {
+        assert!(token_slot(TokenFailure::ALL[i]) == i);
+        i += 1;
+    }
+};
 
 /// Counters of one gate.
 #[derive(Debug)]
 pub struct GateMetrics {
-    refusals: [AtomicU64; REFUSAL_REASONS.len()],
-    token_failures: [AtomicU64; TOKEN_FAILURES.len()],
+    refusals: [AtomicU64; RefusalReason::ALL.len()],
+    token_failures: [AtomicU64; TokenFailure::ALL.len()],
     rule_names: Vec<String>,
     rule_refusals: Vec<AtomicU64>,
     limit_names: Vec<String>,
@@ -79,12 +100,12 @@ impl GateMetrics {
         }
     }
 
-    pub(super) fn refusal(&self, reason: &'static str) {
-        bump(&REFUSAL_REASONS, &self.refusals, reason);
+    pub(super) fn refusal(&self, reason: RefusalReason) {
+        self.refusals[refusal_slot(reason)].fetch_add(1, Relaxed);
     }
 
-    pub(super) fn token_failure(&self, kind: &'static str) {
-        bump(&TOKEN_FAILURES, &self.token_failures, kind);
+    pub(super) fn token_failure(&self, kind: TokenFailure) {
+        self.token_failures[token_slot(kind)].fetch_add(1, Relaxed);
     }
 
     pub(super) fn rule_refusal(&self, rule: &str) {
@@ -101,13 +122,13 @@ impl GateMetrics {
 
     /// The counters now.
     pub fn snapshot(&self) -> GateSnapshot {
-        let pairs = |names: &[&'static str], counters: &[AtomicU64]| {
+        fn pairs<T: Copy>(names: &[T], counters: &[AtomicU64]) -> Vec<(T, u64)> {
             names
                 .iter()
                 .zip(counters)
                 .map(|(n, c)| (*n, c.load(Relaxed)))
                 .collect()
-        };
+        }
         let named = |names: &[String], counters: &[AtomicU64]| {
             names
                 .iter()
@@ -116,8 +137,8 @@ impl GateMetrics {
                 .collect()
         };
         GateSnapshot {
-            refusals: pairs(&REFUSAL_REASONS, &self.refusals),
-            token_failures: pairs(&TOKEN_FAILURES, &self.token_failures),
+            refusals: pairs(&RefusalReason::ALL, &self.refusals),
+            token_failures: pairs(&TokenFailure::ALL, &self.token_failures),
             rule_refusals: named(&self.rule_names, &self.rule_refusals),
             rate_limited: named(&self.limit_names, &self.rate_limited),
             tokens_verified: self.tokens_verified.load(Relaxed),
@@ -130,19 +151,13 @@ impl GateMetrics {
     }
 }
 
-fn bump(names: &[&str], counters: &[AtomicU64], label: &str) {
-    if let Some(i) = names.iter().position(|n| *n == label) {
-        counters[i].fetch_add(1, Relaxed);
-    }
-}
-
 /// A copy of the gate counters.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct GateSnapshot {
-    /// HTTP requests refused, by reason (see [`REFUSAL_REASONS`]).
-    pub refusals: Vec<(&'static str, u64)>,
-    /// Bearer tokens not accepted, by kind (see [`TOKEN_FAILURES`]).
-    pub token_failures: Vec<(&'static str, u64)>,
+    /// HTTP requests refused, by reason (every one of [`RefusalReason::ALL`]).
+    pub refusals: Vec<(RefusalReason, u64)>,
+    /// Bearer tokens not accepted, by kind (every one of [`TokenFailure::ALL`]).
+    pub token_failures: Vec<(TokenFailure, u64)>,
     /// JSON-RPC messages refused, by rule name.
     pub rule_refusals: Vec<(String, u64)>,
     /// HTTP requests refused with 429, by limit name.

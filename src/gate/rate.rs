@@ -49,14 +49,14 @@ impl Limit {
 
 /// A charge refused: which limit, and when one more would fit.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Limited {
+pub struct RateLimited {
     /// The limit's name.
     pub limit: String,
     /// Time until the bucket holds enough again.
     pub retry_after: Duration,
 }
 
-impl Limited {
+impl RateLimited {
     /// `Retry-After` in whole seconds, rounded up (at least 1).
     pub fn retry_after_secs(&self) -> u64 {
         (self.retry_after.as_secs_f64().ceil() as u64).max(1)
@@ -103,13 +103,13 @@ impl Limiter {
     }
 
     /// Charges one token per `(limit index, client key)`, now.
-    pub fn charge(&self, charges: &[(usize, String)]) -> Result<(), Limited> {
+    pub fn charge(&self, charges: &[(usize, String)]) -> Result<(), RateLimited> {
         self.charge_at(self.epoch.elapsed(), charges)
     }
 
     /// Charges one token per `(limit index, client key)` at `now` (time since any fixed
     /// start): all of them or, if any bucket is short, none.
-    pub fn charge_at(&self, now: Duration, charges: &[(usize, String)]) -> Result<(), Limited> {
+    pub fn charge_at(&self, now: Duration, charges: &[(usize, String)]) -> Result<(), RateLimited> {
         // A poisoned lock only means another request panicked mid-update; the buckets are
         // still plain numbers.
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
@@ -120,7 +120,7 @@ impl Limiter {
                 None => needed.push((c, 1.0)),
             }
         }
-        let mut worst: Option<Limited> = None;
+        let mut worst: Option<RateLimited> = None;
         for (key, n) in &needed {
             let Some(limit) = self.limits.get(key.0) else {
                 continue;
@@ -131,7 +131,7 @@ impl Limiter {
             if tokens < *n {
                 let wait = Duration::from_secs_f64((n - tokens) / limit.per_second());
                 if worst.as_ref().is_none_or(|w| wait > w.retry_after) {
-                    worst = Some(Limited {
+                    worst = Some(RateLimited {
                         limit: limit.name.clone(),
                         retry_after: wait,
                     });
@@ -163,7 +163,7 @@ impl Limiter {
     }
 
     /// Whether one more token would be there for `charge` at `now`, without taking it.
-    pub fn peek_at(&self, now: Duration, charge: &(usize, String)) -> Result<(), Limited> {
+    pub fn peek_at(&self, now: Duration, charge: &(usize, String)) -> Result<(), RateLimited> {
         let buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         let Some(limit) = self.limits.get(charge.0) else {
             return Ok(());
@@ -174,7 +174,7 @@ impl Limiter {
         if tokens >= 1.0 {
             return Ok(());
         }
-        Err(Limited {
+        Err(RateLimited {
             limit: limit.name.clone(),
             retry_after: Duration::from_secs_f64((1.0 - tokens) / limit.per_second()),
         })
@@ -264,7 +264,7 @@ impl RefusalGuard {
     }
 
     /// `Err` when `key` is over its refusals: refuse it unread.
-    pub fn check(&self, key: &str) -> Result<(), Limited> {
+    pub fn check(&self, key: &str) -> Result<(), RateLimited> {
         self.limiter
             .peek_at(self.limiter.epoch.elapsed(), &(0, key.to_owned()))
     }

@@ -37,7 +37,7 @@ pub use self::upstream::{Upstream, UpstreamConnector, UpstreamError};
 use self::body::{BodyState, Holding, RequestBody, RequestLog, Tracked};
 use self::pool::{H2Pool, PoolError};
 use crate::deadline::BodyTimeout;
-use crate::gate::Gate;
+use crate::gate::{Gate, GateLayer};
 use crate::source::SourceShares;
 use crate::throttle::LogThrottle;
 use crate::tls::{ConnectionInfo, PqConnector};
@@ -119,16 +119,68 @@ impl Default for HttpOptions {
 }
 
 /// The HTTP proxy, a cheap-to-clone hyper service.
+///
+/// Every request passes the proxy's own checks first (`Host`, `Origin`; its body gets the
+/// `request-body-timeout` deadline), then the stage: a layer such as the gate's
+/// ([`Proxy::gated`]) around the forwarding to the upstream, or the forwarding alone.
 pub struct Proxy<C> {
-    inner: Arc<Inner<C>>,
+    core: Core<C>,
+    stage: Stage,
 }
 
 impl<C> Clone for Proxy<C> {
     fn clone(&self) -> Self {
         Self {
+            core: self.core.clone(),
+            stage: self.stage.clone(),
+        }
+    }
+}
+
+/// What a request meets after the proxy's checks, type-erased so that a gated and a plain
+/// proxy are one type.
+type Stage = Arc<
+    dyn Fn(
+            Request<RequestBody<Incoming>>,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<ProxyBody>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// The forwarding to the upstream, as a tower service: what a stage's layer wraps. It
+/// takes any body (the client's, or the one a gate read).
+pub struct Forward<C> {
+    core: Core<C>,
+}
+
+impl<C> Clone for Forward<C> {
+    fn clone(&self) -> Self {
+        Self {
+            core: self.core.clone(),
+        }
+    }
+}
+
+/// The proxy without its stage (held by the stage's [`Forward`]: no reference cycle).
+struct Core<C> {
+    inner: Arc<Inner<C>>,
+}
+
+impl<C> Clone for Core<C> {
+    fn clone(&self) -> Self {
+        Self {
             inner: self.inner.clone(),
         }
     }
+}
+
+/// What the proxy's front hands the forwarding through the request's extensions (a layer
+/// in between passes them on).
+#[derive(Clone)]
+struct FrontInfo {
+    peer: SocketAddr,
+    started: Instant,
+    body_state: Arc<BodyState>,
 }
 
 struct Inner<C> {
@@ -137,7 +189,6 @@ struct Inner<C> {
     side: Side,
     options: HttpOptions,
     metrics: Arc<ProxyMetrics>,
-    gate: Option<Arc<Gate>>,
     /// `max-upstream-requests`: one permit per upstream request until its response ends.
     permits: Arc<Semaphore>,
     /// Upstream requests in flight per source.
@@ -158,7 +209,7 @@ impl Proxy<PqConnector> {
         let pool = upstream
             .is_tls()
             .then(|| Arc::new(H2Pool::new(connector.clone())));
-        Self::build(upstream, connector, Side::Client, options, None, pool)
+        Self::build(upstream, connector, Side::Client, options, pool, Forward::stage)
     }
 }
 
@@ -168,12 +219,31 @@ where
 {
     /// A proxy to `upstream` over `connector`, pooling upstream connections.
     pub fn new(upstream: Upstream, connector: C, side: Side, options: HttpOptions) -> Self {
-        Self::build(upstream, connector, side, options, None, None)
+        Self::build(upstream, connector, side, options, None, Forward::stage)
     }
 
-    /// A server-side proxy whose requests pass `gate` first (see [`crate::gate`]).
+    /// A server-side proxy whose requests pass `gate` (a [`GateLayer`] around the
+    /// forwarding) after the proxy's own `Host`/`Origin` checks, so that a request those
+    /// refuse costs no rate-limit tokens and is not audited.
     pub fn gated(upstream: Upstream, connector: C, options: HttpOptions, gate: Arc<Gate>) -> Self {
-        Self::build(upstream, connector, Side::Server, options, Some(gate), None)
+        let layer = GateLayer::new(gate);
+        Self::build(upstream, connector, Side::Server, options, None, move |forward| {
+            let service = layer.layer(forward);
+            Arc::new(move |req| {
+                let service = service.clone();
+                Box::pin(async move {
+                    let response = match hyper::service::Service::call(&service, req).await {
+                        Ok(r) => r,
+                        Err(never) => match never {},
+                    };
+                    // The gate's refusal, or the forwarding's body as it is (not boxed twice).
+                    response.map(|b| match b.into_inner() {
+                        Ok(body) => body,
+                        Err(refused) => refused.map_err(|never| match never {}).boxed(),
+                    })
+                })
+            })
+        })
     }
 
     fn build(
@@ -181,8 +251,8 @@ where
         connector: C,
         side: Side,
         options: HttpOptions,
-        gate: Option<Arc<Gate>>,
         pool: Option<Arc<H2Pool>>,
+        stage: impl FnOnce(Forward<C>) -> Stage,
     ) -> Self {
         let client = Client::builder(TokioExecutor::new())
             // Below the server sidecar's default idle-timeout (60 s): a pooled connection is
@@ -197,14 +267,13 @@ where
             options.max_upstream_requests_per_ip as u64,
             options.ipv6_prefix,
         );
-        Self {
+        let core = Core {
             inner: Arc::new(Inner {
                 client,
                 upstream,
                 side,
                 options,
                 metrics: Arc::default(),
-                gate,
                 permits,
                 upstream_shares,
                 pool,
@@ -213,24 +282,27 @@ where
                 origin_log: LogThrottle::default(),
                 body_timeout_log: LogThrottle::default(),
             }),
-        }
+        };
+        let stage = stage(Forward { core: core.clone() });
+        Self { core, stage }
     }
 
     /// Request, stream and upstream counters.
     pub fn metrics(&self) -> &Arc<ProxyMetrics> {
-        &self.inner.metrics
+        &self.core.inner.metrics
     }
 
     /// h2 connections the client sidecar has dialed to its TLS upstream so far (0 with
     /// any other upstream).
     pub fn upstream_connections_opened(&self) -> u64 {
-        self.inner.pool.as_ref().map_or(0, |p| p.opened())
+        self.core.inner.pool.as_ref().map_or(0, |p| p.opened())
     }
 
     /// Forwards one request. Never fails: every problem becomes a response with a short
     /// plain-text body saying what went wrong.
     pub async fn forward(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
-        let inner = &*self.inner;
+        let core = &self.core;
+        let inner = &*core.inner;
         let started = Instant::now();
         let log = RequestLog {
             method: req.method().clone(),
@@ -240,61 +312,105 @@ where
             metrics: inner.metrics.clone(),
         };
         // Every body gets the deadline, and lingers when refused unread (see RequestBody).
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         let (body, body_state) = RequestBody::new(
             body,
             inner.options.request_body_timeout,
             inner.options.max_body_bytes,
         );
+        // Client-sent `x-mcp-pqtls-*` headers go before the stage, whose layer may set its
+        // own (the gate's subject and scopes).
+        headers::strip_tls_info(&mut parts.headers);
+        parts.extensions.insert(FrontInfo {
+            peer,
+            started,
+            body_state,
+        });
+        parts.extensions.get_or_insert_with(|| crate::serve::PeerAddr(peer));
         let req = Request::from_parts(parts, body);
         // Host and Origin first: a refused one costs no rate-limit tokens and is not audited.
-        let checked = self
+        let checked = core
             .check_host(&req, peer)
-            .and_then(|()| self.check_origin(req.headers(), peer));
-        let response = match (checked, &inner.gate) {
-            (Err(refused), _) => Err(refused),
-            (Ok(()), Some(gate)) => {
-                self.forward_gated(gate, req, peer, started, &body_state)
-                    .await
-            }
-            (Ok(()), None) => match self.prepare(req, peer) {
-                Ok(upstream_req) => self.send(upstream_req, peer, started, &body_state).await,
-                Err(refused) => Err(refused),
-            },
-        };
-        let response = match response {
-            Ok(r) => r,
-            Err(local) => local.into_response(),
+            .and_then(|()| core.check_origin(req.headers(), peer));
+        let response = match checked {
+            Err(refused) => refused.into_response(),
+            Ok(()) => (self.stage)(req).await,
         };
         inner.metrics.response(response.status());
         Tracked::wrap(response, log)
     }
+}
 
-    /// The gate decides first; what it lets through goes the usual way, with its headers.
-    /// Only the request body may be read by the gate: the response streams by untouched.
-    async fn forward_gated(
-        &self,
-        gate: &Gate,
-        req: Request<RequestBody<Incoming>>,
-        peer: SocketAddr,
-        started: Instant,
-        body_state: &BodyState,
-    ) -> Result<Response<ProxyBody>, LocalReply> {
-        let (req, admitted) = gate.admit(req, peer).await.map_err(LocalReply::Gate)?;
-        let result = match self.prepare(req, peer) {
-            Ok(mut upstream_req) => {
-                admitted.apply(upstream_req.headers_mut());
-                self.send(upstream_req, peer, started, body_state).await
+impl<C> Forward<C>
+where
+    C: Connect + Clone + Send + Sync + 'static,
+{
+    /// The stage of a proxy without a layer: the forwarding alone.
+    fn stage(self) -> Stage {
+        Arc::new(move |req| {
+            let forward = self.clone();
+            Box::pin(async move { forward.forward(req).await })
+        })
+    }
+
+    /// Checks and rewrites the request for the upstream, and sends it.
+    async fn forward<B>(&self, req: Request<B>) -> Response<ProxyBody>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let front = req.extensions().get::<FrontInfo>().cloned();
+        // Always there when the request came through Proxy::forward; the fallback only
+        // keeps a request that did not from failing.
+        let front = front.unwrap_or_else(|| FrontInfo {
+            peer: req
+                .extensions()
+                .get::<crate::serve::PeerAddr>()
+                .map_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)), |p| p.0),
+            started: Instant::now(),
+            body_state: Arc::default(),
+        });
+        let core = &self.core;
+        let result = match core.prepare(req, front.peer) {
+            Ok(upstream_req) => {
+                core.send(upstream_req, front.peer, front.started, &front.body_state)
+                    .await
             }
             Err(refused) => Err(refused),
         };
-        admitted.finish(match &result {
-            Ok(r) => r.status(),
-            Err(local) => local.status(),
-        });
-        result
+        result.unwrap_or_else(LocalReply::into_response)
+    }
+}
+
+impl<C, B> tower_service::Service<Request<B>> for Forward<C>
+where
+    C: Connect + Clone + Send + Sync + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ProxyBody>;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
     }
 
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let forward = self.clone();
+        Box::pin(async move { Ok(forward.forward(req).await) })
+    }
+}
+
+impl<C> Core<C>
+where
+    C: Connect + Clone + Send + Sync + 'static,
+{
     /// The DNS-rebinding guard: a page on `evil.example` rebound to 127.0.0.1 reaches the
     /// client sidecar with `Host: evil.example:PORT` (browsers send no `Origin` on
     /// same-origin GETs), so only the hosts on the list are served. A missing `Host` (and,
@@ -366,7 +482,7 @@ where
             .or_else(|| parts.uri.authority().map(|a| a.to_string()));
         let headers = &mut parts.headers;
         headers::remove_hop_by_hop(headers);
-        headers::strip_tls_info(headers);
+        // Client-sent x-mcp-pqtls-* headers were stripped in Proxy::forward.
         headers::forwarded(
             headers,
             inner.options.forwarded,
@@ -559,8 +675,7 @@ pub fn is_event_stream(headers: &http::HeaderMap) -> bool {
         })
 }
 
-/// A response made here rather than upstream: a status and a one-line reason, or the
-/// gate's own answer.
+/// A response made here rather than upstream: a status and a one-line reason.
 enum LocalReply {
     Text {
         status: StatusCode,
@@ -568,7 +683,6 @@ enum LocalReply {
         /// `Retry-After: 1`: a refusal for load, worth retrying soon.
         retry_after: bool,
     },
-    Gate(crate::gate::Refused),
 }
 
 /// Why an upstream request got no response.
@@ -578,13 +692,6 @@ enum Failure {
 }
 
 impl LocalReply {
-    fn status(&self) -> StatusCode {
-        match self {
-            Self::Text { status, .. } => *status,
-            Self::Gate(r) => r.status(),
-        }
-    }
-
     fn into_response(self) -> Response<ProxyBody> {
         let r = match self {
             Self::Text {
@@ -604,7 +711,6 @@ impl LocalReply {
                 }
                 r
             }
-            Self::Gate(r) => *r,
         };
         r.map(|b| b.map_err(|never| match never {}).boxed())
     }

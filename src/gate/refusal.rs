@@ -1,0 +1,400 @@
+//! How the gate answers what it refuses: the refusal reasons (metric labels), the JSON-RPC
+//! errors and `WWW-Authenticate` challenges, one audit record per refused message, and
+//! the throttled WARN line.
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Response, StatusCode};
+use http_body_util::Full;
+use serde_json::{json, Value};
+
+use super::audit::{Decision, Record};
+use super::auth::{scope_hint, TokenError};
+use super::caller::Caller;
+use super::jsonrpc::{Body, Kind, Message};
+use super::rate::RateLimited;
+use super::rules::Denied;
+use super::{admitted::ms, Gate, Refused, POLICY_REFUSED, RATE_LIMITED};
+
+impl Gate {
+    /// Refused unread: the address is over `refusals-per-ip-per-minute`. No line and no
+    /// record each: a throttled WARN line with the count, and one summary audit record per
+    /// address per minute.
+    pub(super) fn flooded(&self, caller: &Caller, limited: &RateLimited) -> Refused {
+        self.metrics.refusal(RefusalReason::RefusalFlood);
+        crate::throttled!(self.flood_log, warn, client.addr = %caller.addr, client.key = ?caller.addr_key,
+                "Refusing requests unread: the address caused more than refusals-per-ip-per-minute refusals");
+        if let Some(n) = self.refusals.flooded(&caller.addr_key) {
+            self.audit_refused(
+                caller,
+                None,
+                "refusal-flood",
+                &format!("{n} request(s) from {} refused unread since the last such record: over refusals-per-ip-per-minute", caller.addr_key),
+                StatusCode::TOO_MANY_REQUESTS,
+            );
+        }
+        let secs = limited.retry_after_secs();
+        let body = json!({
+            "jsonrpc": "2.0",
+            "id": null,
+            "error": {
+                "code": RATE_LIMITED,
+                "message": format!("too many refused requests from this address; retry after {secs} s"),
+                "data": {"rule": "refusal-flood", "retry_after": secs},
+            },
+        });
+        let mut r = json_response(StatusCode::TOO_MANY_REQUESTS, body.to_string().into_bytes());
+        r.headers_mut()
+            .insert("retry-after", HeaderValue::from(secs));
+        Box::new(r)
+    }
+
+    pub(super) fn unauthorized(&self, caller: &Caller, e: &TokenError) -> Refused {
+        let Some(auth) = &self.auth else {
+            return Box::new(plain(StatusCode::UNAUTHORIZED, e.to_string()));
+        };
+        // RFC 6750 §3.1: a request without a token gets no error code.
+        let (error, challenge) = match e {
+            TokenError::Missing => (None, auth.settings.challenge(None, None)),
+            other => {
+                let description = other.to_string();
+                let c = auth
+                    .settings
+                    .challenge(Some(("invalid_token", &description)), None);
+                (Some(description), c)
+            }
+        };
+        crate::throttled!(self.refusal_log, warn, client.addr = %caller.addr, reason = e.kind().label(),
+            error = ?e.to_string(), "Refused request: bearer token not accepted");
+        self.refusal(caller, RefusalReason::Unauthorized);
+        self.audit_refused(
+            caller,
+            None,
+            &format!("auth:{}", e.kind()),
+            &e.to_string(),
+            StatusCode::UNAUTHORIZED,
+        );
+        let body = json!({
+            "error": if error.is_some() { "invalid_token" } else { "unauthorized" },
+            "error_description": e.to_string(),
+        });
+        let mut r = json_response(StatusCode::UNAUTHORIZED, body.to_string().into_bytes());
+        r.headers_mut()
+            .insert(http::header::WWW_AUTHENTICATE, challenge);
+        Box::new(r)
+    }
+
+    /// The token lacks `required-scopes`: refused before the body is read.
+    pub(super) fn insufficient_scope(&self, caller: &Caller, missing: &[String]) -> Refused {
+        let description = format!("the token lacks scope {}", missing.join(" "));
+        let mut r = self.refuse_whole(
+            caller,
+            StatusCode::FORBIDDEN,
+            RefusalReason::InsufficientScope,
+            "scope",
+            POLICY_REFUSED,
+            &description,
+        );
+        if let Some(a) = &self.auth {
+            let challenge = a.settings.challenge(
+                Some(("insufficient_scope", &description)),
+                Some(&scope_hint(caller.scopes(), missing)),
+            );
+            r.headers_mut()
+                .insert(http::header::WWW_AUTHENTICATE, challenge);
+        }
+        r
+    }
+
+    /// Refuses a request as a whole, before (or without) its messages being known: a
+    /// JSON-RPC error with `id: null`, one audit record.
+    pub(super) fn refuse_whole(
+        &self,
+        caller: &Caller,
+        status: StatusCode,
+        reason: RefusalReason,
+        rule: &str,
+        code: i64,
+        message: &str,
+    ) -> Refused {
+        self.refusal(caller, reason);
+        crate::throttled!(self.refusal_log, warn, client.addr = %caller.addr, gate.reason = reason.label(),
+            error = ?message, "Refused request");
+        // A full queue is why it was refused: its record would only be dropped, and counted
+        // as a dropped record of a call.
+        if reason != RefusalReason::AuditFull {
+            self.audit_refused(caller, None, rule, message, status);
+        }
+        let body = json!({
+            "jsonrpc": "2.0",
+            "id": null,
+            "error": {"code": code, "message": message, "data": {"rule": rule}},
+        });
+        Box::new(json_response(status, body.to_string().into_bytes()))
+    }
+
+    /// Refuses every message of a body: the refused ones with their reason, the others (in
+    /// a batch) naming the member that sank it. One audit record per message.
+    pub(super) fn refuse_messages(
+        &self,
+        caller: &Caller,
+        body: &Body,
+        verdicts: Vec<Option<Refusal>>,
+        status: StatusCode,
+        reason: RefusalReason,
+        challenge: Option<HeaderValue>,
+    ) -> Refused {
+        self.refusal(caller, reason);
+        let first = verdicts
+            .iter()
+            .position(Option::is_some)
+            .unwrap_or_default();
+        let culprit = body.messages.get(first).map_or_else(String::new, describe);
+        let verdicts: Vec<Refusal> = verdicts
+            .into_iter()
+            .map(|v| {
+                v.unwrap_or_else(|| {
+                    Refusal::new(
+                        "batch",
+                        POLICY_REFUSED,
+                        format!("batch refused as a whole because of member {culprit}"),
+                    )
+                })
+            })
+            .collect();
+        if let Some(first) = verdicts.get(first) {
+            crate::throttled!(self.refusal_log, warn, client.addr = %caller.addr,
+                client.id = ?caller.identity.as_deref().unwrap_or(""), gate.reason = reason.label(),
+                authz.rule = ?first.rule, error = ?first.message, "Refused request");
+        }
+        if let Some(audit) = &self.audit {
+            for r in self.records(caller, Some(body), |i| {
+                let v = &verdicts[i];
+                (Some(v.rule.clone()), Some(v.message.clone()))
+            }) {
+                audit.write(&Record {
+                    decision: Decision::Refused,
+                    status: status.as_u16(),
+                    duration_ms: ms(caller.started),
+                    ..r
+                });
+            }
+        }
+        let errors: Vec<Value> = body
+            .messages
+            .iter()
+            .zip(&verdicts)
+            .filter(|(m, _)| m.kind == Kind::Request)
+            .map(|(m, v)| {
+                json!({
+                    "jsonrpc": "2.0",
+                    "id": m.id,
+                    "error": {"code": v.code, "message": v.message, "data": v.data()},
+                })
+            })
+            .collect();
+        let mut response = if errors.is_empty() {
+            // Notifications (and responses) cannot be answered in JSON-RPC.
+            plain(status, format!("{}\n", verdicts[first].message))
+        } else if body.batch {
+            json_response(status, Value::Array(errors).to_string().into_bytes())
+        } else {
+            json_response(status, errors[0].to_string().into_bytes())
+        };
+        if let Some(c) = challenge {
+            response
+                .headers_mut()
+                .insert(http::header::WWW_AUTHENTICATE, c);
+        }
+        Box::new(response)
+    }
+
+    /// Counts a refusal: by reason, and against the address if the reason
+    /// [counts against it](RefusalReason::counts_against_address).
+    pub(super) fn refusal(&self, caller: &Caller, reason: RefusalReason) {
+        self.metrics.refusal(reason);
+        if reason.counts_against_address() {
+            self.refusals.refused(&caller.addr_key);
+        }
+    }
+}
+
+/// Why the gate refused an HTTP request: the `reason` label of `gate_refusals_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RefusalReason {
+    /// 401: no token, or one not accepted.
+    Unauthorized,
+    /// 403: the token lacks a scope (`required-scopes`, or a rule's).
+    InsufficientScope,
+    /// 403: a rule refused a message.
+    Rule,
+    /// 400: `Mcp-Method`/`Mcp-Name` disagree with the body.
+    HeaderMismatch,
+    /// 400: the body is not JSON (or could not be read).
+    ParseError,
+    /// 400: the body is JSON but not JSON-RPC.
+    InvalidRequest,
+    /// 413: the body is larger than `max-body-bytes`.
+    BodyTooLarge,
+    /// 429: a rate limit.
+    RateLimited,
+    /// 408: the body did not arrive whole within `request-body-timeout`.
+    BodyTimeout,
+    /// 503: `max-buffered-body-bytes` is taken by other requests.
+    BodyBudget,
+    /// 503: `max-inflight-per-connection` requests of this connection are in the gate.
+    Inflight,
+    /// 429, unread: the address caused more than `refusals-per-ip-per-minute` refusals.
+    RefusalFlood,
+    /// 503: `[audit] fail-closed` and the audit queue has no room for the call's records.
+    AuditFull,
+    /// 405: a method other than POST with a body, which the gate does not inspect.
+    MethodNotAllowed,
+}
+
+impl RefusalReason {
+    /// Every reason, in label order.
+    pub const ALL: [RefusalReason; 14] = [
+        Self::Unauthorized,
+        Self::InsufficientScope,
+        Self::Rule,
+        Self::HeaderMismatch,
+        Self::ParseError,
+        Self::InvalidRequest,
+        Self::BodyTooLarge,
+        Self::RateLimited,
+        Self::BodyTimeout,
+        Self::BodyBudget,
+        Self::Inflight,
+        Self::RefusalFlood,
+        Self::AuditFull,
+        Self::MethodNotAllowed,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Unauthorized => "unauthorized",
+            Self::InsufficientScope => "insufficient_scope",
+            Self::Rule => "rule",
+            Self::HeaderMismatch => "header_mismatch",
+            Self::ParseError => "parse_error",
+            Self::InvalidRequest => "invalid_request",
+            Self::BodyTooLarge => "body_too_large",
+            Self::RateLimited => "rate_limited",
+            Self::BodyTimeout => "body_timeout",
+            Self::BodyBudget => "body_budget",
+            Self::Inflight => "inflight",
+            Self::RefusalFlood => "refusal_flood",
+            Self::AuditFull => "audit_full",
+            Self::MethodNotAllowed => "method_not_allowed",
+        }
+    }
+
+    /// Whether the refusal counts against the address (`refusals-per-ip-per-minute`): not
+    /// when the gate itself is short (body budget, audit queue) or the client is only busy
+    /// (its connection's in-flight cap, a rate limit): neither is a hostile request, and
+    /// through a tunnel every client of a host shares one address.
+    fn counts_against_address(self) -> bool {
+        !matches!(
+            self,
+            Self::BodyBudget | Self::AuditFull | Self::Inflight | Self::RateLimited
+        )
+    }
+}
+
+impl std::fmt::Display for RefusalReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+impl serde::Serialize for RefusalReason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.label())
+    }
+}
+
+/// Why one message was refused, as the client and the audit log see it.
+#[derive(Clone, Debug)]
+pub(super) struct Refusal {
+    rule: String,
+    code: i64,
+    message: String,
+    pub(super) denied: Option<Denied>,
+    retry_after: Option<u64>,
+}
+
+impl Refusal {
+    pub(super) fn new(rule: &str, code: i64, message: String) -> Self {
+        Self {
+            rule: rule.to_owned(),
+            code,
+            message,
+            denied: None,
+            retry_after: None,
+        }
+    }
+
+    pub(super) fn denied(d: Denied) -> Self {
+        Self {
+            rule: d.rule.clone(),
+            code: POLICY_REFUSED,
+            message: d.to_string(),
+            denied: Some(d),
+            retry_after: None,
+        }
+    }
+
+    pub(super) fn rate(l: &RateLimited, message: String) -> Self {
+        Self {
+            rule: format!("rate-limit:{}", l.limit),
+            code: RATE_LIMITED,
+            message,
+            denied: None,
+            retry_after: Some(l.retry_after_secs()),
+        }
+    }
+
+    fn data(&self) -> Value {
+        let mut data = json!({"rule": self.rule});
+        if let Some(d) = &self.denied {
+            data["rule"] = json!(d.rule);
+            data["reason"] = json!(d.reason.label());
+        }
+        if let Some(s) = self.retry_after {
+            data["retry_after"] = json!(s);
+        }
+        data
+    }
+}
+
+fn describe(m: &Message) -> String {
+    let id =
+        m.id.as_ref()
+            .map_or_else(|| "(notification)".to_owned(), Value::to_string);
+    match (&m.method, m.tool()) {
+        (Some(method), Some(tool)) => format!("id {id} ({method} {tool})"),
+        (Some(method), None) => format!("id {id} ({method})"),
+        _ => format!("id {id}"),
+    }
+}
+
+pub(super) fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn plain(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
