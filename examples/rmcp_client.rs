@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use mcp_pqtls::tls::Trust;
 use mcp_pqtls::{ClientTlsConfig, PqConnector};
-use rmcp::model::{CallToolRequestParams, ClientInfo};
+use rmcp::model::{CallToolRequestParams, ClientConfig};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::ServiceExt;
@@ -41,7 +41,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         http,
         StreamableHttpClientTransportConfig::with_uri(url),
     );
-    let client = ClientInfo::default().serve(transport).await?;
+    let client = ClientConfig::default().serve(transport).await?;
     let result = client
         .call_tool(CallToolRequestParams::new("negotiated"))
         .await?;
