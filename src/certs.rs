@@ -18,8 +18,10 @@ use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use crate::crypto::signature_scheme_name;
 
+#[cfg(feature = "dev-pki")]
 mod dev;
 
+#[cfg(feature = "dev-pki")]
 pub use dev::{write_dev_pki, DevPki, KeyAlg};
 
 /// What an operator wants to know about a certificate.
@@ -154,6 +156,24 @@ impl Identity {
             error: e.to_string(),
         })?;
         Self::from_der(chain, key_der, schemes, &cert.display().to_string())
+    }
+
+    /// As [`Identity::load`], signing with the default schemes
+    /// ([`crate::crypto::Algorithms::default`]): a server's identity from its two PEM files.
+    ///
+    /// # Example
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # mcp_pqtls::certs::write_dev_pki(dir.path(), mcp_pqtls::certs::KeyAlg::EcdsaP256).unwrap();
+    /// # let (cert, key) = (dir.path().join("server.pem"), dir.path().join("server.key"));
+    /// let identity = mcp_pqtls::certs::Identity::from_pem_files(&cert, &key)?;
+    /// let acceptor = mcp_pqtls::PqAcceptor::new(mcp_pqtls::ServerTlsConfig::new(identity));
+    /// # acceptor.unwrap();
+    /// # Ok::<(), mcp_pqtls::certs::CertError>(())
+    /// ```
+    pub fn from_pem_files(cert: impl AsRef<Path>, key: impl AsRef<Path>) -> Result<Self, CertError> {
+        let schemes = crate::crypto::Algorithms::default().signature_schemes;
+        Self::load(cert.as_ref(), key.as_ref(), &schemes)
     }
 
     /// As [`Identity::load`], from DER already in memory; `label` names it in errors.
@@ -482,6 +502,7 @@ pub enum CertError {
         error: std::io::Error,
     },
     /// rcgen could not make a certificate.
+    #[cfg(feature = "dev-pki")]
     #[error("cannot generate {what}: {error}")]
     Generate {
         /// What was being made.

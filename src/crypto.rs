@@ -13,6 +13,7 @@ use crate::groups::Group;
 
 /// A TLS 1.3 cipher suite, by IANA name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CipherSuite {
     /// `TLS_AES_128_GCM_SHA256`
     Aes128GcmSha256,

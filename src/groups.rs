@@ -23,6 +23,7 @@ pub use secp384r1mlkem1024::SECP384R1MLKEM1024;
 /// A group is *post-quantum* ([`Group::is_pq`]) when it contains ML-KEM, alone or in a
 /// hybrid with a classical elliptic-curve Diffie-Hellman.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum Group {
     /// X25519 + ML-KEM-768 hybrid (0x11EC), the de-facto default of browsers and OpenSSL 3.5.
     X25519MLKEM768,

@@ -10,12 +10,13 @@
 //!   rules, and the pure decision made per ClientHello.
 //! - [`tls`]: [`tls::PqAcceptor`] (server: the server's group preference and the policy
 //!   enforced per ClientHello) and [`tls::PqConnector`] (client, usable with hyper-util).
-//! - [`gate`]: the server sidecar's MCP-aware gate: bearer tokens, per-method rules, rate
-//!   limits and an audit log.
-//! - [`serve`]: one call serves a hyper service over PQ TLS, with the
-//!   [`tls::ConnectionInfo`] of its connection in every request.
-//! - [`probe`]: what a TLS endpoint accepts, prefers and refuses, by real handshakes.
-//! - [`certs`]: PEM loading, inspection (ML-DSA included), and a dev PKI.
+//! - [`serve`]: one call serves a tower service (an axum `Router`, say) over PQ TLS, with the
+//!   [`ConnectionInfo`] of its connection in every request; [`Server::builder`] for limits.
+//! - [`certs`]: PEM loading, inspection (ML-DSA included), and a dev PKI (`dev-pki`).
+//! - `gate` (feature `gate`): the server sidecar's MCP-aware gate: bearer tokens,
+//!   per-method rules, rate limits and an audit log.
+//! - `probe` (feature `probe`): what a TLS endpoint accepts, prefers and refuses, by real
+//!   handshakes.
 //!
 //! # Example
 //! A PQ server and a `pq-required` client on 127.0.0.1, each seeing what was negotiated:
@@ -23,11 +24,13 @@
 //! use std::sync::Arc;
 //! use mcp_pqtls::certs::{DevPki, Identity, KeyAlg};
 //! use mcp_pqtls::crypto::Algorithms;
-//! use mcp_pqtls::tls::{ClientTlsConfig, PqAcceptor, PqConnector, ServerTlsConfig, Trust};
+//! use mcp_pqtls::tls::Trust;
+//! use mcp_pqtls::{ClientTlsConfig, PqAcceptor, PqConnector, ServerTlsConfig};
 //! use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! // In memory here; from two PEM files, `Identity::from_pem_files(cert, key)`.
 //! let pki = DevPki::generate(KeyAlg::EcdsaP256)?;
 //! let chain = CertificateDer::pem_slice_iter(pki.server_pem.as_bytes()).collect::<Result<_, _>>()?;
 //! let key = PrivateKeyDer::from_pem_slice(pki.server_key.as_bytes())?;
@@ -35,7 +38,7 @@
 //! let identity = Identity::from_der(chain, key, &schemes, "dev server")?;
 //!
 //! // Server: pq-preferred by default, groups X25519MLKEM768 then X25519.
-//! let acceptor = Arc::new(PqAcceptor::new(ServerTlsConfig::new(identity))?);
+//! let acceptor = PqAcceptor::new(ServerTlsConfig::new(identity))?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! let port = listener.local_addr()?.port();
 //! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -44,10 +47,9 @@
 //! // Client: pq-required by default, trusting the dev CA.
 //! let mut roots = rustls::RootCertStore::empty();
 //! roots.add(CertificateDer::from_pem_slice(pki.ca_pem.as_bytes())?)?;
-//! let connector = PqConnector::new(ClientTlsConfig {
-//!     trust: Trust::Roots(Arc::new(roots)),
-//!     ..ClientTlsConfig::default()
-//! })?;
+//! let mut config = ClientTlsConfig::default();
+//! config.trust = Trust::Roots(Arc::new(roots));
+//! let connector = PqConnector::new(config)?;
 //! let fetched = mcp_pqtls::get(&connector, format!("https://localhost:{port}/").parse()?).await?;
 //! assert_eq!(fetched.info.group, "X25519MLKEM768");
 //! assert!(fetched.info.pq);
@@ -60,40 +62,73 @@
 //! # Ok(())
 //! # }
 //! ```
-#![forbid(unsafe_code)]
-#![warn(missing_docs)]
+//!
+//! An rmcp server in an axum `Router` served by [`serve`], and an rmcp client going
+//! `pq-required` through reqwest with [`PqConnector::rustls_config`]: `examples/rmcp_server.rs`
+//! and `examples/rmcp_client.rs`.
+//!
+//! # Cargo features
+//! With `default-features = false`, the transport alone: groups, policy, crypto, certificate
+//! loading, [`tls`], [`serve`], [`ConnectionInfo`], [`metrics`]. Default is `sidecar`, which
+//! turns on everything the binary needs:
+//! - `dev-pki`: [`certs::DevPki`], a throwaway CA and certificates (rcgen);
+//! - `gate`: the MCP-aware gate (JWT, rules, rate limits, audit), with the proxy and TOML
+//!   config it uses;
+//! - `probe`: what a TLS endpoint accepts, prefers and refuses;
+//! - `sidecar`: the sidecars, admin endpoint, load generator, demo and the CLI's crates.
+// `unsafe_code = "forbid"` and `missing_docs = "warn"` are in Cargo.toml's `[lints]`.
 
-pub mod admin;
+// The transport: what a server or client linking the crate needs, with no feature on.
 pub mod certs;
-pub mod config;
 mod connect;
 pub mod crypto;
 pub mod deadline;
-pub mod demo;
-#[doc(hidden)]
-pub mod fuzzing;
-pub mod gate;
 pub mod groups;
-pub mod loadgen;
-pub mod logfmt;
 pub mod metrics;
 pub mod policy;
-pub mod probe;
-pub mod proxy;
 mod reflect;
 mod serve;
-pub mod sidecar;
-pub mod signal;
 pub mod source;
 pub mod throttle;
 pub mod tls;
+
+// The tools around it, each behind its Cargo feature.
+#[cfg(feature = "sidecar")]
+pub mod admin;
+// The gate still imports the TOML config and the proxy (and they it): one feature for now.
+#[cfg(feature = "gate")]
+pub mod config;
+#[cfg(feature = "sidecar")]
+pub mod demo;
+#[cfg(feature = "sidecar")]
+#[doc(hidden)]
+pub mod fuzzing;
+#[cfg(feature = "gate")]
+pub mod gate;
+#[cfg(feature = "sidecar")]
+pub mod loadgen;
+#[cfg(feature = "sidecar")]
+pub mod logfmt;
+#[cfg(feature = "probe")]
+pub mod probe;
+#[cfg(feature = "gate")]
+pub mod proxy;
+#[cfg(feature = "sidecar")]
+pub mod sidecar;
+#[cfg(feature = "sidecar")]
+pub mod signal;
+#[cfg(feature = "gate")]
 pub mod value;
 
-pub use connect::{get, Fetched};
+// The table of contents: the types a server or client author starts from.
 pub use groups::Group;
-pub use policy::PolicyMode;
+pub use policy::{Policy, PolicyMode};
+pub use serve::{serve, serve_with, ConnectionId, PeerAddr, ServeOptions, Server, ServerBuilder};
+pub use tls::{ClientTlsConfig, ConnectionInfo, PqAcceptor, PqConnector, ServerTlsConfig};
+
+// Debugging helpers: the `reflect` server and a one-shot GET through a connector.
+pub use connect::{get, Fetched};
 pub use reflect::reflect;
-pub use serve::{serve, serve_with, ConnectionId, PeerAddr, ServeOptions};
 
 /// Groups used when none are configured, in order of preference: the hybrid every major
 /// peer speaks, then X25519 for classical fallback (which the policy decides on).

@@ -43,6 +43,7 @@ pub struct ClientHelloSummary {
 
 /// How strict the endpoint is about post-quantum key exchange.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum PolicyMode {
     /// Only post-quantum groups are offered and accepted.
     PqRequired,

@@ -3,7 +3,6 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, Request, Response, StatusCode};
@@ -16,13 +15,16 @@ use crate::tls::{ConnectionInfo, PqAcceptor};
 /// Serves the reflect service on `listener` until `shutdown` completes.
 pub async fn reflect(
     listener: TcpListener,
-    acceptor: Arc<PqAcceptor>,
+    acceptor: impl Into<PqAcceptor>,
     shutdown: impl Future,
 ) -> std::io::Result<()> {
     let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
         Ok::<_, Infallible>(reflect_response(&req))
     });
-    crate::serve(listener, acceptor, service, shutdown).await
+    crate::Server::builder(listener)
+        .tls(acceptor)
+        .serve_hyper(service, shutdown)
+        .await
 }
 
 fn reflect_response<B>(req: &Request<B>) -> Response<Full<Bytes>> {

@@ -1,5 +1,4 @@
-//! Serving a hyper (or tower, via `hyper_util::service::TowerToHyperService`) service over
-//! PQ TLS: HTTP/1.1 or h2 by ALPN, the [`ConnectionInfo`] in every request's extensions, and
+//! Serving a tower (or hyper) service over PQ TLS: HTTP/1.1 or h2 by ALPN, the [`ConnectionInfo`] in every request's extensions, and
 //! graceful shutdown; and the connection budgets that keep one hostile host from taking the
 //! listener: a cap per source at accept, a deadline for the first request, an idle timeout,
 //! h2 keep-alive, and the rapid-reset watch. hyper has the keep-alive and HTTP/1.1's header
@@ -33,9 +32,13 @@ use crate::tls::{ConnectionInfo, PqAcceptor};
 type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// Serves `service` on every connection `listener` accepts, through `acceptor`'s policy,
-/// until `shutdown` completes; then stops accepting and waits for in-flight requests.
+/// until `shutdown` completes; then stops accepting and waits for in-flight requests. The
+/// one-call form of [`Server::builder`], with [`ServeOptions::default`].
 ///
-/// Each request carries the connection's `Arc<ConnectionInfo>` (see [`crate::tls::ConnectionInfo::of`]).
+/// `service` is a tower service as it is: an axum `Router` (an rmcp
+/// `StreamableHttpService` nested in it, say), a `tower::service_fn`, a layered stack. Each
+/// request carries the connection's `Arc<ConnectionInfo>` (see
+/// [`crate::tls::ConnectionInfo::of`]), its [`PeerAddr`] and its [`ConnectionId`].
 /// Connections that fail the handshake or the policy are dropped (the acceptor logs and
 /// counts them) without touching the others.
 ///
@@ -46,24 +49,28 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 /// use hyper::body::Bytes;
 /// use mcp_pqtls::tls::ConnectionInfo;
 ///
-/// let service = hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+/// let service = tower::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
 ///     let group = ConnectionInfo::of(req.extensions()).map(|i| i.group.clone());
 ///     Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(
 ///         format!("hello over {}", group.unwrap_or_default()),
 ///     ))))
 /// });
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8443").await?;
-/// mcp_pqtls::serve(listener, std::sync::Arc::new(acceptor), service, tokio::signal::ctrl_c()).await
+/// mcp_pqtls::serve(listener, acceptor, service, tokio::signal::ctrl_c()).await
 /// # }
 /// ```
 pub async fn serve<S, B, F>(
     listener: TcpListener,
-    acceptor: Arc<PqAcceptor>,
+    acceptor: impl Into<PqAcceptor>,
     service: S,
     shutdown: F,
 ) -> std::io::Result<()>
 where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S: tower_service::Service<Request<Incoming>, Response = Response<B>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     B: Body + Send + 'static,
@@ -71,20 +78,154 @@ where
     B::Error: Into<BoxError>,
     F: Future,
 {
-    let metrics = acceptor.metrics().clone();
-    serve_with(
-        listener,
-        Some(acceptor),
-        service,
-        &ServeOptions::default(),
-        metrics,
-        shutdown,
-    )
-    .await
+    Server::builder(listener)
+        .tls(acceptor)
+        .serve(service, shutdown)
+        .await
 }
 
-/// Connection-level limits and shutdown behaviour of [`serve_with`].
+/// Where a server with options starts: `Server::builder(listener)`, then what differs
+/// from the defaults, then [`ServerBuilder::serve`].
+///
+/// # Example
+/// ```no_run
+/// # async fn run(acceptor: mcp_pqtls::tls::PqAcceptor, app: axum::Router) -> std::io::Result<()> {
+/// use mcp_pqtls::{ServeOptions, Server};
+///
+/// let mut options = ServeOptions::default();
+/// options.max_connections = 100;
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8443").await?;
+/// Server::builder(listener)
+///     .tls(acceptor)
+///     .options(options)
+///     .serve(app, tokio::signal::ctrl_c())
+///     .await
+/// # }
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Server;
+
+impl Server {
+    /// A server on `listener`: without TLS until [`ServerBuilder::tls`] is set, with
+    /// [`ServeOptions::default`].
+    pub fn builder(listener: TcpListener) -> ServerBuilder {
+        ServerBuilder {
+            listener,
+            acceptor: None,
+            options: ServeOptions::default(),
+            metrics: None,
+        }
+    }
+}
+
+/// A server being configured; see [`Server::builder`].
+#[derive(Debug)]
+#[must_use = "a server builder does nothing until `serve` is awaited"]
+pub struct ServerBuilder {
+    listener: TcpListener,
+    acceptor: Option<PqAcceptor>,
+    options: ServeOptions,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl ServerBuilder {
+    /// Accepts connections into PQ TLS through `acceptor` (its policy, groups and
+    /// handshake timeout). Default is none: plain HTTP, for a loopback listener such as
+    /// the client sidecar's, where hyper tells h2 from HTTP/1.1 by the preface.
+    pub fn tls(mut self, acceptor: impl Into<PqAcceptor>) -> Self {
+        self.acceptor = Some(acceptor.into());
+        self
+    }
+
+    /// Connection limits, timeouts and drain. Default is [`ServeOptions::default`].
+    pub fn options(mut self, options: ServeOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Where open, rejected and closed connections are counted. Default is the
+    /// acceptor's metrics (beside its handshake counters), or new ones without TLS.
+    pub fn metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Serves the tower `service` until `shutdown` completes, then drains (see [`serve`]).
+    pub async fn serve<S, B, F>(self, service: S, shutdown: F) -> std::io::Result<()>
+    where
+        S: tower_service::Service<Request<Incoming>, Response = Response<B>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+        F: Future,
+    {
+        self.serve_hyper(TowerToHyper(service), shutdown).await
+    }
+
+    /// As [`ServerBuilder::serve`], for a service written against hyper's `Service` trait
+    /// (called by reference, no readiness) rather than tower's.
+    pub async fn serve_hyper<S, B, F>(self, service: S, shutdown: F) -> std::io::Result<()>
+    where
+        S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+        F: Future,
+    {
+        let metrics = match (self.metrics, &self.acceptor) {
+            (Some(m), _) => m,
+            (None, Some(acceptor)) => acceptor.metrics().clone(),
+            (None, None) => Arc::default(),
+        };
+        run(
+            self.listener,
+            self.acceptor,
+            service,
+            &self.options,
+            metrics,
+            shutdown,
+        )
+        .await
+    }
+}
+
+/// A tower service called as hyper calls: each request gets a clone of the service, which
+/// is made ready and then called (tower's `oneshot`, what hyper-util's
+/// `TowerToHyperService` does), so a service with backpressure is never called unready.
+#[derive(Clone)]
+struct TowerToHyper<S>(S);
+
+impl<S, B> Service<Request<Incoming>> for TowerToHyper<S>
+where
+    S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<B>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<B>, S::Error>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let mut service = self.0.clone();
+        Box::pin(async move {
+            std::future::poll_fn(|cx| service.poll_ready(cx)).await?;
+            service.call(req).await
+        })
+    }
+}
+
+/// Connection-level limits and shutdown behaviour of a [`Server`]. Start from
+/// [`ServeOptions::default`] and set what differs (new fields may come with defaults).
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ServeOptions {
     /// Connections served at once; one more is closed at accept (and counted in
     /// `connections_rejected`) rather than queued. Default 1024.
@@ -149,12 +290,41 @@ pub struct PeerAddr(pub SocketAddr);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ConnectionId(pub u64);
 
-/// As [`serve`], with limits, and optionally without TLS (`acceptor: None`, for a loopback
-/// listener such as the client sidecar's). Open and rejected connections are counted in
-/// `metrics` (pass the acceptor's to keep them with its handshake counters).
+/// As [`serve`], for a hyper service, with limits, and optionally without TLS
+/// (`acceptor: None`). Open and rejected connections are counted in `metrics`.
+///
+/// The positional form of [`Server::builder`]`(listener).tls(..).options(..).metrics(..)`
+/// `.serve_hyper(service, shutdown)`, kept for the callers not yet moved to the builder.
 pub async fn serve_with<S, B, F>(
     listener: TcpListener,
     acceptor: Option<Arc<PqAcceptor>>,
+    service: S,
+    options: &ServeOptions,
+    metrics: Arc<Metrics>,
+    shutdown: F,
+) -> std::io::Result<()>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+    F: Future,
+{
+    let mut server = Server::builder(listener)
+        .options(options.clone())
+        .metrics(metrics);
+    if let Some(acceptor) = acceptor {
+        server = server.tls(acceptor);
+    }
+    server.serve_hyper(service, shutdown).await
+}
+
+/// The accept loop and the drain behind every entry point.
+async fn run<S, B, F>(
+    listener: TcpListener,
+    acceptor: Option<PqAcceptor>,
     service: S,
     options: &ServeOptions,
     metrics: Arc<Metrics>,

@@ -189,7 +189,7 @@ async fn sni_exception_matches_wildcards() {
     .await;
     let client_for = |sni: &str| {
         let mut c = pki.client(&[X25519], PolicyMode::ClassicalAllowed);
-        c.trust = mcp_pqtls::tls::Trust::InsecureSkipVerify; // the dev cert names localhost only
+        c.trust = mcp_pqtls::tls::danger::insecure_skip_verify(); // the dev cert names localhost only
         c.sni = Some(sni.to_owned());
         connector(c)
     };
@@ -367,7 +367,7 @@ async fn graceful_shutdown_lets_in_flight_requests_finish() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (entered_tx, entered_rx) = tokio::sync::mpsc::channel::<()>(1);
-    let service = hyper::service::service_fn(move |_req| {
+    let service = tower::service_fn(move |_req| {
         let entered = entered_tx.clone();
         async move {
             let _ = entered.send(()).await;

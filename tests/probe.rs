@@ -275,7 +275,7 @@ async fn ml_dsa_mtls_server_and_a_chain_that_does_not_verify() {
     assert!(error.contains("invalid peer certificate"), "{error}");
 
     let insecure = ProbeOptions {
-        trust: Trust::InsecureSkipVerify,
+        trust: mcp_pqtls::tls::danger::insecure_skip_verify(),
         ..ProbeOptions::default()
     };
     let r = probe_server(&server, &insecure).await;

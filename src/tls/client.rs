@@ -29,8 +29,16 @@ use crate::groups::{display_list, Group, GroupId};
 use crate::metrics::Metrics;
 use crate::policy::{Policy, PolicyError, PolicyMode, Refusal};
 
-/// Everything the client side is configured with.
+/// Everything the client side is configured with. Start from
+/// [`ClientTlsConfig::default`] and set what differs:
+///
+/// ```
+/// # let roots = std::sync::Arc::new(rustls::RootCertStore::empty());
+/// let mut config = mcp_pqtls::ClientTlsConfig::default();
+/// config.trust = mcp_pqtls::tls::Trust::Roots(roots);
+/// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ClientTlsConfig {
     /// Groups (in order of preference), suites and signature schemes. The policy decides
     /// which groups are offered (see [`PolicyMode::client_offer`]); the first one offered
@@ -68,13 +76,16 @@ impl Default for ClientTlsConfig {
 
 /// Which server certificates the client trusts.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub enum Trust {
     /// Certificates issued under these roots.
     Roots(Arc<RootCertStore>),
     /// Certificates issued under the operating system's roots.
     System,
     /// Any certificate (`--insecure`): for throwaway test servers only. The server must still
-    /// prove possession of its certificate's key.
+    /// prove possession of its certificate's key. Made by
+    /// [`super::danger::insecure_skip_verify`], so that the risk is named where it is taken.
+    #[doc(hidden)]
     InsecureSkipVerify,
 }
 
@@ -147,6 +158,42 @@ impl PqConnector {
                 metrics: Arc::default(),
             }),
         })
+    }
+
+    /// The rustls config every handshake of this connector starts from: the groups the
+    /// policy offers (under `pq-required` only the post-quantum ones, so a server that
+    /// wants classical key exchange fails the handshake), the configured suites, the
+    /// signature-scheme restriction, the trust, the client certificate and ALPN.
+    ///
+    /// For clients that bring their own TLS plumbing, such as reqwest (and so rmcp's
+    /// `StreamableHttpClientTransport`): `reqwest::ClientBuilder::tls_backend_preconfigured`
+    /// (`use_preconfigured_tls` before 0.13) takes it as it is. A clone: it shares the
+    /// connector's session cache and verifier.
+    ///
+    /// What that path cannot do, because the handshake is then reqwest's, not
+    /// [`PqConnector::handshake`]:
+    /// - **no check after the handshake**: under `pq-preferred` a classical fallback is
+    ///   neither logged nor counted in [`PqConnector::metrics`] (under `pq-required` none can
+    ///   happen: no classical group is offered, and rustls refuses a server that picks a group
+    ///   not offered);
+    /// - **no [`ConnectionInfo`]** in responses: reqwest does not expose the TLS session;
+    /// - **no `sni` override or handshake timeout** from [`ClientTlsConfig`]: reqwest sends
+    ///   the URL's host and has its own `connect_timeout`;
+    /// - reqwest sets ALPN from its own HTTP version preference (h2 and http/1.1 by default).
+    ///
+    /// # Example
+    /// ```
+    /// use mcp_pqtls::tls::{ClientTlsConfig, PqConnector};
+    ///
+    /// let connector = PqConnector::new(ClientTlsConfig::default())?; // pq-required
+    /// let client = reqwest::Client::builder()
+    ///     .tls_backend_preconfigured(connector.rustls_config())
+    ///     .build()?;
+    /// # drop(client);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn rustls_config(&self) -> rustls::ClientConfig {
+        (*self.inner.base).clone()
     }
 
     /// The groups this client offers, in order (the first carries the key share).

@@ -11,6 +11,7 @@ use crate::groups::GroupId;
 /// Serialized (snake_case) by `mcp-pqtls reflect` and `connect`; available to services per
 /// request as an `Arc<ConnectionInfo>` extension (see [`ConnectionInfo::of`]).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub struct ConnectionInfo {
     /// The key-exchange group, by IANA name.
     pub group: String,

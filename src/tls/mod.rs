@@ -7,7 +7,20 @@ mod server;
 mod verify;
 
 pub use client::{ClientError, ClientTlsConfig, PqConnector, PqStream, Trust};
+
+/// What turns a check off: named so at every call site (rustls's `dangerous()`).
+pub mod danger {
+    use super::Trust;
+
+    /// Trust any server certificate: no chain, expiry or name check (`--insecure`). For
+    /// throwaway test servers only; the server must still prove possession of the key in
+    /// the certificate it sent.
+    pub fn insecure_skip_verify() -> Trust {
+        Trust::InsecureSkipVerify
+    }
+}
 pub use info::ConnectionInfo;
+#[cfg(feature = "sidecar")] // for the fuzzing harness
 pub(crate) use server::summarize;
 pub use server::{AcceptError, ClientAuth, PqAcceptor, ServerError, ServerTlsConfig};
 

@@ -33,6 +33,7 @@ use crate::throttle::LogThrottle;
 
 /// Everything the server side is configured with.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ServerTlsConfig {
     /// Certificate chain and key.
     pub identity: Identity,
@@ -66,6 +67,7 @@ impl ServerTlsConfig {
 
 /// Client-certificate authentication (mTLS).
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub enum ClientAuth {
     /// No client certificate is requested.
     None,
@@ -75,8 +77,23 @@ pub enum ClientAuth {
     Required(Arc<RootCertStore>),
 }
 
-/// Accepts TCP connections into PQ TLS under a policy. Cheap to share behind an `Arc`.
+/// Accepts TCP connections into PQ TLS under a policy. Clone it freely: clones share
+/// configuration, policy, session tickets and metrics (an `Arc` inside, as tokio-rustls's
+/// `TlsAcceptor`), so a policy reload through one reaches all.
+#[derive(Clone)]
 pub struct PqAcceptor {
+    inner: Arc<AcceptorInner>,
+}
+
+/// Until every caller takes the acceptor by value: the `Arc` it was shared in is the
+/// same acceptor.
+impl From<Arc<PqAcceptor>> for PqAcceptor {
+    fn from(shared: Arc<PqAcceptor>) -> Self {
+        (*shared).clone()
+    }
+}
+
+struct AcceptorInner {
     /// Replaced whole by [`PqAcceptor::replace_policy`]; each handshake reads it once.
     negotiation: RwLock<Arc<Negotiation>>,
     /// Shared with every config's cert resolver, so a reload reaches them all at once.
@@ -253,6 +270,7 @@ impl PqAcceptor {
         };
         let negotiation = Negotiation::new(&parts.algorithms.groups, policy, &parts)?;
         Ok(Self {
+            inner: Arc::new(AcceptorInner {
             negotiation: RwLock::new(Arc::new(negotiation)),
             identity: parts.identity.clone(),
             parts,
@@ -260,13 +278,14 @@ impl PqAcceptor {
             metrics: Arc::default(),
             failures_logged: LogThrottle::default(),
             refusals_logged: LogThrottle::default(),
+            }),
         })
     }
 
     /// Handshake counters: completed per group, HelloRetryRequests, classical fallbacks,
     /// refusals, failures, timeouts.
     pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
+        &self.inner.metrics
     }
 
     /// The groups in use, in order of preference (under `pq-required`, only the pq ones).
@@ -290,8 +309,9 @@ impl PqAcceptor {
     /// A policy that does not fit the groups (or needs client certificates that are not
     /// asked for) is refused, and the current one stays.
     pub fn replace_policy(&self, groups: &[Group], policy: Policy) -> Result<(), ServerError> {
-        let negotiation = Arc::new(Negotiation::new(groups, policy, &self.parts)?);
+        let negotiation = Arc::new(Negotiation::new(groups, policy, &self.inner.parts)?);
         *self
+            .inner
             .negotiation
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = negotiation;
@@ -300,7 +320,7 @@ impl PqAcceptor {
 
     fn negotiation(&self) -> Arc<Negotiation> {
         // A poisoned lock only means a panic elsewhere mid-swap; the value is a whole Arc.
-        self.negotiation
+        self.inner.negotiation
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
@@ -309,12 +329,12 @@ impl PqAcceptor {
     /// The signature schemes an identity must be able to sign with (see
     /// [`Identity::load`]).
     pub fn signature_schemes(&self) -> &[SignatureScheme] {
-        &self.parts.schemes
+        &self.inner.parts.schemes
     }
 
     /// What the certificate being served says.
     pub fn certificate(&self) -> CertInfo {
-        self.identity.get().info().clone()
+        self.inner.identity.get().info().clone()
     }
 
     /// Serves `identity` from the next handshake on; connections already established keep
@@ -322,6 +342,7 @@ impl PqAcceptor {
     pub fn replace_identity(&self, identity: Identity) {
         // A poisoned lock only means a panic elsewhere mid-swap; the value is a whole Arc.
         let mut slot = self
+            .inner
             .identity
             .0
             .write()
@@ -341,29 +362,29 @@ impl PqAcceptor {
         peer: SocketAddr,
     ) -> Result<(TlsStream<IO>, ConnectionInfo), AcceptError> {
         let started = Instant::now();
-        let outcome = tokio::time::timeout(self.handshake_timeout, self.handshake(tcp, peer)).await;
-        self.metrics.handshake_duration(started.elapsed());
+        let outcome = tokio::time::timeout(self.inner.handshake_timeout, self.handshake(tcp, peer)).await;
+        self.inner.metrics.handshake_duration(started.elapsed());
         match outcome {
             Ok(Ok(done)) => Ok(done),
             Ok(Err(e)) => {
                 match &e {
                     AcceptError::Refused(r) => {
-                        self.metrics.policy_refusal(&r.reason);
-                        crate::throttled!(self.refusals_logged, warn, client.addr = %peer,
+                        self.inner.metrics.policy_refusal(&r.reason);
+                        crate::throttled!(self.inner.refusals_logged, warn, client.addr = %peer,
                             reason = %r, "Handshake refused by policy");
                     }
                     other => {
-                        self.metrics.handshake_failure();
-                        crate::throttled!(self.failures_logged, info, client.addr = %peer,
+                        self.inner.metrics.handshake_failure();
+                        crate::throttled!(self.inner.failures_logged, info, client.addr = %peer,
                             error = %other, "Handshake failed");
                     }
                 }
                 Err(e)
             }
             Err(_) => {
-                self.metrics.handshake_timeout();
-                let timeout = self.handshake_timeout;
-                crate::throttled!(self.failures_logged, info, client.addr = %peer, ?timeout,
+                self.inner.metrics.handshake_timeout();
+                let timeout = self.inner.handshake_timeout;
+                crate::throttled!(self.inner.failures_logged, info, client.addr = %peer, ?timeout,
                     "Handshake timed out");
                 Err(AcceptError::Timeout(timeout))
             }
@@ -381,6 +402,7 @@ impl PqAcceptor {
         let client_hello = start.client_hello();
         let hello = summarize(&client_hello, peer, SystemTime::now());
         let scheme = self
+            .inner
             .identity
             .get()
             .scheme_for(client_hello.signature_schemes());
@@ -402,7 +424,7 @@ impl PqAcceptor {
             Some(check) => {
                 let gate = Arc::new(IdentityGate::new(check.clone()));
                 (
-                    self.parts.build(
+                    self.inner.parts.build(
                         // The cached config's provider already holds exactly this group.
                         now.configs[&permit.group].crypto_provider().clone(),
                         Some(gate.clone()),
@@ -456,7 +478,7 @@ impl PqAcceptor {
 
     fn record(&self, info: &ConnectionInfo, permit: &Permit, conn: &rustls::ServerConnection) {
         let group = ConnectionInfo::group_id(conn).unwrap_or(GroupId(0));
-        self.metrics.handshake(
+        self.inner.metrics.handshake(
             group,
             info.hello_retry,
             info.resumed,

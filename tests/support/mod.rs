@@ -78,15 +78,14 @@ impl Pki {
 
     /// A client trusting this PKI's CA.
     pub fn client(&self, groups: &[Group], policy: PolicyMode) -> ClientTlsConfig {
-        ClientTlsConfig {
-            algorithms: Algorithms {
-                groups: groups.to_vec(),
-                ..Algorithms::default()
-            },
-            policy,
-            trust: Trust::Roots(self.roots()),
-            ..ClientTlsConfig::default()
-        }
+        let mut c = ClientTlsConfig::default();
+        c.algorithms = Algorithms {
+            groups: groups.to_vec(),
+            ..Algorithms::default()
+        };
+        c.policy = policy;
+        c.trust = Trust::Roots(self.roots());
+        c
     }
 }
 
@@ -107,7 +106,7 @@ impl Server {
         let requests = Arc::new(AtomicUsize::new(0));
         let seen = requests.clone();
         let service =
-            hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            tower::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 seen.fetch_add(1, Ordering::SeqCst);
                 let info = ConnectionInfo::of(req.extensions()).cloned();
                 async move {
