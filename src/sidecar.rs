@@ -108,6 +108,25 @@ pub struct Started {
 }
 
 impl Sidecar {
+    /// Puts `flags` over `file` (when given), then validates the whole for `mode`; a server
+    /// sidecar re-reads the file's groups and policy while it runs.
+    pub fn load(
+        mode: Mode,
+        flags: SidecarConfig,
+        file: Option<&Path>,
+    ) -> Result<Self, ConfigError> {
+        Layered::load(flags, file)?.resolve(mode)
+    }
+
+    /// Has a server sidecar re-read `source` for its groups and policy on SIGHUP, and when
+    /// the file changes; a client sidecar ignores it.
+    pub fn reloading(mut self, source: Option<ConfigSource>) -> Self {
+        if let Sidecar::Server(s) = &mut self {
+            s.source = source;
+        }
+        self
+    }
+
     /// Binds the listeners, calls `started` (the CLI prints the summary), then serves until
     /// `shutdown` completes and in-flight requests drain (or the drain timeout passes).
     pub async fn run<F: Future>(
@@ -274,27 +293,6 @@ impl Sidecar {
                 result
             }
         }
-    }
-}
-
-impl Sidecar {
-    /// Puts `flags` over `file` (when given), then validates the whole for `mode`; a server
-    /// sidecar re-reads the file's groups and policy while it runs.
-    pub fn load(
-        mode: Mode,
-        flags: SidecarConfig,
-        file: Option<&Path>,
-    ) -> Result<Self, ConfigError> {
-        Layered::load(flags, file)?.resolve(mode)
-    }
-
-    /// Has a server sidecar re-read `source` for its groups and policy on SIGHUP, and when
-    /// the file changes; a client sidecar ignores it.
-    pub fn reloading(mut self, source: Option<ConfigSource>) -> Self {
-        if let Sidecar::Server(s) = &mut self {
-            s.source = source;
-        }
-        self
     }
 }
 
