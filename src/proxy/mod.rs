@@ -142,7 +142,8 @@ impl<C> Clone for Proxy<C> {
 type Stage = Arc<
     dyn Fn(
             Request<RequestBody<Incoming>>,
-        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<ProxyBody>> + Send>>
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<ProxyBody>> + Send>>
         + Send
         + Sync,
 >;
@@ -209,7 +210,14 @@ impl Proxy<PqConnector> {
         let pool = upstream
             .is_tls()
             .then(|| Arc::new(H2Pool::new(connector.clone())));
-        Self::build(upstream, connector, Side::Client, options, pool, Forward::stage)
+        Self::build(
+            upstream,
+            connector,
+            Side::Client,
+            options,
+            pool,
+            Forward::stage,
+        )
     }
 }
 
@@ -227,23 +235,30 @@ where
     /// refuse costs no rate-limit tokens and is not audited.
     pub fn gated(upstream: Upstream, connector: C, options: HttpOptions, gate: Arc<Gate>) -> Self {
         let layer = GateLayer::new(gate);
-        Self::build(upstream, connector, Side::Server, options, None, move |forward| {
-            let service = layer.layer(forward);
-            Arc::new(move |req| {
-                let service = service.clone();
-                Box::pin(async move {
-                    let response = match hyper::service::Service::call(&service, req).await {
-                        Ok(r) => r,
-                        Err(never) => match never {},
-                    };
-                    // The gate's refusal, or the forwarding's body as it is (not boxed twice).
-                    response.map(|b| match b.into_inner() {
-                        Ok(body) => body,
-                        Err(refused) => refused.map_err(|never| match never {}).boxed(),
+        Self::build(
+            upstream,
+            connector,
+            Side::Server,
+            options,
+            None,
+            move |forward| {
+                let service = layer.layer(forward);
+                Arc::new(move |req| {
+                    let service = service.clone();
+                    Box::pin(async move {
+                        let response = match hyper::service::Service::call(&service, req).await {
+                            Ok(r) => r,
+                            Err(never) => match never {},
+                        };
+                        // The gate's refusal, or the forwarding's body as it is (not boxed twice).
+                        response.map(|b| match b.into_inner() {
+                            Ok(body) => body,
+                            Err(refused) => refused.map_err(|never| match never {}).boxed(),
+                        })
                     })
                 })
-            })
-        })
+            },
+        )
     }
 
     fn build(
@@ -326,7 +341,9 @@ where
             started,
             body_state,
         });
-        parts.extensions.get_or_insert_with(|| crate::serve::PeerAddr(peer));
+        parts
+            .extensions
+            .get_or_insert_with(|| crate::serve::PeerAddr(peer));
         let req = Request::from_parts(parts, body);
         // Host and Origin first: a refused one costs no rate-limit tokens and is not audited.
         let checked = core
