@@ -32,7 +32,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = ClientTlsConfig::default();
     config.trust = Trust::Roots(Arc::new(roots));
     let connector = PqConnector::new(config)?;
-    println!("offering: {}", mcp_pqtls::groups::display_list(connector.offered_groups()));
+    println!(
+        "offering: {}",
+        mcp_pqtls::groups::display_list(connector.offered_groups())
+    );
 
     let http = reqwest::Client::builder()
         .tls_backend_preconfigured(connector.rustls_config())

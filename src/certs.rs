@@ -171,7 +171,10 @@ impl Identity {
     /// # acceptor.unwrap();
     /// # Ok::<(), mcp_pqtls::certs::CertError>(())
     /// ```
-    pub fn from_pem_files(cert: impl AsRef<Path>, key: impl AsRef<Path>) -> Result<Self, CertError> {
+    pub fn from_pem_files(
+        cert: impl AsRef<Path>,
+        key: impl AsRef<Path>,
+    ) -> Result<Self, CertError> {
         let schemes = crate::crypto::Algorithms::default().signature_schemes;
         Self::load(cert.as_ref(), key.as_ref(), &schemes)
     }

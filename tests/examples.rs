@@ -15,7 +15,14 @@ use tokio::process::Command;
 fn build_examples() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
     let status = std::process::Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "--example", "rmcp_server", "--example", "rmcp_client"])
+        .args([
+            "build",
+            "--quiet",
+            "--example",
+            "rmcp_server",
+            "--example",
+            "rmcp_client",
+        ])
         .arg("--manifest-path")
         .arg(&manifest)
         .status()

@@ -271,13 +271,13 @@ impl PqAcceptor {
         let negotiation = Negotiation::new(&parts.algorithms.groups, policy, &parts)?;
         Ok(Self {
             inner: Arc::new(AcceptorInner {
-            negotiation: RwLock::new(Arc::new(negotiation)),
-            identity: parts.identity.clone(),
-            parts,
-            handshake_timeout,
-            metrics: Arc::default(),
-            failures_logged: LogThrottle::default(),
-            refusals_logged: LogThrottle::default(),
+                negotiation: RwLock::new(Arc::new(negotiation)),
+                identity: parts.identity.clone(),
+                parts,
+                handshake_timeout,
+                metrics: Arc::default(),
+                failures_logged: LogThrottle::default(),
+                refusals_logged: LogThrottle::default(),
             }),
         })
     }
@@ -320,7 +320,8 @@ impl PqAcceptor {
 
     fn negotiation(&self) -> Arc<Negotiation> {
         // A poisoned lock only means a panic elsewhere mid-swap; the value is a whole Arc.
-        self.inner.negotiation
+        self.inner
+            .negotiation
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
@@ -362,7 +363,8 @@ impl PqAcceptor {
         peer: SocketAddr,
     ) -> Result<(TlsStream<IO>, ConnectionInfo), AcceptError> {
         let started = Instant::now();
-        let outcome = tokio::time::timeout(self.inner.handshake_timeout, self.handshake(tcp, peer)).await;
+        let outcome =
+            tokio::time::timeout(self.inner.handshake_timeout, self.handshake(tcp, peer)).await;
         self.inner.metrics.handshake_duration(started.elapsed());
         match outcome {
             Ok(Ok(done)) => Ok(done),

@@ -105,17 +105,14 @@ impl Server {
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(AtomicUsize::new(0));
         let seen = requests.clone();
-        let service =
-            tower::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                seen.fetch_add(1, Ordering::SeqCst);
-                let info = ConnectionInfo::of(req.extensions()).cloned();
-                async move {
-                    let body = serde_json::to_vec(&info).unwrap();
-                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(
-                        body,
-                    ))))
-                }
-            });
+        let service = tower::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            let info = ConnectionInfo::of(req.extensions()).cloned();
+            async move {
+                let body = serde_json::to_vec(&info).unwrap();
+                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(body))))
+            }
+        });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(mcp_pqtls::serve(
             listener,
