@@ -72,10 +72,11 @@
 //! loading, [`tls`], [`serve`], [`ConnectionInfo`], [`metrics`]. Default is `sidecar`, which
 //! turns on everything the binary needs:
 //! - `dev-pki`: [`certs::DevPki`], a throwaway CA and certificates (rcgen);
-//! - `gate`: the MCP-aware gate (JWT, rules, rate limits, audit), with the proxy and TOML
-//!   config it uses;
+//! - `gate`: the MCP-aware gate as a tower layer, [`GateLayer`] (JWT, rules, rate limits,
+//!   audit), for an in-process server or the server sidecar;
 //! - `probe`: what a TLS endpoint accepts, prefers and refuses;
-//! - `sidecar`: the sidecars, admin endpoint, load generator, demo and the CLI's crates.
+//! - `sidecar`: the sidecars, their TOML configuration and proxy, the admin endpoint, the
+//!   load generator, the demo and the CLI's crates.
 // `unsafe_code = "forbid"` and `missing_docs = "warn"` are in Cargo.toml's `[lints]`.
 
 // The transport: what a server or client linking the crate needs, with no feature on.
@@ -95,8 +96,7 @@ pub mod tls;
 // The tools around it, each behind its Cargo feature.
 #[cfg(feature = "sidecar")]
 pub mod admin;
-// The gate still imports the TOML config and the proxy (and they it): one feature for now.
-#[cfg(feature = "gate")]
+#[cfg(feature = "sidecar")]
 pub mod config;
 #[cfg(feature = "sidecar")]
 pub mod demo;
@@ -111,7 +111,7 @@ pub mod loadgen;
 pub mod logfmt;
 #[cfg(feature = "probe")]
 pub mod probe;
-#[cfg(feature = "gate")]
+#[cfg(feature = "sidecar")]
 pub mod proxy;
 #[cfg(feature = "sidecar")]
 pub mod sidecar;
@@ -121,9 +121,11 @@ pub mod signal;
 pub mod value;
 
 // The table of contents: the types a server or client author starts from.
+#[cfg(feature = "gate")]
+pub use gate::{GateLayer, GateService};
 pub use groups::Group;
 pub use policy::{Policy, PolicyMode};
-pub use serve::{serve, serve_with, ConnectionId, PeerAddr, ServeOptions, Server, ServerBuilder};
+pub use serve::{serve, ConnectionId, PeerAddr, ServeOptions, Server, ServerBuilder};
 pub use tls::{ClientTlsConfig, ConnectionInfo, PqAcceptor, PqConnector, ServerTlsConfig};
 
 // Debugging helpers: the `reflect` server and a one-shot GET through a connector.

@@ -290,37 +290,6 @@ pub struct PeerAddr(pub SocketAddr);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ConnectionId(pub u64);
 
-/// As [`serve`], for a hyper service, with limits, and optionally without TLS
-/// (`acceptor: None`). Open and rejected connections are counted in `metrics`.
-///
-/// The positional form of [`Server::builder`]`(listener).tls(..).options(..).metrics(..)`
-/// `.serve_hyper(service, shutdown)`, kept for the callers not yet moved to the builder.
-pub async fn serve_with<S, B, F>(
-    listener: TcpListener,
-    acceptor: Option<Arc<PqAcceptor>>,
-    service: S,
-    options: &ServeOptions,
-    metrics: Arc<Metrics>,
-    shutdown: F,
-) -> std::io::Result<()>
-where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-    F: Future,
-{
-    let mut server = Server::builder(listener)
-        .options(options.clone())
-        .metrics(metrics);
-    if let Some(acceptor) = acceptor {
-        server = server.tls(acceptor);
-    }
-    server.serve_hyper(service, shutdown).await
-}
-
 /// The accept loop and the drain behind every entry point.
 async fn run<S, B, F>(
     listener: TcpListener,

@@ -140,7 +140,7 @@ impl Sidecar {
                 let listener = bind(s.listen, "listen").await?;
                 let acceptor = Arc::new(s.acceptor);
                 let gate_summary = s.gate.as_ref().map(|g| format!("; {}", g.summary()));
-                let gate = s.gate.map(Gate::start).transpose()?.map(Arc::new);
+                let gate = s.gate.map(Gate::new).transpose()?.map(Arc::new);
                 let connector = UpstreamConnector::for_upstream(&s.upstream);
                 let proxy = match &gate {
                     Some(g) => Proxy::gated(
@@ -660,7 +660,13 @@ where
         shutdown.await;
         ready.ready.store(false, Relaxed);
     };
-    crate::serve_with(listener, acceptor, proxy, &common.serve, metrics, shutdown).await
+    let mut server = crate::Server::builder(listener)
+        .options(common.serve.clone())
+        .metrics(metrics);
+    if let Some(acceptor) = acceptor {
+        server = server.tls(acceptor);
+    }
+    server.serve_hyper(proxy, shutdown).await
 }
 
 /// Raises the soft file-descriptor limit to the hard one: each connection, and each stream
@@ -721,15 +727,10 @@ async fn start_admin(
         ..crate::ServeOptions::default()
     };
     tokio::spawn(async move {
-        crate::serve_with(
-            listener,
-            None,
-            service,
-            &options,
-            Arc::default(),
-            std::future::pending::<()>(),
-        )
-        .await
+        crate::Server::builder(listener)
+            .options(options)
+            .serve_hyper(service, std::future::pending::<()>())
+            .await
     });
     Ok(Some(bound))
 }

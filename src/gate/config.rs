@@ -150,7 +150,7 @@ pub struct Sections<'a> {
     pub audit: Option<&'a AuditSection>,
 }
 
-/// The gate, validated: what [`super::Gate::start`] runs.
+/// The gate, validated: what [`super::Gate::new`] runs.
 #[derive(Clone, Debug)]
 pub struct GateConfig {
     /// Token checks.

@@ -151,12 +151,6 @@ impl Gate {
         })
     }
 
-    /// The old name of [`Gate::new`], kept while `sidecar.rs` still calls it.
-    #[doc(hidden)]
-    pub fn start(config: GateConfig) -> std::io::Result<Self> {
-        Self::new(config)
-    }
-
     /// Stops the audit log: writes and flushes what is queued and joins its writer (at most
     /// 5 s). Call after the server has drained, so that the records of calls the drain cut
     /// off (499) are in the file when the process exits.

@@ -16,7 +16,7 @@ use hyper::body::{Body, Frame, Incoming};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Notify};
 
-use crate::serve::{serve_with, ServeOptions};
+use crate::serve::{ServeOptions, Server};
 
 /// What the upstream answers.
 #[derive(Clone, Debug)]
@@ -208,7 +208,10 @@ pub async fn serve_upstream(
         idle_timeout: Duration::from_secs(600),
         ..ServeOptions::default()
     };
-    serve_with(listener, None, service, &serve, Arc::default(), shutdown).await
+    Server::builder(listener)
+        .options(serve)
+        .serve_hyper(service, shutdown)
+        .await
 }
 
 fn json(body: Bytes) -> Response<BoxBody<Bytes, Infallible>> {

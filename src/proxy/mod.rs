@@ -2,7 +2,7 @@
 //! forwarded with header hygiene, Origin checks, limits, and responses streamed back frame by
 //! frame — an SSE event reaches the client when the upstream sends it, never later.
 //!
-//! [`Proxy`] is a hyper service; run it with [`crate::serve_with`] behind a
+//! [`Proxy`] is a hyper service; run it with [`crate::Server::builder`] (`serve_hyper`) behind a
 //! [`crate::tls::PqAcceptor`] (server mode: the TLS-info headers go upstream) or on a plain
 //! listener with a [`crate::tls::PqConnector`] to the upstream (client mode).
 
