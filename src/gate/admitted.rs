@@ -8,10 +8,10 @@ use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
 use http::StatusCode;
 use tracing::warn;
 
-use super::audit::{AuditLog, Decision, Record, Reservation};
+use super::audit::{ms, AuditLog, Decision, Record, Reservation};
 use super::caller::Caller;
 use super::jsonrpc::{self, Body, Message};
-use super::refusal::RefusalReason;
+use super::reason::RefusalReason;
 use super::{rules, Gate, Inflight, Refused, SCOPES_HEADER, SUBJECT_HEADER};
 
 impl Gate {
@@ -226,8 +226,4 @@ struct Ticket {
     /// With `fail-closed`: the queue places of `records`.
     reservation: Option<Reservation>,
     started: Instant,
-}
-
-pub(super) fn ms(since: Instant) -> f64 {
-    (since.elapsed().as_secs_f64() * 1e6).round() / 1e3
 }

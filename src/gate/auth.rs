@@ -24,6 +24,7 @@ use serde::Deserialize;
 use tracing::{info, warn};
 
 use super::metrics::GateMetrics;
+pub use super::reason::TokenFailure;
 use crate::tls::PqConnector;
 
 /// The path of the Protected Resource Metadata document (RFC 9728 §3).
@@ -375,87 +376,6 @@ impl TokenError {
             Self::Crit(_) => TokenFailure::Crit,
             Self::BadScope(_) => TokenFailure::BadScope,
         }
-    }
-}
-
-/// Why a bearer token was not accepted, as a label: the `kind` of
-/// `gate_token_failures_total`, one per [`TokenError`] variant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum TokenFailure {
-    /// `missing`: no bearer token.
-    Missing,
-    /// `malformed`: not a JWT.
-    Malformed,
-    /// `algorithm_not_allowed`.
-    AlgorithmNotAllowed,
-    /// `unknown_kid`.
-    UnknownKid,
-    /// `bad_signature`.
-    BadSignature,
-    /// `expired`.
-    Expired,
-    /// `not_yet_valid`.
-    NotYetValid,
-    /// `wrong_issuer`.
-    WrongIssuer,
-    /// `wrong_audience`.
-    WrongAudience,
-    /// `missing_claim`.
-    MissingClaim,
-    /// `no_keys`.
-    NoKeys,
-    /// `wrong_type`.
-    WrongType,
-    /// `crit`.
-    Crit,
-    /// `bad_scope`.
-    BadScope,
-}
-
-impl TokenFailure {
-    /// Every kind, in label order.
-    pub const ALL: [TokenFailure; 14] = [
-        Self::Missing,
-        Self::Malformed,
-        Self::AlgorithmNotAllowed,
-        Self::UnknownKid,
-        Self::BadSignature,
-        Self::Expired,
-        Self::NotYetValid,
-        Self::WrongIssuer,
-        Self::WrongAudience,
-        Self::MissingClaim,
-        Self::NoKeys,
-        Self::WrongType,
-        Self::Crit,
-        Self::BadScope,
-    ];
-
-    /// The metric label.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Missing => "missing",
-            Self::Malformed => "malformed",
-            Self::AlgorithmNotAllowed => "algorithm_not_allowed",
-            Self::UnknownKid => "unknown_kid",
-            Self::BadSignature => "bad_signature",
-            Self::Expired => "expired",
-            Self::NotYetValid => "not_yet_valid",
-            Self::WrongIssuer => "wrong_issuer",
-            Self::WrongAudience => "wrong_audience",
-            Self::MissingClaim => "missing_claim",
-            Self::NoKeys => "no_keys",
-            Self::WrongType => "wrong_type",
-            Self::Crit => "crit",
-            Self::BadScope => "bad_scope",
-        }
-    }
-}
-
-impl std::fmt::Display for TokenFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.label())
     }
 }
 

@@ -12,7 +12,7 @@ use http_body_util::BodyExt;
 
 use super::budget::BodyHold;
 use super::caller::Caller;
-use super::refusal::RefusalReason;
+use super::reason::RefusalReason;
 use super::{jsonrpc, BoxError, Gate, Refused};
 
 impl Gate {

@@ -3,8 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use super::auth::TokenFailure;
-use super::refusal::RefusalReason;
+use super::reason::{RefusalReason, TokenFailure};
 
 /// The counter of a refusal reason: an exhaustive match, so that a reason added to
 /// [`RefusalReason`] without a counter does not compile (a string list kept in sync by hand

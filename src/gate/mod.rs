@@ -28,6 +28,7 @@ mod layer;
 mod mcp_headers;
 mod metrics;
 pub mod rate;
+mod reason;
 mod refusal;
 pub mod rules;
 
@@ -46,12 +47,12 @@ use tracing::info;
 
 pub use self::admitted::{Admitted, CLIENT_CLOSED};
 pub use self::audit::Decision;
-pub use self::auth::{TokenFailure, TokenVerifier};
+pub use self::auth::TokenVerifier;
 pub use self::config::{GateBudgets, GateConfig};
 pub use self::layer::{GateLayer, GateResponseBody, GateService};
 pub use self::metrics::{GateMetrics, GateSnapshot};
 pub use self::rate::RateLimited;
-pub use self::refusal::RefusalReason;
+pub use self::reason::{RefusalReason, TokenFailure};
 
 pub(crate) use self::mcp_headers::header_mismatch;
 

@@ -8,13 +8,15 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 use serde_json::{json, Value};
 
+use super::audit::ms;
 use super::audit::{Decision, Record};
 use super::auth::{scope_hint, TokenError};
 use super::caller::Caller;
 use super::jsonrpc::{Body, Kind, Message};
 use super::rate::RateLimited;
+pub use super::reason::RefusalReason;
 use super::rules::Denied;
-use super::{admitted::ms, Gate, Refused, POLICY_REFUSED, RATE_LIMITED};
+use super::{Gate, Refused, POLICY_REFUSED, RATE_LIMITED};
 
 impl Gate {
     /// Refused unread: the address is over `refusals-per-ip-per-minute`. No line and no
@@ -216,103 +218,6 @@ impl Gate {
         if reason.counts_against_address() {
             self.refusals.refused(&caller.addr_key);
         }
-    }
-}
-
-/// Why the gate refused an HTTP request: the `reason` label of `gate_refusals_total`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum RefusalReason {
-    /// 401: no token, or one not accepted.
-    Unauthorized,
-    /// 403: the token lacks a scope (`required-scopes`, or a rule's).
-    InsufficientScope,
-    /// 403: a rule refused a message.
-    Rule,
-    /// 400: `Mcp-Method`/`Mcp-Name` disagree with the body.
-    HeaderMismatch,
-    /// 400: the body is not JSON (or could not be read).
-    ParseError,
-    /// 400: the body is JSON but not JSON-RPC.
-    InvalidRequest,
-    /// 413: the body is larger than `max-body-bytes`.
-    BodyTooLarge,
-    /// 429: a rate limit.
-    RateLimited,
-    /// 408: the body did not arrive whole within `request-body-timeout`.
-    BodyTimeout,
-    /// 503: `max-buffered-body-bytes` is taken by other requests.
-    BodyBudget,
-    /// 503: `max-inflight-per-connection` requests of this connection are in the gate.
-    Inflight,
-    /// 429, unread: the address caused more than `refusals-per-ip-per-minute` refusals.
-    RefusalFlood,
-    /// 503: `[audit] fail-closed` and the audit queue has no room for the call's records.
-    AuditFull,
-    /// 405: a method other than POST with a body, which the gate does not inspect.
-    MethodNotAllowed,
-}
-
-impl RefusalReason {
-    /// Every reason, in label order.
-    pub const ALL: [RefusalReason; 14] = [
-        Self::Unauthorized,
-        Self::InsufficientScope,
-        Self::Rule,
-        Self::HeaderMismatch,
-        Self::ParseError,
-        Self::InvalidRequest,
-        Self::BodyTooLarge,
-        Self::RateLimited,
-        Self::BodyTimeout,
-        Self::BodyBudget,
-        Self::Inflight,
-        Self::RefusalFlood,
-        Self::AuditFull,
-        Self::MethodNotAllowed,
-    ];
-
-    /// The metric label.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Unauthorized => "unauthorized",
-            Self::InsufficientScope => "insufficient_scope",
-            Self::Rule => "rule",
-            Self::HeaderMismatch => "header_mismatch",
-            Self::ParseError => "parse_error",
-            Self::InvalidRequest => "invalid_request",
-            Self::BodyTooLarge => "body_too_large",
-            Self::RateLimited => "rate_limited",
-            Self::BodyTimeout => "body_timeout",
-            Self::BodyBudget => "body_budget",
-            Self::Inflight => "inflight",
-            Self::RefusalFlood => "refusal_flood",
-            Self::AuditFull => "audit_full",
-            Self::MethodNotAllowed => "method_not_allowed",
-        }
-    }
-
-    /// Whether the refusal counts against the address (`refusals-per-ip-per-minute`): not
-    /// when the gate itself is short (body budget, audit queue) or the client is only busy
-    /// (its connection's in-flight cap, a rate limit): neither is a hostile request, and
-    /// through a tunnel every client of a host shares one address.
-    fn counts_against_address(self) -> bool {
-        !matches!(
-            self,
-            Self::BodyBudget | Self::AuditFull | Self::Inflight | Self::RateLimited
-        )
-    }
-}
-
-impl std::fmt::Display for RefusalReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.label())
-    }
-}
-
-impl serde::Serialize for RefusalReason {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.label())
     }
 }
 
