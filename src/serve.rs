@@ -18,6 +18,7 @@ use hyper::body::{Body, Incoming};
 use hyper::service::Service;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -166,7 +167,8 @@ impl ServerBuilder {
         B::Error: Into<BoxError>,
         F: Future,
     {
-        self.serve_hyper(TowerToHyper(service), shutdown).await
+        self.serve_hyper(TowerToHyperService::new(service), shutdown)
+            .await
     }
 
     /// As [`ServerBuilder::serve`], for a service written against hyper's `Service` trait
@@ -195,30 +197,6 @@ impl ServerBuilder {
             shutdown,
         )
         .await
-    }
-}
-
-/// A tower service called as hyper calls: each request gets a clone of the service, which
-/// is made ready and then called (tower's `oneshot`, what hyper-util's
-/// `TowerToHyperService` does), so a service with backpressure is never called unready.
-#[derive(Clone)]
-struct TowerToHyper<S>(S);
-
-impl<S, B> Service<Request<Incoming>> for TowerToHyper<S>
-where
-    S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = Response<B>;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<B>, S::Error>> + Send>>;
-
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
-        let mut service = self.0.clone();
-        Box::pin(async move {
-            std::future::poll_fn(|cx| service.poll_ready(cx)).await?;
-            service.call(req).await
-        })
     }
 }
 
