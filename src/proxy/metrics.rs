@@ -121,7 +121,7 @@ impl Drop for StreamGuard {
 pub struct ProxySnapshot {
     /// Responses sent to clients, by status class (upstream's and our own).
     pub responses_by_class: Vec<(&'static str, u64)>,
-    /// Upstream requests that got no response, by kind (see [`UPSTREAM_ERRORS`]).
+    /// Upstream requests that got no response, by kind (the `kind` labels of `upstream_errors_total`).
     pub upstream_errors: Vec<(&'static str, u64)>,
     /// Time from request to the upstream's response head (or error).
     pub upstream_seconds: HistogramSnapshot,

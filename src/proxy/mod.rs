@@ -204,7 +204,7 @@ struct Inner<C> {
 
 impl Proxy<PqConnector> {
     /// The client sidecar's proxy: h2 to a PQ TLS `upstream` over as many connections as its
-    /// streams need (see [`pool`]) rather than queueing past one connection's stream limit;
+    /// streams need (the client sidecar's h2 pool) rather than queueing past one connection's stream limit;
     /// an upstream that negotiates HTTP/1.1 gets the pooled HTTP/1.1 client.
     pub fn tunnel(upstream: Upstream, connector: PqConnector, options: HttpOptions) -> Self {
         let pool = upstream
