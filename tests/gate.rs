@@ -28,7 +28,9 @@ use mcp_pqtls::tls::PqConnector;
 use mcp_pqtls::{Group, PolicyMode};
 use serde_json::{json, Value};
 use support::jwt::{b64, claims, jwks, keys, now, sign, token, with, AUDIENCE, ISSUER};
-use support::sidecar::{https, json, run, scrape, server_config, text, tls_client, Running};
+use support::sidecar::{
+    audit_lines, https, json, run, scrape, server_config, text, tls_client, Running,
+};
 use support::upstream::{read_until, Upstream, GUARD};
 use support::Pki;
 
@@ -900,27 +902,6 @@ async fn malformed_oversized_and_mixed_batches_get_clear_errors_and_others_are_s
             "mcp_pqtls_gate_refusals_total{reason=\"rule\"} 1",
         ],
     );
-}
-
-/// Waits until the audit file holds `n` lines; returns them parsed.
-async fn audit_lines(path: &Path, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + GUARD;
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let lines: Vec<Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        if lines.len() >= n {
-            return lines;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "audit has {} lines, expected {n}:\n{text}",
-            lines.len()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]

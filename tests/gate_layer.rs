@@ -9,7 +9,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -22,9 +21,8 @@ use mcp_pqtls::gate::{Gate, GateBody, GateConfig, GateLayer, SUBJECT_HEADER};
 use mcp_pqtls::policy::Policy;
 use mcp_pqtls::tls::{ConnectionInfo, PqAcceptor};
 use mcp_pqtls::{Group, PolicyMode};
-use serde_json::Value;
 use support::jwt::{jwks, keys, token, AUDIENCE, ISSUER};
-use support::upstream::GUARD;
+use support::sidecar::audit_lines;
 use support::Pki;
 
 /// The in-process MCP server: counts what reaches it, and records the subject the gate
@@ -77,26 +75,6 @@ fn gate_config(dir: &Path) -> GateConfig {
     GateConfig::resolve(sections, false, 1 << 20)
         .unwrap()
         .expect("sections present: the gate is on")
-}
-
-async fn audit_lines(path: &Path, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + GUARD;
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let lines: Vec<Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        if lines.len() >= n {
-            return lines;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} audit lines: {text}",
-            lines.len()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]

@@ -93,3 +93,25 @@ pub async fn scrape(running: &Running) -> String {
     assert_eq!(status, 200);
     body
 }
+
+/// Waits (up to [`super::upstream::GUARD`]) until the audit file at `path` holds `n` lines;
+/// returns them parsed.
+pub async fn audit_lines(path: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + super::upstream::GUARD;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "audit has {} lines, expected {n}:\n{text}",
+            lines.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
