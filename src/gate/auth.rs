@@ -9,9 +9,10 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use base64::Engine as _;
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue, AUTHORIZATION};
@@ -40,6 +41,7 @@ const MAX_JWKS_BYTES: usize = 1024 * 1024;
 
 /// Where the signing keys come from.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub enum JwksSource {
     /// A JWKS file, read at start and re-read every refresh.
     File(PathBuf),
@@ -55,6 +57,7 @@ pub enum JwksSource {
 
 /// `[auth]`, validated.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct AuthSettings {
     /// The keys' source.
     pub jwks: JwksSource,
@@ -176,33 +179,122 @@ impl std::fmt::Debug for KeySet {
     }
 }
 
+/// Why a JWKS could not be loaded: the previous keys stay.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JwksError {
+    /// `jwks-file` could not be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `jwks-url` did not answer in time.
+    #[error("{url}: no answer within {after:?}")]
+    Timeout {
+        /// The URL.
+        url: Uri,
+        /// How long we waited.
+        after: Duration,
+    },
+    /// `jwks-url` could not be fetched (connection, TLS, HTTP or a body over the size bound).
+    #[error("{url}: {source}")]
+    Fetch {
+        /// The URL.
+        url: Uri,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// `jwks-url` answered with a status other than success.
+    #[error("{url}: HTTP {status}")]
+    Status {
+        /// The URL.
+        url: Uri,
+        /// The status.
+        status: http::StatusCode,
+    },
+    /// The document is not a JWKS.
+    #[error("not a JWKS (a JSON object with \"keys\"): {0}")]
+    NotJwks(#[source] serde_json::Error),
+    /// Every key was skipped (or there were none).
+    #[error("no usable signing key (RSA, EC P-256/P-384 or Ed25519){}", skipped_list(.0))]
+    NoUsableKey(Vec<SkippedKey>),
+}
+
+fn skipped_list(skipped: &[SkippedKey]) -> String {
+    let each: Vec<String> = skipped.iter().map(ToString::to_string).collect();
+    if each.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", each.join("; "))
+    }
+}
+
+/// A key of a JWKS that was skipped, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("keys[{index}]: {why}")]
+#[non_exhaustive]
+pub struct SkippedKey {
+    /// Its index in `keys`.
+    pub index: usize,
+    /// Why it cannot verify signatures here.
+    #[source]
+    pub why: KeyProblem,
+}
+
+/// Why a JWK cannot verify token signatures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyProblem {
+    /// Not a JWK we can read.
+    #[error("{0}")]
+    NotJwk(#[source] serde_json::Error),
+    /// `use: enc`.
+    #[error("an encryption key (use: enc)")]
+    Encryption,
+    /// An RSA key whose `alg` is not an RSA signature algorithm.
+    #[error("RSA key with alg {0}")]
+    RsaAlg(KeyAlgorithm),
+    /// A curve we do not verify on.
+    #[error("unsupported curve {0:?}")]
+    Curve(EllipticCurve),
+    /// An EC key whose `alg` does not match its curve.
+    #[error("EC key on {0:?} with alg {1:?}")]
+    EcAlg(EllipticCurve, Option<KeyAlgorithm>),
+    /// An Ed25519 key whose `alg` is not EdDSA.
+    #[error("Ed25519 key with alg {0:?}")]
+    Ed25519Alg(Option<KeyAlgorithm>),
+    /// `kty: oct`: HMAC would let anyone holding the secret mint tokens.
+    #[error("a shared secret (kty oct): HMAC is never accepted")]
+    SharedSecret,
+    /// The key's parameters do not decode.
+    #[error("{0}")]
+    Decode(#[source] jsonwebtoken::errors::Error),
+}
+
 impl KeySet {
     /// Reads a JWKS. Keys we cannot use for signatures (encryption keys, HMAC secrets,
     /// unsupported curves) are skipped; a set with none left is an error.
-    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
+    pub fn parse(bytes: &[u8]) -> Result<Self, JwksError> {
         #[derive(Deserialize)]
         struct Raw {
             keys: Vec<serde_json::Value>,
         }
-        let raw: Raw = serde_json::from_slice(bytes)
-            .map_err(|e| format!("not a JWKS (a JSON object with \"keys\"): {e}"))?;
+        let raw: Raw = serde_json::from_slice(bytes).map_err(JwksError::NotJwks)?;
         let mut keys = Vec::new();
         let mut skipped = Vec::new();
-        for (i, value) in raw.keys.into_iter().enumerate() {
+        for (index, value) in raw.keys.into_iter().enumerate() {
             match signing_key(value) {
                 Ok(k) => keys.push(k),
-                Err(why) => skipped.push(format!("keys[{i}]: {why}")),
+                Err(why) => skipped.push(SkippedKey { index, why }),
             }
         }
         if keys.is_empty() {
-            return Err(format!(
-                "no usable signing key (RSA, EC P-256/P-384 or Ed25519){}",
-                if skipped.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", skipped.join("; "))
-                }
-            ));
+            return Err(JwksError::NoUsableKey(skipped));
         }
         Ok(Self { keys })
     }
@@ -219,10 +311,10 @@ impl KeySet {
 }
 
 /// The algorithm a JWK's own parameters allow. An `alg` on the key must agree with them.
-fn signing_key(value: serde_json::Value) -> Result<Key, String> {
-    let jwk: Jwk = serde_json::from_value(value).map_err(|e| e.to_string())?;
+fn signing_key(value: serde_json::Value) -> Result<Key, KeyProblem> {
+    let jwk: Jwk = serde_json::from_value(value).map_err(KeyProblem::NotJwk)?;
     if jwk.common.public_key_use == Some(PublicKeyUse::Encryption) {
-        return Err("an encryption key (use: enc)".into());
+        return Err(KeyProblem::Encryption);
     }
     let stated = jwk.common.key_algorithm;
     let alg = match &jwk.algorithm {
@@ -234,13 +326,13 @@ fn signing_key(value: serde_json::Value) -> Result<Key, String> {
             Some(KeyAlgorithm::PS256) => Algorithm::PS256,
             Some(KeyAlgorithm::PS384) => Algorithm::PS384,
             Some(KeyAlgorithm::PS512) => Algorithm::PS512,
-            Some(other) => return Err(format!("RSA key with alg {other}")),
+            Some(other) => return Err(KeyProblem::RsaAlg(other)),
         },
         AlgorithmParameters::EllipticCurve(ec) => {
             let alg = match ec.curve {
                 EllipticCurve::P256 => Algorithm::ES256,
                 EllipticCurve::P384 => Algorithm::ES384,
-                ref other => return Err(format!("unsupported curve {other:?}")),
+                ref other => return Err(KeyProblem::Curve(other.clone())),
             };
             let agrees = match stated {
                 None => true,
@@ -249,24 +341,22 @@ fn signing_key(value: serde_json::Value) -> Result<Key, String> {
                 Some(_) => false,
             };
             if !agrees {
-                return Err(format!("EC key on {:?} with alg {stated:?}", ec.curve));
+                return Err(KeyProblem::EcAlg(ec.curve.clone(), stated));
             }
             alg
         }
         AlgorithmParameters::OctetKeyPair(okp) => {
             if okp.curve != EllipticCurve::Ed25519 {
-                return Err(format!("unsupported curve {:?}", okp.curve));
+                return Err(KeyProblem::Curve(okp.curve.clone()));
             }
             if stated.is_some_and(|a| a != KeyAlgorithm::EdDSA) {
-                return Err(format!("Ed25519 key with alg {stated:?}"));
+                return Err(KeyProblem::Ed25519Alg(stated));
             }
             Algorithm::EdDSA
         }
-        AlgorithmParameters::OctetKey(_) => {
-            return Err("a shared secret (kty oct): HMAC is never accepted".into())
-        }
+        AlgorithmParameters::OctetKey(_) => return Err(KeyProblem::SharedSecret),
     };
-    let key = DecodingKey::from_jwk(&jwk).map_err(|e| e.to_string())?;
+    let key = DecodingKey::from_jwk(&jwk).map_err(KeyProblem::Decode)?;
     Ok(Key {
         kid: jwk.common.key_id,
         alg,
@@ -276,6 +366,7 @@ fn signing_key(value: serde_json::Value) -> Result<Key, String> {
 
 /// The caller of a request with an accepted token. Its `Debug` leaves the token out.
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Principal {
     /// `sub`.
     pub subject: String,
@@ -390,7 +481,7 @@ impl serde::Serialize for TokenFailure {
 pub struct TokenVerifier {
     /// The settings.
     pub settings: AuthSettings,
-    keys: RwLock<Arc<KeySet>>,
+    keys: ArcSwap<KeySet>,
     refetch: std::sync::Mutex<Refetch>,
     metrics: Arc<GateMetrics>,
 }
@@ -444,7 +535,7 @@ impl TokenVerifier {
         let keys = settings.initial_keys.clone().unwrap_or_default();
         Self {
             settings,
-            keys: RwLock::new(Arc::new(keys)),
+            keys: ArcSwap::from_pointee(keys),
             refetch: std::sync::Mutex::default(),
             metrics,
         }
@@ -455,7 +546,7 @@ impl TokenVerifier {
         match self.load().await {
             Ok(keys) => {
                 let n = keys.len();
-                *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
+                self.keys.store(Arc::new(keys));
                 self.metrics.jwks_refresh_ok.fetch_add(1, Relaxed);
                 info!(trigger, keys = n, "JWKS loaded");
                 true
@@ -476,24 +567,31 @@ impl TokenVerifier {
         }
     }
 
-    async fn load(&self) -> Result<KeySet, String> {
+    async fn load(&self) -> Result<KeySet, JwksError> {
         let bytes = match &self.settings.jwks {
-            JwksSource::File(path) => tokio::fs::read(path)
-                .await
-                .map(Bytes::from)
-                .map_err(|e| format!("{}: {e}", path.display()))?,
+            JwksSource::File(path) => {
+                tokio::fs::read(path)
+                    .await
+                    .map(Bytes::from)
+                    .map_err(|source| JwksError::Read {
+                        path: path.clone(),
+                        source,
+                    })?
+            }
             JwksSource::Url { url, connector } => {
                 tokio::time::timeout(FETCH_TIMEOUT, fetch(url, connector.as_ref()))
                     .await
-                    .map_err(|_| format!("{url}: no answer within {FETCH_TIMEOUT:?}"))?
-                    .map_err(|e| format!("{url}: {e}"))?
+                    .map_err(|_| JwksError::Timeout {
+                        url: url.clone(),
+                        after: FETCH_TIMEOUT,
+                    })??
             }
         };
         KeySet::parse(&bytes)
     }
 
     fn keys(&self) -> Arc<KeySet> {
-        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.keys.load_full()
     }
 
     /// Verifies the request's bearer token.
@@ -725,24 +823,32 @@ fn pick<'k>(keys: &'k KeySet, alg: Algorithm, kid: Option<&str>) -> Result<&'k K
 }
 
 /// GETs a JWKS: over PQ TLS for `https://`, plain HTTP for a loopback `http://`.
-async fn fetch(url: &Uri, connector: Option<&PqConnector>) -> Result<Bytes, String> {
+async fn fetch(url: &Uri, connector: Option<&PqConnector>) -> Result<Bytes, JwksError> {
+    let failed = |source: Box<dyn std::error::Error + Send + Sync>| JwksError::Fetch {
+        url: url.clone(),
+        source,
+    };
+    let refused = |status| JwksError::Status {
+        url: url.clone(),
+        status,
+    };
     if let Some(connector) = connector {
         // Bounded while it is read, not after: a hostile endpoint cannot fill memory.
         let fetched = crate::connect::get_limited(connector, url.clone(), MAX_JWKS_BYTES)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| failed(e.into()))?;
         if !fetched.status.is_success() {
-            return Err(format!("HTTP {}", fetched.status));
+            return Err(refused(fetched.status));
         }
         return Ok(fetched.body);
     }
     let host = crate::tls::bare_host(url.host().unwrap_or("localhost"));
     let tcp = tokio::net::TcpStream::connect((host, url.port_u16().unwrap_or(80)))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| failed(e.into()))?;
     let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| failed(e.into()))?;
     tokio::spawn(conn);
     let req = http::Request::get(url.path_and_query().map_or("/", |p| p.as_str()))
         .header(
@@ -750,15 +856,15 @@ async fn fetch(url: &Uri, connector: Option<&PqConnector>) -> Result<Bytes, Stri
             url.authority().map_or("localhost", |a| a.as_str()),
         )
         .body(Empty::<Bytes>::new())
-        .map_err(|e| e.to_string())?;
-    let res = send.send_request(req).await.map_err(|e| e.to_string())?;
+        .map_err(|e| failed(e.into()))?;
+    let res = send.send_request(req).await.map_err(|e| failed(e.into()))?;
     if !res.status().is_success() {
-        return Err(format!("HTTP {}", res.status()));
+        return Err(refused(res.status()));
     }
     Ok(Limited::new(res.into_body(), MAX_JWKS_BYTES)
         .collect()
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(failed)?
         .to_bytes())
 }
 
@@ -852,9 +958,14 @@ mod tests {
                 ("ed".to_owned(), Algorithm::EdDSA)
             ]
         );
-        let e = KeySet::parse(br#"{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#).unwrap_err();
+        let e = KeySet::parse(br#"{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("HMAC is never accepted"), "{e}");
-        assert!(KeySet::parse(b"[]").unwrap_err().contains("not a JWKS"));
+        assert!(KeySet::parse(b"[]")
+            .unwrap_err()
+            .to_string()
+            .contains("not a JWKS"));
     }
 
     #[test]

@@ -11,9 +11,10 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use arc_swap::ArcSwap;
 use rustls::server::{Acceptor, ClientHello, ServerSessionMemoryCache, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, SignatureScheme};
@@ -85,17 +86,9 @@ pub struct PqAcceptor {
     inner: Arc<AcceptorInner>,
 }
 
-/// Until every caller takes the acceptor by value: the `Arc` it was shared in is the
-/// same acceptor.
-impl From<Arc<PqAcceptor>> for PqAcceptor {
-    fn from(shared: Arc<PqAcceptor>) -> Self {
-        (*shared).clone()
-    }
-}
-
 struct AcceptorInner {
     /// Replaced whole by [`PqAcceptor::replace_policy`]; each handshake reads it once.
-    negotiation: RwLock<Arc<Negotiation>>,
+    negotiation: ArcSwap<Negotiation>,
     /// Shared with every config's cert resolver, so a reload reaches them all at once.
     identity: Arc<CurrentIdentity>,
     parts: ConfigParts,
@@ -265,13 +258,13 @@ impl PqAcceptor {
             client_certs: !matches!(client_auth, ClientAuth::None),
             algorithms,
             verifier,
-            identity: Arc::new(CurrentIdentity(RwLock::new(Arc::new(identity)))),
+            identity: Arc::new(CurrentIdentity(ArcSwap::from_pointee(identity))),
             alpn,
         };
         let negotiation = Negotiation::new(&parts.algorithms.groups, policy, &parts)?;
         Ok(Self {
             inner: Arc::new(AcceptorInner {
-                negotiation: RwLock::new(Arc::new(negotiation)),
+                negotiation: ArcSwap::from_pointee(negotiation),
                 identity: parts.identity.clone(),
                 parts,
                 handshake_timeout,
@@ -309,22 +302,13 @@ impl PqAcceptor {
     /// A policy that does not fit the groups (or needs client certificates that are not
     /// asked for) is refused, and the current one stays.
     pub fn replace_policy(&self, groups: &[Group], policy: Policy) -> Result<(), ServerError> {
-        let negotiation = Arc::new(Negotiation::new(groups, policy, &self.inner.parts)?);
-        *self
-            .inner
-            .negotiation
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = negotiation;
+        let negotiation = Negotiation::new(groups, policy, &self.inner.parts)?;
+        self.inner.negotiation.store(Arc::new(negotiation));
         Ok(())
     }
 
     fn negotiation(&self) -> Arc<Negotiation> {
-        // A poisoned lock only means a panic elsewhere mid-swap; the value is a whole Arc.
-        self.inner
-            .negotiation
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.inner.negotiation.load_full()
     }
 
     /// The signature schemes an identity must be able to sign with (see
@@ -341,14 +325,7 @@ impl PqAcceptor {
     /// Serves `identity` from the next handshake on; connections already established keep
     /// theirs. Load it with [`PqAcceptor::signature_schemes`] so it signs only with those.
     pub fn replace_identity(&self, identity: Identity) {
-        // A poisoned lock only means a panic elsewhere mid-swap; the value is a whole Arc.
-        let mut slot = self
-            .inner
-            .identity
-            .0
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *slot = Arc::new(identity);
+        self.inner.identity.0.store(Arc::new(identity));
     }
 
     /// Runs the TLS handshake on an accepted connection (a `TcpStream`, or any byte stream:
@@ -544,14 +521,11 @@ impl ConfigParts {
 
 /// Serves the current chain whatever the ClientHello says; replaced on reload.
 #[derive(Debug)]
-struct CurrentIdentity(RwLock<Arc<Identity>>);
+struct CurrentIdentity(ArcSwap<Identity>);
 
 impl CurrentIdentity {
     fn get(&self) -> Arc<Identity> {
-        self.0
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.0.load_full()
     }
 }
 
