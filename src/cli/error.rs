@@ -73,6 +73,12 @@ impl From<anyhow::Error> for CliError {
     }
 }
 
+impl From<mcp_pqtls::sidecar::SidecarError> for CliError {
+    fn from(e: mcp_pqtls::sidecar::SidecarError) -> Self {
+        Self::Failed(e.into())
+    }
+}
+
 impl From<std::io::Error> for CliError {
     fn from(e: std::io::Error) -> Self {
         Self::Failed(e.into())

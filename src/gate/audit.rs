@@ -44,6 +44,7 @@ const ELOOP: i32 = 62;
 /// One audit record. Fields without a value are written as `null`, so every line has the
 /// same keys.
 #[derive(Clone, Debug, Default, Serialize)]
+#[non_exhaustive]
 pub struct Record {
     /// RFC 3339, UTC, milliseconds.
     pub time: String,
@@ -103,6 +104,7 @@ pub enum Decision {
 
 /// Where audit records go, and what they may hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AuditSettings {
     /// A file (appended to) or `-` for stdout.
     pub path: PathBuf,
@@ -185,7 +187,7 @@ impl Drop for Reservation {
 impl AuditLog {
     /// Opens the file (or stdout) and starts the writer thread. A file is created 0600 and
     /// never through a symlink; an existing one readable by group or others is warned of.
-    pub fn open(settings: AuditSettings, metrics: Arc<GateMetrics>) -> io::Result<Self> {
+    pub fn open(settings: AuditSettings, metrics: Arc<GateMetrics>) -> Result<Self, AuditError> {
         let out: Box<dyn Write + Send> = if settings.path == Path::new("-") {
             Box::new(io::stdout())
         } else {
@@ -201,7 +203,8 @@ impl AuditLog {
         let writer_metrics = metrics.clone();
         let writer = std::thread::Builder::new()
             .name("mcp-pqtls-audit".into())
-            .spawn(move || write_loop(&for_writer, out, &path, &writer_metrics))?;
+            .spawn(move || write_loop(&for_writer, out, &path, &writer_metrics))
+            .map_err(AuditError::Writer)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 shared,
@@ -325,18 +328,40 @@ fn line(record: &Record) -> Option<String> {
     Some(line)
 }
 
-fn open_file(path: &Path) -> io::Result<std::fs::File> {
+/// Why the audit log could not be opened: the gate does not start without it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    /// `audit.path` could not be opened for appending.
+    #[error("audit.path: cannot open {}: {source}{}", path.display(), symlink_hint(*symlink))]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// It is a symlink (refused: `O_NOFOLLOW`).
+        symlink: bool,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The writer thread could not be started.
+    #[error("audit: cannot start the writer thread: {0}")]
+    Writer(#[source] io::Error),
+}
+
+fn symlink_hint(symlink: bool) -> &'static str {
+    if symlink {
+        " (a symlink: the audit log is never written through one)"
+    } else {
+        ""
+    }
+}
+
+fn open_file(path: &Path) -> Result<std::fs::File, AuditError> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-    let named = |e: io::Error| {
-        let hint = if e.raw_os_error() == Some(ELOOP) {
-            " (a symlink: the audit log is never written through one)"
-        } else {
-            ""
-        };
-        io::Error::new(
-            e.kind(),
-            format!("audit.path: cannot open {}: {e}{hint}", path.display()),
-        )
+    let named = |source: io::Error| AuditError::Open {
+        path: path.to_owned(),
+        symlink: source.raw_os_error() == Some(ELOOP),
+        source,
     };
     let file = std::fs::OpenOptions::new()
         .create(true)

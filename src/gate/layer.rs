@@ -52,15 +52,15 @@ use crate::serve::PeerAddr;
 /// #         std::future::ready(Ok(http::Response::new(Full::new(Bytes::from("{}")))))
 /// #     }
 /// # }
-/// # async fn run(acceptor: mcp_pqtls::tls::PqAcceptor, config: mcp_pqtls::gate::GateConfig) -> std::io::Result<()> {
+/// # async fn run(acceptor: mcp_pqtls::tls::PqAcceptor, config: mcp_pqtls::gate::GateConfig) -> Result<(), Box<dyn std::error::Error>> {
 /// use std::sync::Arc;
 /// use mcp_pqtls::gate::{Gate, GateLayer};
 ///
 /// let gate = Arc::new(Gate::new(config)?);
 /// let service = GateLayer::new(gate).layer(Mcp);
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8443").await?;
-/// mcp_pqtls::serve(listener, Arc::new(acceptor), service, tokio::signal::ctrl_c()).await
-/// # }
+/// mcp_pqtls::serve(listener, acceptor, service, tokio::signal::ctrl_c()).await?;
+/// # Ok(()) }
 /// ```
 #[derive(Clone, Debug)]
 pub struct GateLayer {

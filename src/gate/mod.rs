@@ -46,7 +46,7 @@ use http_body_util::{BodyExt, Full};
 use tracing::info;
 
 pub use self::admitted::{Admitted, CLIENT_CLOSED};
-pub use self::audit::Decision;
+pub use self::audit::{AuditError, Decision};
 pub use self::auth::TokenVerifier;
 pub use self::config::{GateBudgets, GateConfig};
 pub use self::layer::{GateLayer, GateResponseBody, GateService};
@@ -115,7 +115,7 @@ pub struct Gate {
 impl Gate {
     /// Opens the audit log and sets up the token verifier. JWKS URLs are fetched by
     /// [`Gate::load_keys`] (nothing is started here).
-    pub fn new(config: GateConfig) -> std::io::Result<Self> {
+    pub fn new(config: GateConfig) -> Result<Self, AuditError> {
         let metrics = Arc::new(GateMetrics::new(
             config.rules.iter().map(|r| r.name.clone()).collect(),
             config.limits.iter().map(|l| l.name.clone()).collect(),

@@ -193,7 +193,7 @@ async fn run_until_stopped(
 ) -> (
     mcp_pqtls::sidecar::Started,
     oneshot::Sender<()>,
-    tokio::task::JoinHandle<std::io::Result<()>>,
+    tokio::task::JoinHandle<Result<(), mcp_pqtls::sidecar::SidecarError>>,
 ) {
     let sidecar = config.resolve(Mode::Server).expect("valid config");
     let (stop, stopped) = oneshot::channel::<()>();
