@@ -1,6 +1,10 @@
 //! Values written the same way as a flag and as a TOML key (a duration, an instant), and the
 //! `FromStr`-backed `Deserialize` that lets a file value get the flag's checks and messages.
 //! A leaf: it imports nothing of the crate but the types it gives `Deserialize` to.
+//!
+//! [`keywords!`] gives a settings enum its words. It is written here rather than derived with
+//! `strum`: strum's `FromStr` error says only "matching variant not found", and a bad flag or
+//! file value must say which words would be accepted (`` `jsno` is not one of: text, json ``).
 
 use std::time::{Duration, SystemTime};
 
@@ -50,6 +54,14 @@ pub enum ValueError {
         /// Why humantime refused it.
         source: humantime::TimestampError,
     },
+    /// Not one of a setting's words.
+    #[error("`{text}` is not one of: {}", expected.join(", "))]
+    Choice {
+        /// What was written.
+        text: String,
+        /// The words accepted.
+        expected: &'static [&'static str],
+    },
 }
 
 /// Parses a `sunset` (RFC 3339, e.g. `2027-01-01T00:00:00Z`).
@@ -81,3 +93,49 @@ macro_rules! deserialize_from_str {
     )*};
 }
 deserialize_from_str!(Dur, Sunset, PolicyMode, FallbackRule);
+
+/// Gives a fieldless enum its words: `FromStr` (exact words, with a [`ValueError::Choice`]
+/// listing them), `Display`, and the `FromStr`-backed `Deserialize`, so the flag, the file
+/// and the messages share one list.
+macro_rules! keywords {
+    ($t:ty { $($variant:ident => $word:literal),+ $(,)? }) => {
+        impl $t {
+            /// Every word, in declaration order.
+            pub const NAMES: &'static [&'static str] = &[$($word),+];
+
+            /// The word for this value, as a flag and a file take it.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $word),+
+                }
+            }
+        }
+
+        impl ::std::str::FromStr for $t {
+            type Err = $crate::value::ValueError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($word => Ok(Self::$variant),)+
+                    _ => Err($crate::value::ValueError::Choice {
+                        text: s.to_owned(),
+                        expected: Self::NAMES,
+                    }),
+                }
+            }
+        }
+
+        impl ::std::fmt::Display for $t {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+
+        impl<'de> ::serde::Deserialize<'de> for $t {
+            fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <String as ::serde::Deserialize>::deserialize(d)?;
+                s.parse().map_err(::serde::de::Error::custom)
+            }
+        }
+    };
+}
+pub(crate) use keywords;

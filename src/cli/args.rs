@@ -80,6 +80,9 @@ pub(crate) enum Command {
         /// Key algorithm of the dev certificates.
         #[arg(long, default_value = "ecdsa-p256")]
         key_alg: KeyAlg,
+        /// Also print the sidecars' log lines (info and up; `RUST_LOG` chooses otherwise).
+        #[arg(short, long)]
+        verbose: bool,
     },
 }
 
@@ -108,13 +111,13 @@ pub(crate) struct SidecarArgs {
     #[arg(long, value_delimiter = ',')]
     pub(crate) allowed_origins: Option<Vec<String>>,
     /// Origin sent upstream: rewrite (to the upstream's own), strip or preserve.
-    #[arg(long, value_parser = kebab::<OriginMode>)]
+    #[arg(long)]
     pub(crate) origin: Option<OriginMode>,
     /// Send the client's Host upstream instead of the upstream's authority.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub(crate) preserve_host: Option<bool>,
     /// Forwarded / X-Forwarded-*: replace, append or strip.
-    #[arg(long, value_parser = kebab::<ForwardedMode>)]
+    #[arg(long)]
     pub(crate) forwarded: Option<ForwardedMode>,
     /// Connections served at once.
     #[arg(long)]
@@ -164,7 +167,7 @@ pub(crate) struct SidecarArgs {
     #[arg(long)]
     pub(crate) drain_timeout: Option<Dur>,
     /// Log format: text or json.
-    #[arg(long, value_parser = kebab::<LogFormat>)]
+    #[arg(long)]
     pub(crate) log_format: Option<LogFormat>,
 }
 
@@ -506,11 +509,4 @@ impl From<ClientArgs> for ClientOptions {
             sni: a.sni,
         }
     }
-}
-
-/// Parses a kebab-case enum through its serde names, so flag and file accept the same words
-/// (for the library's enums that have no `FromStr`).
-fn kebab<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
-    T::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(s))
-        .map_err(|e| e.to_string())
 }

@@ -46,8 +46,7 @@ impl std::fmt::Display for Mode {
 }
 
 /// How log lines are written.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum LogFormat {
     /// Human-readable lines.
     #[default]
@@ -55,6 +54,8 @@ pub enum LogFormat {
     /// One JSON object per line.
     Json,
 }
+
+crate::value::keywords!(LogFormat { Text => "text", Json => "json" });
 
 /// The sidecar settings as written: every field optional, so a file and flags can be
 /// layered (flags win; see [`SidecarConfig::overlay`]). Keys are the flag names.

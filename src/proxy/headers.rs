@@ -111,8 +111,8 @@ fn text(s: &str) -> Option<HeaderValue> {
 }
 
 /// What happens to `Forwarded` and `X-Forwarded-*` on the way upstream.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ForwardedMode {
     /// Drop what the client sent and set `X-Forwarded-For`, `-Proto`, `-Host` and `Forwarded`
     /// from what this hop saw. Right when the sidecar faces clients directly.
@@ -124,8 +124,11 @@ pub enum ForwardedMode {
     Strip,
 }
 
+crate::value::keywords!(ForwardedMode { Replace => "replace", Append => "append", Strip => "strip" });
+
 /// The client as this hop saw it, for the forwarding headers.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Hop<'a> {
     /// The client's address.
     pub peer: IpAddr,
@@ -226,8 +229,8 @@ impl OriginAllowList {
 }
 
 /// What reaches upstream of an (allowed) `Origin`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum OriginMode {
     /// Replace it with the upstream's own origin, which a loopback MCP server's
     /// DNS-rebinding protection accepts.
@@ -238,6 +241,8 @@ pub enum OriginMode {
     /// Pass it through unchanged.
     Preserve,
 }
+
+crate::value::keywords!(OriginMode { Rewrite => "rewrite", Strip => "strip", Preserve => "preserve" });
 
 /// Sets `Host` (to `host`: the upstream's authority, or the client's when preserved) and
 /// `Origin` for the upstream hop.
