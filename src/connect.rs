@@ -13,6 +13,7 @@ use crate::tls::{ClientError, ConnectionInfo, PqConnector};
 
 /// The outcome of [`get`].
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Fetched {
     /// Our side of the handshake.
     pub info: Arc<ConnectionInfo>,
@@ -59,7 +60,7 @@ pub(crate) async fn get_limited(
             }
             source = s.source();
         }
-        ClientError::Http(e.to_string())
+        ClientError::Http(e)
     };
     let info = Arc::new(stream.info().clone());
     let authority = url
@@ -73,7 +74,7 @@ pub(crate) async fn get_limited(
         let conn = tokio::spawn(conn);
         let req = Request::get(url).body(Empty::<Bytes>::new());
         let sent = sender
-            .send_request(req.map_err(|e| ClientError::Http(e.to_string()))?)
+            .send_request(req.map_err(ClientError::Request)?)
             .await;
         or_connection_error(sent, conn).await.map_err(http)?
     } else {
@@ -84,7 +85,7 @@ pub(crate) async fn get_limited(
             .header(header::HOST, authority)
             .body(Empty::<Bytes>::new());
         let sent = sender
-            .send_request(req.map_err(|e| ClientError::Http(e.to_string()))?)
+            .send_request(req.map_err(ClientError::Request)?)
             .await;
         or_connection_error(sent, conn).await.map_err(http)?
     };
@@ -94,7 +95,7 @@ pub(crate) async fn get_limited(
         .await
         .map_err(|e| match e.downcast::<hyper::Error>() {
             Ok(e) => http(*e),
-            Err(e) => ClientError::Http(format!("response body: {e} ({limit} bytes)")),
+            Err(source) => ClientError::Body { limit, source },
         })?
         .to_bytes();
     Ok(Fetched { info, status, body })

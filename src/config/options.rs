@@ -106,7 +106,7 @@ impl ClientOptions {
             (Some(ca), false) => Trust::Roots(Arc::new(
                 load_roots(ca).map_err(|e| ConfigError::Cert("ca", e))?,
             )),
-            (None, true) => Trust::InsecureSkipVerify,
+            (None, true) => crate::tls::danger::insecure_skip_verify(),
             (None, false) => Trust::System,
         };
         config.identity = match (&self.client_cert, &self.client_key) {

@@ -48,6 +48,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How the probe connects and what it tries.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ProbeOptions {
     /// The server name to send and verify instead of the target's host. Default: the host
     /// (none for an IP address).
@@ -191,7 +192,7 @@ type Verifier = (Arc<dyn ServerCertVerifier>, String);
 /// The chain verifier; `None` with `--insecure`.
 fn verifier(options: &ProbeOptions) -> Result<Option<Verifier>, String> {
     let (roots, label) = match &options.trust {
-        Trust::InsecureSkipVerify => return Ok(None),
+        Trust::InsecureSkipVerify(_) => return Ok(None),
         Trust::Roots(roots) => (
             roots.clone(),
             options

@@ -83,10 +83,9 @@ pub enum Trust {
     /// Certificates issued under the operating system's roots.
     System,
     /// Any certificate (`--insecure`): for throwaway test servers only. The server must still
-    /// prove possession of its certificate's key. Made by
+    /// prove possession of its certificate's key. Made only by
     /// [`super::danger::insecure_skip_verify`], so that the risk is named where it is taken.
-    #[doc(hidden)]
-    InsecureSkipVerify,
+    InsecureSkipVerify(super::danger::SkipVerify),
 }
 
 /// Connects to PQ TLS servers under the client's policy. Clone it freely; clones share
@@ -118,7 +117,7 @@ impl PqConnector {
         let offered = config.policy.client_offer(&alg.groups);
         let provider = provider(&offered, &alg.cipher_suites);
         let check = match config.trust {
-            Trust::InsecureSkipVerify => {
+            Trust::InsecureSkipVerify(_) => {
                 ServerCertCheck::Insecure(provider.signature_verification_algorithms)
             }
             Trust::Roots(roots) => ServerCertCheck::WebPki(
@@ -480,7 +479,19 @@ pub enum ClientError {
     Timeout(Duration),
     /// The HTTP exchange after the handshake failed.
     #[error("HTTP: {0}")]
-    Http(String),
+    Http(#[source] hyper::Error),
+    /// The request could not be built from the URL.
+    #[error("HTTP: {0}")]
+    Request(#[source] http::Error),
+    /// The response body broke off, or was larger than the limit.
+    #[error("HTTP: response body: {source} ({limit} bytes)")]
+    Body {
+        /// The size bound on the body.
+        limit: usize,
+        /// Why it stopped.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl ClientError {
@@ -540,4 +551,34 @@ fn alert_of(error: &io::Error) -> Option<AlertDescription> {
     ]
     .into_iter()
     .find(|a| format!("{a:?}") == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `alert_of` reads an alert that arrived after the handshake from rustls's message (only
+    /// the text survives in hyper's error): pin that text, so that a rustls release that
+    /// words it otherwise fails here instead of losing the hint.
+    #[test]
+    fn alerts_are_read_back_from_rustls_messages() {
+        for alert in [
+            AlertDescription::HandshakeFailure,
+            AlertDescription::AccessDenied,
+            AlertDescription::CertificateRequired,
+        ] {
+            let text = rustls::Error::AlertReceived(alert).to_string();
+            assert_eq!(text, format!("received fatal alert: {alert:?}"));
+            let error = io::Error::new(io::ErrorKind::InvalidData, text);
+            assert_eq!(alert_of(&error), Some(alert));
+            // And the handshake-time form, where the rustls error itself is kept.
+            let kept = io::Error::new(
+                io::ErrorKind::InvalidData,
+                rustls::Error::AlertReceived(alert),
+            );
+            assert_eq!(alert_of(&kept), Some(alert));
+        }
+        let other = io::Error::new(io::ErrorKind::InvalidData, "received fatal alert: Nonsense");
+        assert_eq!(alert_of(&other), None);
+    }
 }

@@ -16,11 +16,16 @@ pub mod danger {
     /// throwaway test servers only; the server must still prove possession of the key in
     /// the certificate it sent.
     pub fn insecure_skip_verify() -> Trust {
-        Trust::InsecureSkipVerify
+        Trust::InsecureSkipVerify(SkipVerify(()))
     }
+
+    /// The token carried by [`Trust::InsecureSkipVerify`]: it has no public constructor, so
+    /// that [`insecure_skip_verify`] is the only way to turn the check off.
+    #[derive(Clone, Debug)]
+    pub struct SkipVerify(());
 }
 pub use info::ConnectionInfo;
-#[cfg(feature = "sidecar")] // for the fuzzing harness
+#[cfg(all(feature = "sidecar", any(fuzzing, test)))] // for the fuzzing harness
 pub(crate) use server::summarize;
 pub use server::{AcceptError, ClientAuth, PqAcceptor, ServerError, ServerTlsConfig};
 
