@@ -21,8 +21,12 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Runs the demo, writing what each hop saw to `out`.
 pub async fn run(key_alg: KeyAlg, out: &mut (dyn Write + Send)) -> Result<(), BoxError> {
-    let dir = std::env::temp_dir().join(format!("mcp-pqtls-demo-{}", std::process::id()));
-    write_dev_pki(&dir, key_alg)?;
+    // Private (0700) and removed on drop, whichever way the demo ends.
+    let tmp = tempfile::Builder::new()
+        .prefix("mcp-pqtls-demo-")
+        .tempdir()?;
+    let dir = tmp.path();
+    write_dev_pki(dir, key_alg)?;
     writeln!(out, "dev certificates ({key_alg}) in {}", dir.display())?;
 
     let mcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -167,7 +171,6 @@ pub async fn run(key_alg: KeyAlg, out: &mut (dyn Write + Send)) -> Result<(), Bo
     let _ = stop_client.send(());
     let _ = stop_server.send(());
     echo.abort();
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 

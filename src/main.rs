@@ -4,7 +4,6 @@
 mod cli;
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
@@ -19,8 +18,11 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     // The sidecars read their log format from flags or their file; they set up logging
     // themselves once that is known.
-    if !matches!(cli.command, Command::Server { .. } | Command::Client { .. }) {
-        cli::init_logging(LogFormat::Text);
+    match cli.command {
+        Command::Server { .. } | Command::Client { .. } => {}
+        // The demo prints its own lines; its sidecars' logs only when asked for.
+        Command::Demo { verbose: false, .. } => cli::init_logging(LogFormat::Text, "warn"),
+        _ => cli::init_logging(LogFormat::Text, "info"),
     }
     // On a worker, not the main thread: an accept loop in `block_on` would wake the main
     // thread for every connection and hand each one across threads (measured: ~11% of a
@@ -55,11 +57,9 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Reflect { listen, server } => {
-            let acceptor = Arc::new(
-                ServerOptions::from(server)
-                    .build()
-                    .map_err(CliError::usage)?,
-            );
+            let acceptor = ServerOptions::from(server)
+                .build()
+                .map_err(CliError::usage)?;
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
@@ -91,7 +91,7 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
         }
         Command::Probe(args) => cli::probe::run(args).await,
         Command::Bench { command } => cli::bench::run(command).await,
-        Command::Demo { key_alg } => {
+        Command::Demo { key_alg, .. } => {
             let mut out = std::io::stdout();
             mcp_pqtls::demo::run(key_alg, &mut out)
                 .await

@@ -295,3 +295,30 @@ fn demo_runs_mcp_through_the_whole_tunnel_and_shows_each_hop() {
     );
     assert_eq!(stdout.matches("x-mcp-pqtls-pq: true").count(), 2);
 }
+
+#[test]
+fn demo_prints_its_own_lines_and_logs_only_when_asked() {
+    let quiet = bin().arg("demo").env_remove("RUST_LOG").output().unwrap();
+    assert!(quiet.status.success(), "{}", stderr(&quiet));
+    let stdout = String::from_utf8_lossy(&quiet.stdout);
+    assert!(stdout.contains("tools: echo, tls_info"), "{stdout}");
+    // No sidecar log line interleaved: stderr stays empty without -v or RUST_LOG.
+    assert_eq!(stderr(&quiet), "", "stdout:\n{stdout}");
+    // The dev keys lived in a private directory that is gone once the demo ends.
+    let dir = stdout
+        .lines()
+        .find_map(|l| l.split_once(") in ").map(|(_, d)| d.to_owned()))
+        .unwrap_or_else(|| panic!("no key directory in:\n{stdout}"));
+    assert!(dir.contains("mcp-pqtls-demo-"), "{dir}");
+    assert!(!std::path::Path::new(&dir).exists(), "{dir} left behind");
+
+    let verbose = bin()
+        .args(["demo", "-v"])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(verbose.status.success(), "{}", stderr(&verbose));
+    let logs = stderr(&verbose);
+    assert!(logs.contains("Server sidecar started"), "{logs}");
+    assert!(logs.contains("Client sidecar started"), "{logs}");
+}

@@ -11,10 +11,10 @@ pub(crate) mod sidecar;
 pub(crate) use error::CliError;
 use mcp_pqtls::config::LogFormat;
 
-/// Logs to stderr, `info` and up unless `RUST_LOG` says otherwise.
-pub(crate) fn init_logging(format: LogFormat) {
+/// Logs to stderr, `default` (e.g. `info`) and up unless `RUST_LOG` says otherwise.
+pub(crate) fn init_logging(format: LogFormat, default: &str) {
     let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -20,7 +20,7 @@ pub(crate) async fn run(
     let layered =
         Layered::load(common.into_config(specific), file.as_deref()).map_err(CliError::usage)?;
     // Before resolving: loading the key may warn (a key file others can read).
-    super::init_logging(layered.log_format());
+    super::init_logging(layered.log_format(), "info");
     let sidecar = layered.resolve(mode).map_err(|e| match &file {
         Some(path) => CliError::usage_in(format!("flags and {}", path.display()), e),
         None => CliError::usage(e),
