@@ -16,11 +16,9 @@ fn policy(mode: PolicyMode) -> Policy {
 }
 
 fn with_rules(sunset_passed: bool, rules: &[&str]) -> Policy {
-    Policy {
-        mode: PolicyMode::PqPreferred,
-        sunset: sunset_passed.then(|| SystemTime::now() - Duration::from_secs(60)),
-        rules: rules.iter().map(|r| r.parse().unwrap()).collect(),
-    }
+    Policy::new(PolicyMode::PqPreferred)
+        .with_sunset(sunset_passed.then(|| SystemTime::now() - Duration::from_secs(60)))
+        .with_rules(rules.iter().map(|r| r.parse().unwrap()))
 }
 
 fn alert(err: &ClientError) -> Option<AlertDescription> {
@@ -358,12 +356,10 @@ async fn garbage_instead_of_a_client_hello_is_dropped_and_counted() {
 async fn graceful_shutdown_lets_in_flight_requests_finish() {
     use std::convert::Infallible;
     let pki = Pki::new(KeyAlg::EcdsaP256);
-    let acceptor = std::sync::Arc::new(
-        mcp_pqtls::tls::PqAcceptor::new(
-            pki.server(&[X25519MLKEM768], policy(PolicyMode::PqRequired)),
-        )
-        .unwrap(),
-    );
+    let acceptor = mcp_pqtls::tls::PqAcceptor::new(
+        pki.server(&[X25519MLKEM768], policy(PolicyMode::PqRequired)),
+    )
+    .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (entered_tx, entered_rx) = tokio::sync::mpsc::channel::<()>(1);
@@ -486,22 +482,7 @@ async fn replaced_policy_applies_to_new_handshakes_and_spares_established_ones()
 
 /// The server sidecar binary on 127.0.0.1 with the PKI's identity and these extra flags.
 fn sidecar(pki: &Pki, upstream: &str, extra: &[&str]) -> support::process::Proc {
-    let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
-    let mut args = vec![
-        "server",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-        "--upstream",
-        upstream,
-        "--cert",
-        cert.to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    support::process::Proc::spawn(&args)
+    support::process::Proc::server_sidecar(pki.dir.path(), upstream, extra)
 }
 
 #[tokio::test]

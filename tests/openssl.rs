@@ -183,10 +183,8 @@ fn s_server(openssl: &Path, pki: &Pki, extra: &[&str]) -> (KillOnDrop, u16) {
 /// Probes `localhost:port` once s_server listens.
 async fn probe_openssl(pki: &Pki, port: u16) -> ProbeReport {
     let target: Target = format!("localhost:{port}").parse().unwrap();
-    let options = ProbeOptions {
-        trust: mcp_pqtls::tls::Trust::Roots(pki.roots()),
-        ..ProbeOptions::default()
-    };
+    let mut options = ProbeOptions::default();
+    options.trust = mcp_pqtls::tls::Trust::Roots(pki.roots());
     for _ in 0..100 {
         let report = probe(&target, &options).await;
         if !report
@@ -269,12 +267,6 @@ async fn probe_findings_hold_against_openssl_s_server() {
 }
 
 /// Writes a config file whole (write, then rename), so a reload never reads half of one.
-fn install_config(path: &Path, text: &str) {
-    let tmp = path.with_extension("new");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
 /// The server sidecar's config: pq-preferred over X25519MLKEM768 and X25519, client
 /// certificates under the dev CA, and these fallback rules.
 fn sidecar_policy(pki: &Pki, rules: &[&str]) -> String {
@@ -288,7 +280,7 @@ fn sidecar_policy(pki: &Pki, rules: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_openssl_ticket_saved_before_a_sighup_adding_an_id_rule_is_refused() {
-    use support::process::Proc;
+    use support::process::{install_config, Proc};
     use support::upstream::{get_plain, Upstream};
 
     let openssl = openssl();
@@ -301,21 +293,11 @@ async fn an_openssl_ticket_saved_before_a_sighup_adding_an_id_rule_is_refused() 
         &config,
         &sidecar_policy(&pki, &["allow-classical id:spiffe://mcp-pqtls.dev/*"]),
     );
-    let server = Proc::spawn(&[
-        "server",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-        "--upstream",
+    let server = Proc::server_sidecar(
+        pki.dir.path(),
         &upstream.url(),
-        "--cert",
-        pki.path("server.pem").to_str().unwrap(),
-        "--key",
-        pki.path("server.key").to_str().unwrap(),
-        "--config",
-        config.to_str().unwrap(),
-    ]);
+        &["--config", config.to_str().unwrap()],
+    );
     let session = dir.path().join("session.pem");
     let (cert, key) = (pki.path("client.pem"), pki.path("client.key"));
     let with_cert = |session_flag: &'static str| {

@@ -8,35 +8,9 @@ use std::time::Duration;
 
 use mcp_pqtls::certs::KeyAlg;
 use mcp_pqtls::{Group, PolicyMode};
-use support::process::{bin, Proc};
+use support::process::{bin, install_config, Proc};
 use support::upstream::{get_plain, read_until, Upstream, GUARD};
 use support::Pki;
-
-fn server_args<'a>(pki_dir: &'a str, upstream: &'a str, extra: &[&'a str]) -> Vec<String> {
-    let mut v: Vec<String> = [
-        "server",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-        "--upstream",
-        upstream,
-        "--cert",
-        &format!("{pki_dir}/server.pem"),
-        "--key",
-        &format!("{pki_dir}/server.key"),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    v.extend(extra.iter().map(|s| s.to_string()));
-    v
-}
-
-fn spawn_server(pki_dir: &Path, upstream: &str, extra: &[&str]) -> Proc {
-    let args = server_args(pki_dir.to_str().unwrap(), upstream, extra);
-    Proc::spawn(&args.iter().map(String::as_str).collect::<Vec<_>>())
-}
 
 /// A `pq-required` client trusting `pki`'s CA.
 fn client_of(pki: &Pki) -> mcp_pqtls::tls::PqConnector {
@@ -73,7 +47,7 @@ async fn certificate_reload_keeps_open_streams_and_refuses_a_bad_certificate() {
     let live = tempfile::tempdir().unwrap();
     copy_identity(&old, live.path());
     let upstream = Upstream::start().await;
-    let server = spawn_server(
+    let server = Proc::server_sidecar(
         live.path(),
         &upstream.url(),
         &["--reload-interval", "100ms"],
@@ -116,11 +90,6 @@ async fn certificate_reload_keeps_open_streams_and_refuses_a_bad_certificate() {
 }
 
 /// Replaces `path` by rename, as operators should: a poll never reads half a file.
-fn install_config(path: &Path, text: &str) {
-    let tmp = path.with_extension("new");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
 
 #[tokio::test]
 async fn policy_reload_from_the_config_file_keeps_open_streams_and_refuses_a_bad_file() {
@@ -132,7 +101,7 @@ async fn policy_reload_from_the_config_file_keeps_open_streams_and_refuses_a_bad
         &config,
         "groups = [\"X25519MLKEM768\", \"X25519\"]\npolicy = \"pq-preferred\"\n",
     );
-    let server = spawn_server(
+    let server = Proc::server_sidecar(
         pki.dir.path(),
         &upstream.url(),
         &[
@@ -252,7 +221,7 @@ async fn failed_handshakes_get_one_info_line_per_period_and_every_one_a_metric()
 
     let pki = Pki::new(KeyAlg::EcdsaP256);
     let upstream = Upstream::start().await;
-    let server = spawn_server(pki.dir.path(), &upstream.url(), &[]);
+    let server = Proc::server_sidecar(pki.dir.path(), &upstream.url(), &[]);
     for _ in 0..3 {
         let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
             .await
@@ -295,7 +264,8 @@ async fn scrape(admin: u16) -> String {
 async fn sigterm_stops_accepting_and_drains_in_flight_requests() {
     let pki = Pki::new(KeyAlg::EcdsaP256);
     let upstream = Upstream::start().await;
-    let mut server = spawn_server(pki.dir.path(), &upstream.url(), &["--drain-timeout", "3s"]);
+    let mut server =
+        Proc::server_sidecar(pki.dir.path(), &upstream.url(), &["--drain-timeout", "3s"]);
     let admin = server.admin.unwrap();
     assert_eq!(
         get_plain(&format!("http://127.0.0.1:{admin}/readyz"))
@@ -535,7 +505,7 @@ async fn a_peer_string_cannot_forge_a_line_of_the_text_log() {
         ),
     )
     .unwrap();
-    let server = spawn_server(
+    let server = Proc::server_sidecar(
         pki.dir.path(),
         &upstream.url(),
         &["--config", config.to_str().unwrap()],

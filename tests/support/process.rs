@@ -37,6 +37,14 @@ pub fn install(script: &str) -> PathBuf {
     installed
 }
 
+/// Replaces `path` with `text` by rename, as a deploy tool does: a watcher never reads half a
+/// file.
+pub fn install_config(path: &Path, text: &str) {
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
 /// A running sidecar process: its port, its admin port, and its log lines so far.
 pub struct Proc {
     pub child: KillOnDrop,
@@ -46,6 +54,27 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// The server sidecar on 127.0.0.1 (listener and admin listener on free ports) in front
+    /// of `upstream`, with the identity in `pki_dir` (`server.pem`, `server.key`), plus `extra`.
+    pub fn server_sidecar(pki_dir: &Path, upstream: &str, extra: &[&str]) -> Self {
+        let (cert, key) = (pki_dir.join("server.pem"), pki_dir.join("server.key"));
+        let mut args = vec![
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--upstream",
+            upstream,
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        Self::spawn(&args)
+    }
+
     pub fn spawn(args: &[&str]) -> Self {
         let mut child = KillOnDrop(
             bin()
