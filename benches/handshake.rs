@@ -181,7 +181,7 @@ fn our_server_path(c: &mut Criterion) {
     let client = tokio_rustls::TlsConnector::from(pki.client(&[Group::X25519MLKEM768], false));
     let mut config = ServerTlsConfig::new(pki.identity());
     config.algorithms.groups = vec![Group::X25519MLKEM768, Group::X25519];
-    let ours = Arc::new(PqAcceptor::new(config).expect("acceptor"));
+    let ours = PqAcceptor::new(config).expect("acceptor");
     let plain = tokio_rustls::TlsAcceptor::from(pki.server(&[Group::X25519MLKEM768], 0));
 
     let mut g = c.benchmark_group("server_path");
@@ -220,10 +220,7 @@ fn policy_decision(c: &mut Criterion) {
     .iter()
     .map(|r| r.parse().expect("rule"))
     .collect();
-    let policy = Policy {
-        rules,
-        ..Policy::new(PolicyMode::PqPreferred)
-    };
+    let policy = Policy::new(PolicyMode::PqPreferred).with_rules(rules);
     let hello = |offered: &[Group]| ClientHelloSummary {
         sni: Some("mcp.example.com".to_owned()),
         offered_groups: offered.iter().map(|g| GroupId::from(*g)).collect(),

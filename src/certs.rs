@@ -26,6 +26,7 @@ pub use dev::{write_dev_pki, DevPki, KeyAlg};
 
 /// What an operator wants to know about a certificate.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub struct CertInfo {
     /// Subject distinguished name.
     pub subject: String,

@@ -120,6 +120,7 @@ pub fn cipher_suite_name(suite: rustls::CipherSuite) -> String {
 
 /// The algorithms a TLS endpoint may use: the agility knobs, all configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Algorithms {
     /// Key-exchange groups in order of preference.
     /// Default is [`crate::DEFAULT_GROUPS`].

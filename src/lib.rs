@@ -100,7 +100,9 @@ pub mod admin;
 pub mod config;
 #[cfg(feature = "sidecar")]
 pub mod demo;
-#[cfg(feature = "sidecar")]
+// Entry points for fuzz/ only: built by cargo-fuzz (`--cfg fuzzing`), and in unit tests so
+// that clippy and the compiler keep seeing it.
+#[cfg(all(feature = "sidecar", any(fuzzing, test)))]
 #[doc(hidden)]
 pub mod fuzzing;
 #[cfg(feature = "gate")]

@@ -112,6 +112,7 @@ impl FromStr for PolicyMode {
 
 /// A policy: a mode, refined (in `pq-preferred`) by a sunset and fallback rules.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Policy {
     /// The policy mode. Default is `pq-preferred`.
     pub mode: PolicyMode,
@@ -128,6 +129,19 @@ impl Policy {
         Self {
             mode,
             ..Self::default()
+        }
+    }
+
+    /// This policy with `sunset` (see [`Policy::sunset`]).
+    pub fn with_sunset(self, sunset: Option<SystemTime>) -> Self {
+        Self { sunset, ..self }
+    }
+
+    /// This policy with these fallback rules, checked in order (see [`Policy::rules`]).
+    pub fn with_rules(self, rules: impl IntoIterator<Item = FallbackRule>) -> Self {
+        Self {
+            rules: rules.into_iter().collect(),
+            ..self
         }
     }
 
@@ -256,6 +270,7 @@ fn no_pq_reason(hello: &ClientHelloSummary, pq_groups: Vec<Group>) -> RefusalRea
 
 /// The set of groups a decision lets the handshake use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum GroupSet {
     /// Post-quantum groups only.
     PqOnly,
@@ -265,6 +280,7 @@ pub enum GroupSet {
 
 /// A ClientHello the policy lets through.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Permit {
     /// The group the handshake must end on (the server asks for a retry if the client sent
     /// no key share for it).
@@ -338,6 +354,7 @@ impl IdentityCheck {
 /// Written `ACTION KIND:VALUE`, e.g. `allow-classical cidr:10.0.0.0/8`,
 /// `require-pq sni:*.prod.example.com`, `allow-classical id:spiffe://corp/legacy/*`.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FallbackRule {
     /// What the rule does when it matches.
     pub action: RuleAction,
@@ -403,6 +420,7 @@ fn parse_net(s: &str) -> Option<IpNet> {
 
 /// What a fallback rule does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RuleAction {
     /// Allow classical key exchange (even after the sunset).
     AllowClassical,
@@ -421,6 +439,7 @@ impl fmt::Display for RuleAction {
 
 /// Which clients a fallback rule matches.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Matcher {
     /// The client's address is in this network (IPv4 or IPv6).
     Address(IpNet),
@@ -498,6 +517,7 @@ impl fmt::Display for NamePattern {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 // `offered` is the peer's list: capped, so that a refusal line stays short.
 #[error("{reason} (offered: {offered}); policy {mode}", offered = display_list_capped(offered))]
+#[non_exhaustive]
 pub struct Refusal {
     /// The policy mode that refused.
     pub mode: PolicyMode,

@@ -15,7 +15,7 @@ use crate::tls::{ConnectionInfo, PqAcceptor};
 /// Serves the reflect service on `listener` until `shutdown` completes.
 pub async fn reflect(
     listener: TcpListener,
-    acceptor: impl Into<PqAcceptor>,
+    acceptor: PqAcceptor,
     shutdown: impl Future,
 ) -> std::io::Result<()> {
     let service = hyper::service::service_fn(|req: Request<Incoming>| async move {

@@ -62,7 +62,7 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 /// ```
 pub async fn serve<S, B, F>(
     listener: TcpListener,
-    acceptor: impl Into<PqAcceptor>,
+    acceptor: PqAcceptor,
     service: S,
     shutdown: F,
 ) -> std::io::Result<()>
@@ -134,8 +134,8 @@ impl ServerBuilder {
     /// Accepts connections into PQ TLS through `acceptor` (its policy, groups and
     /// handshake timeout). Default is none: plain HTTP, for a loopback listener such as
     /// the client sidecar's, where hyper tells h2 from HTTP/1.1 by the preface.
-    pub fn tls(mut self, acceptor: impl Into<PqAcceptor>) -> Self {
-        self.acceptor = Some(acceptor.into());
+    pub fn tls(mut self, acceptor: PqAcceptor) -> Self {
+        self.acceptor = Some(acceptor);
         self
     }
 

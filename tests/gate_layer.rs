@@ -92,7 +92,7 @@ async fn gate_layer_refuses_without_a_token_and_passes_a_valid_one_with_an_audit
         &[Group::X25519MLKEM768],
         Policy::new(PolicyMode::PqRequired),
     );
-    let acceptor = Arc::new(PqAcceptor::new(tls).unwrap());
+    let acceptor = PqAcceptor::new(tls).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

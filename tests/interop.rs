@@ -467,10 +467,8 @@ async fn their_server(peer: &Peer, pki: &Pki, cert: KeyAlg, group: Group) -> [Ce
 /// Our probe, with the whole catalogue, against a server on `localhost:port`.
 async fn probe_port(pki: &Pki, port: u16) -> mcp_pqtls::probe::ProbeReport {
     let target: Target = format!("localhost:{port}").parse().unwrap();
-    let options = ProbeOptions {
-        trust: Trust::Roots(pki.roots()),
-        ..ProbeOptions::default()
-    };
+    let mut options = ProbeOptions::default();
+    options.trust = Trust::Roots(pki.roots());
     probe(&target, &options).await
 }
 

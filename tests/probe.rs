@@ -19,11 +19,10 @@ use support::upstream::Upstream;
 use support::{Pki, Server};
 
 fn options(pki: &Pki) -> ProbeOptions {
-    ProbeOptions {
-        trust: Trust::Roots(pki.roots()),
-        ca_name: Some("ca.pem".to_owned()),
-        ..ProbeOptions::default()
-    }
+    let mut options = ProbeOptions::default();
+    options.trust = Trust::Roots(pki.roots());
+    options.ca_name = Some("ca.pem".to_owned());
+    options
 }
 
 async fn probe_server(server: &Server, options: &ProbeOptions) -> ProbeReport {
@@ -274,10 +273,8 @@ async fn ml_dsa_mtls_server_and_a_chain_that_does_not_verify() {
     let error = cert.verify_error.as_deref().unwrap();
     assert!(error.contains("invalid peer certificate"), "{error}");
 
-    let insecure = ProbeOptions {
-        trust: mcp_pqtls::tls::danger::insecure_skip_verify(),
-        ..ProbeOptions::default()
-    };
+    let mut insecure = ProbeOptions::default();
+    insecure.trust = mcp_pqtls::tls::danger::insecure_skip_verify();
     let r = probe_server(&server, &insecure).await;
     let cert = r.certificate.as_ref().unwrap();
     assert_eq!(
@@ -368,11 +365,9 @@ async fn closed_plain_http_and_silent_ports_are_unreachable() {
             open.push(tcp);
         }
     });
-    let opts = ProbeOptions {
-        timeout: Duration::from_millis(200),
-        groups: vec![Group::X25519MLKEM768, Group::X25519],
-        ..ProbeOptions::default()
-    };
+    let mut opts = ProbeOptions::default();
+    opts.timeout = Duration::from_millis(200);
+    opts.groups = vec![Group::X25519MLKEM768, Group::X25519];
     let r = probe(&target, &opts).await;
     assert_eq!(r.verdict, Verdict::Unreachable, "{}", r.table());
     assert!(

@@ -15,6 +15,7 @@ use super::CertError;
 
 /// The key algorithm of generated certificates.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum KeyAlg {
     /// ECDSA on P-256 with SHA-256.
     #[default]
@@ -103,6 +104,7 @@ impl FromStr for KeyAlg {
 
 /// A freshly generated dev PKI, as PEM.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct DevPki {
     /// The CA certificate (trust anchor for both sides).
     pub ca_pem: String,

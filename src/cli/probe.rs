@@ -77,14 +77,13 @@ fn resolve(args: &ProbeArgs) -> anyhow::Result<(Vec<Target>, ProbeOptions)> {
             }
         }
     }
-    let options = ProbeOptions {
-        sni: args.sni.clone(),
-        trust: tls.trust,
-        ca_name: args.ca.as_ref().map(|ca| ca.display().to_string()),
-        client_identity: tls.identity,
-        groups,
-        alpn,
-        timeout: args.timeout.0,
-    };
+    let mut options = ProbeOptions::default();
+    options.sni = args.sni.clone();
+    options.trust = tls.trust;
+    options.ca_name = args.ca.as_ref().map(|ca| ca.display().to_string());
+    options.client_identity = tls.identity;
+    options.groups = groups;
+    options.alpn = alpn;
+    options.timeout = args.timeout.0;
     Ok((targets, options))
 }

@@ -26,6 +26,7 @@ pub struct ConfigSource {
 /// What re-reading a [`ConfigSource`] found, validated (see
 /// `ConfigSource::reload_policy` in [`crate::sidecar`]).
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct PolicyReload {
     /// The groups, in order of preference.
     pub groups: Vec<Group>,

@@ -152,6 +152,7 @@ pub struct Sections<'a> {
 
 /// The gate, validated: what [`super::Gate::new`] runs.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct GateConfig {
     /// Token checks.
     pub auth: Option<AuthSettings>,
@@ -170,6 +171,7 @@ pub struct GateConfig {
 /// The gate's budgets against hostile clients, each on by default (the sidecar's top-level
 /// keys of the same names).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct GateBudgets {
     /// `max-buffered-body-bytes`: request-body bytes the gate holds across all connections,
     /// taken before reading; beyond it 503 with `Retry-After`. Default 64 MiB.
@@ -266,6 +268,7 @@ impl GateConfig {
 /// (`rules[2].tool`, `auth.jwks-url`), and what is wrong and how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
+#[non_exhaustive]
 pub struct GateConfigError {
     /// The field, with its section and index.
     pub field: String,
@@ -281,7 +284,7 @@ fn field(field: impl Into<String>, message: impl Into<String>) -> GateConfigErro
 }
 
 fn glob(f: &str, pattern: &str) -> Result<Glob, GateConfigError> {
-    Glob::new(pattern).map_err(|e| field(f, e))
+    Glob::new(pattern).map_err(|e| field(f, e.to_string()))
 }
 
 fn globs(f: &str, patterns: &Option<Vec<String>>) -> Result<Vec<Glob>, GateConfigError> {

@@ -18,6 +18,7 @@ pub const INVALID_REQUEST: i64 = -32600;
 
 /// What one JSON-RPC message is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Kind {
     /// Has a `method` and an `id`: expects an answer.
     Request,
@@ -29,6 +30,7 @@ pub enum Kind {
 
 /// One JSON-RPC message, reduced to what rules, limits and the audit log need.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct Message {
     /// Request, notification or response.
     pub kind: Kind,
@@ -53,6 +55,7 @@ impl Message {
 
 /// A request body: its messages, and whether they came as a batch (a JSON array).
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct Body {
     /// One for a single message; the members of a batch in order.
     pub messages: Vec<Message>,
@@ -62,6 +65,7 @@ pub struct Body {
 
 /// A body the gate cannot read as JSON-RPC.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ParseError {
     /// Not JSON at all.
     #[error("request body is not JSON: {0}")]

@@ -15,6 +15,7 @@ use super::rules::Glob;
 /// What a client is counted as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum KeyKind {
     /// The mTLS client identity; without one the token subject, then the address.
     Identity,
@@ -26,6 +27,7 @@ pub enum KeyKind {
 
 /// One `[[rate-limit]]` entry, validated.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct Limit {
     /// `name`, or `rate-limit[N]`.
     pub name: String,

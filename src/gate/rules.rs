@@ -3,6 +3,23 @@
 
 use std::fmt;
 
+/// Why a pattern is not a [`Glob`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GlobError {
+    /// The pattern is empty.
+    #[error("empty pattern; use \"*\" to match anything")]
+    Empty,
+    /// The pattern uses a wildcard other than `*`.
+    #[error("`{pattern}`: `{wildcard}` is not supported; the only wildcard is `*`")]
+    Unsupported {
+        /// The pattern.
+        pattern: String,
+        /// The character refused.
+        wildcard: char,
+    },
+}
+
 /// A pattern where `*` stands for any run of characters (`/` included) and everything else
 /// matches itself, case-sensitively.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -11,17 +28,18 @@ pub struct Glob(String);
 impl Glob {
     /// Parses a pattern. Empty patterns and the wildcards we do not support (`?`, `[...]`,
     /// `{...}`) are refused, so a pattern never means something other than it seems to.
-    pub fn new(pattern: &str) -> Result<Self, String> {
+    pub fn new(pattern: &str) -> Result<Self, GlobError> {
         if pattern.is_empty() {
-            return Err("empty pattern; use \"*\" to match anything".into());
+            return Err(GlobError::Empty);
         }
         if let Some(c) = pattern
             .chars()
             .find(|c| matches!(c, '?' | '[' | ']' | '{' | '}'))
         {
-            return Err(format!(
-                "`{pattern}`: `{c}` is not supported; the only wildcard is `*`"
-            ));
+            return Err(GlobError::Unsupported {
+                pattern: pattern.to_owned(),
+                wildcard: c,
+            });
         }
         Ok(Self(pattern.to_owned()))
     }
@@ -59,6 +77,7 @@ impl fmt::Display for Glob {
 /// when any of its conditions fails (all must hold: AND); otherwise it is allowed and no
 /// later rule is consulted. A message no rule matches is allowed.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Rule {
     /// `name`, or `rules[N]`: what refusals, the audit log and the metrics call it.
     pub name: String,
@@ -80,6 +99,7 @@ pub struct Rule {
 
 /// What a rule decides on: one message, and who sent it over what.
 #[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
 pub struct Summary<'a> {
     /// The JSON-RPC method.
     pub method: &'a str,
@@ -99,6 +119,7 @@ pub struct Summary<'a> {
 
 /// A message allowed: by which rule, if one matched.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Permit<'r> {
     /// The rule that matched and allowed it.
     pub rule: Option<&'r str>,
@@ -106,6 +127,7 @@ pub struct Permit<'r> {
 
 /// A message refused by a rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Denied {
     /// The rule's name.
     pub rule: String,
@@ -115,6 +137,7 @@ pub struct Denied {
 
 /// Why a rule refused a message.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DenyReason {
     /// The rule says `deny`.
     Denied,
@@ -292,12 +315,14 @@ mod tests {
 
     #[test]
     fn globs_refuse_unsupported_wildcards_and_empty_patterns() {
-        assert!(Glob::new("").unwrap_err().contains("empty"));
+        assert!(Glob::new("").unwrap_err().to_string().contains("empty"));
         assert!(Glob::new("delete_?")
             .unwrap_err()
+            .to_string()
             .contains("`?` is not supported"));
         assert!(Glob::new("[a-z]*")
             .unwrap_err()
+            .to_string()
             .contains("only wildcard is `*`"));
     }
 

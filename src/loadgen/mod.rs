@@ -127,6 +127,7 @@ pub struct Load {
 
 /// The outcome of a run, printed as one JSON object.
 #[derive(Clone, Debug, Default, Serialize)]
+#[non_exhaustive]
 pub struct Report {
     /// `requests`, `handshakes`, `sse` or `idle`.
     pub mode: &'static str,
@@ -154,6 +155,7 @@ pub struct Report {
 
 /// Errors the first error of a run is reported with.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LoadError {
     /// Not an `http://` or `https://` URL with a host (https needs TLS settings).
     #[error("bad target URL {0}: use http://HOST:PORT/PATH or https://HOST:PORT/PATH")]

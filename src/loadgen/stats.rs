@@ -11,6 +11,7 @@ pub struct Latencies(Vec<u32>);
 
 /// Percentiles of a run, in microseconds (0 when there were no samples).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct Percentiles {
     /// Median.
     pub p50: u32,

@@ -15,6 +15,7 @@ pub const SCHEMA: &str = "mcp-pqtls.probe/v1";
 /// The endpoint's post-quantum posture in one word.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum Verdict {
     /// Accepts pq groups and refuses a client that offers only classical ones.
     PqRequired,
@@ -71,6 +72,7 @@ impl fmt::Display for Verdict {
 
 /// What the endpoint must show for `--require` to be met.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Requirement {
     /// `pq`: the verdict is `pq-required` or `pq-preferred`.
     Pq,
@@ -104,6 +106,7 @@ impl fmt::Display for Requirement {
 
 /// Everything the probe found out about one endpoint. Serialized as the JSON report.
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct ProbeReport {
     /// Always [`SCHEMA`].
     pub schema: &'static str,
@@ -152,6 +155,7 @@ pub struct ProbeReport {
 
 /// One group offered alone.
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct GroupFinding {
     /// IANA name.
     pub name: String,
@@ -175,6 +179,7 @@ pub struct GroupFinding {
 
 /// One handshake made to test a behaviour.
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct Trial {
     /// `supported_groups` sent, in order.
     pub offered: Vec<String>,
@@ -190,6 +195,7 @@ pub struct Trial {
 
 /// Whose order decides the group.
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct ServerPreference {
     /// `server`: the same group whatever our order (the server's own order decides);
     /// `client`: the group of our first key share each time; `mixed`: neither.
@@ -203,6 +209,7 @@ pub struct ServerPreference {
 
 /// The server's certificate chain and authentication.
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct Certificate {
     /// End-entity first, as sent.
     pub chain: Vec<CertInfo>,
@@ -222,6 +229,7 @@ pub struct Certificate {
 
 /// One suite offered alone.
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct SuiteFinding {
     /// IANA name.
     pub name: String,
@@ -233,6 +241,7 @@ pub struct SuiteFinding {
 
 /// Handshake sizes.
 #[derive(Clone, Debug, Default, Serialize)]
+#[non_exhaustive]
 pub struct Wire {
     /// The first accepted pq group (else the first probed).
     pub pq: Option<WireSize>,
@@ -242,6 +251,7 @@ pub struct Wire {
 
 /// Bytes of one handshake.
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct WireSize {
     /// The group.
     pub group: String,
@@ -253,6 +263,7 @@ pub struct WireSize {
 
 /// The outcome of one `--require`.
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct RequirementResult {
     /// As written: `pq`, `pq-only` or a group name.
     pub require: String,

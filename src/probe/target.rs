@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 /// An endpoint to probe: `HOST:PORT`, `[IPv6]:PORT`, `HOST` (port 443) or an `https://` URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Target {
     /// Host name or IP address (without brackets).
     pub host: String,

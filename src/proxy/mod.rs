@@ -61,6 +61,7 @@ const MAX_IDLE_UPSTREAM: usize = 64;
 
 /// Which side of the tunnel this proxy is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Side {
     /// TLS from clients, plain HTTP to the MCP server: announces the client hop's TLS upstream.
     Server,
@@ -71,6 +72,7 @@ pub enum Side {
 
 /// How requests are rewritten and limited on their way upstream.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct HttpOptions {
     /// Origins a request may carry; a present `Origin` not on the list gets 403.
     pub allowed_origins: OriginAllowList,

@@ -120,6 +120,7 @@ pub struct UpstreamError {
 
 /// Connects to a plain-HTTP upstream over TCP or a Unix socket (server mode).
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub enum UpstreamConnector {
     /// TCP, by the request URI's authority.
     Tcp(hyper_util::client::legacy::connect::HttpConnector),
@@ -143,6 +144,7 @@ impl UpstreamConnector {
 }
 
 /// A connection made by [`UpstreamConnector`].
+#[non_exhaustive]
 pub enum UpstreamIo {
     /// Over TCP.
     Tcp(TokioIo<tokio::net::TcpStream>),

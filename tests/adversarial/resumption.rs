@@ -123,11 +123,9 @@ fn chain(e: impl std::error::Error) -> String {
 }
 
 fn pq_preferred(sunset: Option<SystemTime>, rules: &[&str]) -> Policy {
-    Policy {
-        sunset,
-        rules: rules.iter().map(|r| r.parse().unwrap()).collect(),
-        ..Policy::new(PolicyMode::PqPreferred)
-    }
+    Policy::new(PolicyMode::PqPreferred)
+        .with_sunset(sunset)
+        .with_rules(rules.iter().map(|r| r.parse().unwrap()))
 }
 
 /// Waits (bounded) for the acceptor to have counted `expected` policy refusals: the peer can

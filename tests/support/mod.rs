@@ -79,10 +79,8 @@ impl Pki {
     /// A client trusting this PKI's CA.
     pub fn client(&self, groups: &[Group], policy: PolicyMode) -> ClientTlsConfig {
         let mut c = ClientTlsConfig::default();
-        c.algorithms = Algorithms {
-            groups: groups.to_vec(),
-            ..Algorithms::default()
-        };
+        c.algorithms = Algorithms::default();
+        c.algorithms.groups = groups.to_vec();
         c.policy = policy;
         c.trust = Trust::Roots(self.roots());
         c
@@ -92,7 +90,7 @@ impl Pki {
 /// A reflect server on 127.0.0.1 that counts the requests its service saw.
 pub struct Server {
     pub addr: SocketAddr,
-    pub acceptor: Arc<PqAcceptor>,
+    pub acceptor: PqAcceptor,
     pub requests: Arc<AtomicUsize>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -100,7 +98,7 @@ pub struct Server {
 
 impl Server {
     pub async fn start(config: ServerTlsConfig) -> Self {
-        let acceptor = Arc::new(PqAcceptor::new(config).unwrap());
+        let acceptor = PqAcceptor::new(config).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(AtomicUsize::new(0));
@@ -150,7 +148,9 @@ pub async fn fetch(
     client: &PqConnector,
     server: &Server,
 ) -> Result<(ConnectionInfo, serde_json::Value), ClientError> {
-    let Fetched { info, status, body } = mcp_pqtls::get(client, server.url()).await?;
+    let Fetched {
+        info, status, body, ..
+    } = mcp_pqtls::get(client, server.url()).await?;
     assert!(status.is_success(), "HTTP {status}");
     Ok(((*info).clone(), serde_json::from_slice(&body).unwrap()))
 }
