@@ -4,7 +4,8 @@
 //!
 //! [`keywords!`] gives a settings enum its words. It is written here rather than derived with
 //! `strum`: strum's `FromStr` error says only "matching variant not found", and a bad flag or
-//! file value must say which words would be accepted (`` `jsno` is not one of: text, json ``).
+//! file value must say which words would be accepted (``unknown variant `jsno`, expected one of
+//! `text`, `json` ``).
 
 use std::time::{Duration, SystemTime};
 
@@ -55,13 +56,19 @@ pub enum ValueError {
         source: humantime::TimestampError,
     },
     /// Not one of a setting's words.
-    #[error("`{text}` is not one of: {}", expected.join(", "))]
+    // serde's wording, as for the settings whose words serde derives.
+    #[error("unknown variant `{text}`, expected one of {}", quoted(expected))]
     Choice {
         /// What was written.
         text: String,
         /// The words accepted.
         expected: &'static [&'static str],
     },
+}
+
+fn quoted(words: &[&str]) -> String {
+    let each: Vec<String> = words.iter().map(|w| format!("`{w}`")).collect();
+    each.join(", ")
 }
 
 /// Parses a `sunset` (RFC 3339, e.g. `2027-01-01T00:00:00Z`).
