@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
@@ -25,10 +25,16 @@ use tokio::sync::Semaphore;
 use tokio_rustls::server::TlsStream;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::metrics::{Closed, Metrics, Rejection};
+use crate::metrics::{Metrics, Rejection};
 use crate::source::SourceShares;
 use crate::throttle::LogThrottle;
 use crate::tls::{ConnectionInfo, PqAcceptor};
+
+mod activity;
+mod reset;
+
+use self::activity::{Activity, Busy, Timeouts};
+use self::reset::ResetWatch;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -393,7 +399,7 @@ where
                     async move {
                         let r = response.await;
                         stream.answered();
-                        r.map(|res| res.map(|body| Busy { body, _busy: busy }))
+                        r.map(|res| res.map(|body| Busy::new(body, busy)))
                     }
                 });
                 // With TLS, ALPN decides; in plain text, hyper detects the h2 preface.
@@ -484,10 +490,6 @@ where
     Ok(())
 }
 
-/// Streams a connection may see before [`ResetWatch`] judges it.
-const RESET_FLOOD_MIN_STREAMS: u64 = 100;
-/// A stream reset sooner than this after it started, before its response, is premature.
-const PREMATURE_RESET_WINDOW: Duration = Duration::from_secs(1);
 /// Time a flooding or idle connection gets to receive its GOAWAY before it is closed.
 const CLOSE_GRACE: Duration = Duration::from_millis(100);
 
@@ -520,169 +522,6 @@ where
 
 /// Source of [`ConnectionId`]s.
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
-
-/// How long a connection may wait for its first request, and then between requests.
-#[derive(Clone, Copy, Debug)]
-struct Timeouts {
-    first_request: Duration,
-    idle: Duration,
-}
-
-/// Requests in flight on one connection (a response counts until its body ends) and when
-/// the count last dropped to zero: what the first-request and idle timeouts judge.
-#[derive(Debug)]
-struct Activity {
-    in_flight: AtomicU64,
-    /// Requests begun; 0 means none yet (the first-request timeout applies).
-    begun: AtomicU64,
-    /// When the last request ended (or the connection started).
-    quiet_since: Mutex<Instant>,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Self {
-            in_flight: AtomicU64::new(0),
-            begun: AtomicU64::new(0),
-            quiet_since: Mutex::new(Instant::now()),
-        }
-    }
-
-    fn begin(self: &Arc<Self>) -> InFlight {
-        self.begun.fetch_add(1, Relaxed);
-        self.in_flight.fetch_add(1, Relaxed);
-        InFlight(self.clone())
-    }
-
-    /// When to look again, or why the connection is to be closed now.
-    fn expired(&self, timeouts: &Timeouts) -> Result<Instant, Closed> {
-        let now = Instant::now();
-        if self.in_flight.load(Relaxed) > 0 {
-            return Ok(now + timeouts.idle);
-        }
-        let quiet_since = *self
-            .quiet_since
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let (limit, why) = match self.begun.load(Relaxed) {
-            0 => (timeouts.first_request, Closed::FirstRequestTimeout),
-            _ => (timeouts.idle, Closed::IdleTimeout),
-        };
-        let deadline = quiet_since + limit;
-        if now >= deadline {
-            Err(why)
-        } else {
-            Ok(deadline)
-        }
-    }
-}
-
-/// One request in flight; see [`Activity`].
-#[derive(Debug)]
-struct InFlight(Arc<Activity>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        // The time first: a timer that sees the count at zero must see the new time.
-        *self
-            .0
-            .quiet_since
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Instant::now();
-        self.0.in_flight.fetch_sub(1, Relaxed);
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A response body that keeps its request counted in flight until it ends or is dropped.
-    struct Busy<B> {
-        #[pin]
-        body: B,
-        _busy: InFlight,
-    }
-}
-
-impl<B: Body> Body for Busy<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        self.project().body.poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.body.size_hint()
-    }
-}
-/// At this many streams both counts are halved, so that a long-lived connection (a client
-/// sidecar's tunnel) is judged on its recent streams: answered requests long ago cannot
-/// pay for a flood now.
-const RESET_WATCH_DECAY: u64 = 1000;
-
-/// Premature resets on one connection: streams whose request was dropped (the client reset
-/// the stream, or left) before the service answered, within [`PREMATURE_RESET_WINDOW`].
-///
-/// h2 itself only limits resets of streams still waiting to be accepted; a server that
-/// keeps up accepts every stream of a rapid-reset flood (CVE-2023-44487) and works on each.
-/// As Envoy does, a connection on which at least half of [`RESET_FLOOD_MIN_STREAMS`] or more
-/// streams ended that way is sent GOAWAY and closed. No crate does this at the service layer.
-#[derive(Debug, Default)]
-struct ResetWatch {
-    streams: AtomicU64,
-    premature: AtomicU64,
-    flood: tokio::sync::Notify,
-}
-
-impl ResetWatch {
-    fn started(self: &Arc<Self>) -> StreamGuard {
-        let streams = self.streams.fetch_add(1, Relaxed) + 1;
-        if streams >= RESET_WATCH_DECAY {
-            // Not atomic as a pair; a heuristic does not need it to be.
-            self.streams.store(streams / 2, Relaxed);
-            self.premature
-                .store(self.premature.load(Relaxed) / 2, Relaxed);
-        }
-        StreamGuard {
-            watch: self.clone(),
-            started: Instant::now(),
-            answered: false,
-        }
-    }
-}
-
-/// Counts its stream as a premature reset if dropped unanswered; see [`ResetWatch`].
-struct StreamGuard {
-    watch: Arc<ResetWatch>,
-    started: Instant,
-    answered: bool,
-}
-
-impl StreamGuard {
-    fn answered(mut self) {
-        self.answered = true;
-    }
-}
-
-impl Drop for StreamGuard {
-    fn drop(&mut self) {
-        if self.answered || self.started.elapsed() > PREMATURE_RESET_WINDOW {
-            return;
-        }
-        let premature = self.watch.premature.fetch_add(1, Relaxed) + 1;
-        let streams = self.watch.streams.load(Relaxed);
-        if streams >= RESET_FLOOD_MIN_STREAMS && premature * 2 >= streams {
-            // Stored: the connection task may be busy and pick it up on its next poll.
-            self.watch.flood.notify_one();
-        }
-    }
-}
 
 /// One line per established TLS connection: who, what was negotiated.
 fn log_connection(info: &ConnectionInfo) {
@@ -742,69 +581,5 @@ impl AsyncWrite for Io {
             Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Io::Tls(s) => Pin::new(s).poll_shutdown(cx),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn flooded(watch: &ResetWatch) -> bool {
-        // A stored notification resolves at once; 10 ms only bounds the wait for none.
-        tokio::time::timeout(Duration::from_millis(10), watch.flood.notified())
-            .await
-            .is_ok()
-    }
-
-    #[tokio::test]
-    async fn answered_streams_never_flood() {
-        let watch = Arc::new(ResetWatch::default());
-        for _ in 0..5000 {
-            watch.started().answered();
-        }
-        assert!(!flooded(&watch).await);
-    }
-
-    #[tokio::test]
-    async fn a_majority_of_quick_unanswered_drops_floods_once_past_the_minimum() {
-        let watch = Arc::new(ResetWatch::default());
-        for _ in 0..RESET_FLOOD_MIN_STREAMS - 1 {
-            drop(watch.started());
-        }
-        assert!(!flooded(&watch).await, "judged before the minimum");
-        drop(watch.started());
-        assert!(flooded(&watch).await);
-    }
-
-    #[tokio::test]
-    async fn a_minority_of_drops_or_slow_drops_do_not_flood() {
-        let watch = Arc::new(ResetWatch::default());
-        for i in 0..1000 {
-            let stream = watch.started();
-            if i % 3 == 0 {
-                drop(stream);
-            } else {
-                stream.answered();
-            }
-        }
-        // Long calls the client gave up on are not premature.
-        for _ in 0..1000 {
-            let mut stream = watch.started();
-            stream.started -= PREMATURE_RESET_WINDOW * 2;
-            drop(stream);
-        }
-        assert!(!flooded(&watch).await);
-    }
-
-    #[tokio::test]
-    async fn old_answered_streams_do_not_pay_for_a_flood_now() {
-        let watch = Arc::new(ResetWatch::default());
-        for _ in 0..100_000 {
-            watch.started().answered();
-        }
-        for _ in 0..RESET_WATCH_DECAY {
-            drop(watch.started());
-        }
-        assert!(flooded(&watch).await);
     }
 }
