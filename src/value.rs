@@ -2,7 +2,7 @@
 //! `FromStr`-backed `Deserialize` that lets a file value get the flag's checks and messages.
 //! A leaf: it imports nothing of the crate but the types it gives `Deserialize` to.
 //!
-//! [`keywords!`] gives a settings enum its words. It is written here rather than derived with
+//! `keywords!` gives a settings enum its words. It is written here rather than derived with
 //! `strum`: strum's `FromStr` error says only "matching variant not found", and a bad flag or
 //! file value must say which words would be accepted (``unknown variant `jsno`, expected one of
 //! `text`, `json` ``).
