@@ -7,10 +7,8 @@
 use std::error::Error as StdError;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -19,10 +17,9 @@ use hyper::service::Service;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio_rustls::server::TlsStream;
+use tokio_util::either::Either;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::metrics::{Metrics, Rejection};
@@ -377,9 +374,9 @@ where
                         };
                         let Ok((tls, info)) = accepted else { return };
                         log_connection(&info);
-                        (Io::Tls(Box::new(tls)), Some(Arc::new(info)))
+                        (Either::Right(Box::new(tls)), Some(Arc::new(info)))
                     }
-                    None => (Io::Plain(tcp), None),
+                    None => (Either::Left(tcp), None),
                 };
                 let h2 = info.as_ref().map(|i| i.alpn.as_deref() == Some("h2"));
                 let resets = Arc::new(ResetWatch::default());
@@ -536,50 +533,4 @@ fn log_connection(info: &ConnectionInfo) {
         client.id = info.client_identity.as_deref().unwrap_or(""),
         "TLS connection established"
     );
-}
-
-/// A served connection, with or without TLS.
-enum Io {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for Io {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Io::Tls(s) => Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Io {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Io::Tls(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_flush(cx),
-            Io::Tls(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Io::Tls(s) => Pin::new(s).poll_shutdown(cx),
-        }
-    }
 }
