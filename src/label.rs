@@ -13,6 +13,8 @@
 /// - `label()`, the variant's label, by an exhaustive match;
 /// - `from_label()`, the variant with a label.
 ///
+/// Two variants with one label fail to compile.
+///
 /// The enum derives `Clone, Copy, Debug, PartialEq, Eq, Hash`; other attributes (docs,
 /// `#[non_exhaustive]`) are written before `enum` as usual.
 ///
@@ -70,10 +72,43 @@ macro_rules! label_enum {
                 Self::ALL.into_iter().find(|v| v.label() == label)
             }
         }
+
+        // Two variants under one label would export two samples with the same label set.
+        const _: () = {
+            let labels = $name::LABELS;
+            let mut i = 0;
+            while i < labels.len() {
+                let mut j = i + 1;
+                while j < labels.len() {
+                    assert!(
+                        !$crate::label::same(labels[i], labels[j]),
+                        "two variants share a label"
+                    );
+                    j += 1;
+                }
+                i += 1;
+            }
+        };
     };
 }
 
 pub(crate) use label_enum;
+
+/// `a == b`, in a const context (for [`label_enum!`]'s check that labels are distinct).
+pub(crate) const fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
 
 #[cfg(test)]
 mod tests {
