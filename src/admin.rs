@@ -1,11 +1,15 @@
-//! The sidecar's admin listener: `/metrics` (Prometheus text format 0.0.4), `/healthz`,
-//! `/readyz`.
+//! The sidecar's admin listener: `/metrics` (OpenMetrics text 1.0.0), `/healthz`, `/readyz`.
 //!
-//! The exposition is written here rather than through a metrics crate: the counters are
-//! already lock-free atomics in [`crate::metrics`] and [`crate::proxy`], and the text format
-//! for a fixed set of families is a few lines each.
+//! The exposition is prometheus-client's text encoder, fed by a [`Collector`] over snapshots
+//! of the sidecar's counters, not by live prometheus-client metrics: those counters are
+//! lock-free atomics in [`crate::metrics`], [`crate::proxy`] and [`crate::gate`], and their
+//! labelled ones are arrays indexed by a label enum, one relaxed add per event. As live
+//! metrics they would be `Family`s, which take a lock and hash the label set on every
+//! handshake and request. Each scrape reads the atomics once into snapshots and encodes them;
+//! prometheus-client's encoder writes the format (`_total` on counters, `# EOF`) and escapes
+//! label values, some of which (rule and limit names) come from the config.
 
-use std::fmt::Write as _;
+use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
@@ -13,13 +17,21 @@ use bytes::Bytes;
 use http::{header, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
 
 use crate::gate::{GateMetrics, GateSnapshot};
+use crate::groups::Group;
 use crate::metrics::{HistogramSnapshot, Metrics, MetricsSnapshot};
 use crate::proxy::{ProxyMetrics, ProxySnapshot};
 
 /// What the admin listener reports on.
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct AdminState {
     /// Handshake and connection counters (the acceptor's, or the connector's in client mode).
     pub tls: Arc<Metrics>,
@@ -45,11 +57,14 @@ impl AdminState {
     /// Answers one admin request.
     pub fn respond(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         let (status, ctype, body) = match req.uri().path() {
-            "/metrics" => (
-                StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
-                self.render(),
-            ),
+            "/metrics" => match self.render() {
+                Ok(text) => (StatusCode::OK, OPENMETRICS, text),
+                Err(_) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    "the metrics could not be encoded\n".to_owned(),
+                ),
+            },
             "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
             "/readyz" if self.ready.load(Relaxed) => {
                 (StatusCode::OK, "text/plain", "ready\n".to_owned())
@@ -74,344 +89,403 @@ impl AdminState {
         r
     }
 
-    /// All metrics in Prometheus text format.
-    pub fn render(&self) -> String {
-        let tls = self.tls.snapshot();
-        let listener = self.listener.as_ref().map(|l| l.snapshot());
-        let conns = listener.as_ref().unwrap_or(&tls);
+    /// All metrics in the OpenMetrics text format, `# EOF` last. An error comes from the
+    /// encoder, not from writing to the string.
+    pub fn render(&self) -> Result<String, fmt::Error> {
+        // A registry per scrape: it only holds the collector of this scrape's snapshots.
+        let mut registry = Registry::with_prefix("mcp_pqtls");
+        registry.register_collector(Box::new(self.scrape()));
         let mut out = String::new();
-        render_tls(&mut out, &tls);
-        family(
-            &mut out,
-            "connections_active",
-            "gauge",
-            "Client connections open now.",
-        );
-        sample(&mut out, "connections_active", "", conns.connections_active);
-        family(
-            &mut out,
-            "connections_rejected_total",
-            "counter",
-            "Connections closed at accept, before any TLS work, by the limit reached: max_connections or max_connections_per_ip.",
-        );
-        for (reason, n) in &conns.connections_rejected_by_reason {
-            sample(
-                &mut out,
-                "connections_rejected_total",
-                &format!("reason=\"{reason}\""),
-                *n,
-            );
+        prometheus_client::encoding::text::encode(&mut out, &registry)?;
+        Ok(out)
+    }
+
+    /// The counters now.
+    fn scrape(&self) -> Scrape {
+        let reloads = |ok: &AtomicU64, failed: &AtomicU64| {
+            [("ok", ok.load(Relaxed)), ("failed", failed.load(Relaxed))]
+        };
+        Scrape {
+            tls: self.tls.snapshot(),
+            listener: self.listener.as_ref().map(|l| l.snapshot()),
+            proxy: self.proxy.snapshot(),
+            gate: self.gate.as_ref().map(|g| g.snapshot()),
+            cert_reloads: reloads(&self.reloads_ok, &self.reloads_failed),
+            policy_reloads: reloads(&self.policy_reloads_ok, &self.policy_reloads_failed),
         }
-        family(
-            &mut out,
-            "connections_closed_total",
-            "counter",
-            "Served connections closed by the sidecar: no request head within first-request-timeout, or no request in flight for idle-timeout.",
-        );
-        for (reason, n) in &conns.connections_closed_by_reason {
-            sample(
-                &mut out,
-                "connections_closed_total",
-                &format!("reason=\"{reason}\""),
-                *n,
-            );
-        }
-        family(
-            &mut out,
-            "h2_reset_floods_total",
-            "counter",
-            "h2 connections sent GOAWAY and closed because most of their streams were reset before a response (rapid reset).",
-        );
-        sample(&mut out, "h2_reset_floods_total", "", conns.reset_floods);
-        render_proxy(&mut out, &self.proxy.snapshot());
-        if let Some(gate) = &self.gate {
-            render_gate(&mut out, &gate.snapshot());
-        }
-        for (name, help, ok, failed) in [
-            (
-                "cert_reloads_total",
-                "Certificate reloads by result (a failed reload keeps the old certificate).",
-                &self.reloads_ok,
-                &self.reloads_failed,
-            ),
-            (
-                "policy_reloads_total",
-                "Group and policy reloads from the config file by result (a failed reload keeps the old ones).",
-                &self.policy_reloads_ok,
-                &self.policy_reloads_failed,
-            ),
-        ] {
-            family(&mut out, name, "counter", help);
-            sample(&mut out, name, "result=\"ok\"", ok.load(Relaxed));
-            sample(&mut out, name, "result=\"failed\"", failed.load(Relaxed));
-        }
-        out
     }
 }
 
-const PREFIX: &str = "mcp_pqtls_";
+/// What `/metrics` says it is: what prometheus-client's text encoder writes.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(
-        out,
-        "# HELP {PREFIX}{name} {help}\n# TYPE {PREFIX}{name} {kind}"
-    );
+/// One scrape's snapshots, encoded by prometheus-client as a [`Collector`].
+#[derive(Debug)]
+struct Scrape {
+    tls: MetricsSnapshot,
+    /// The client-facing listener's, when not `tls` (client mode).
+    listener: Option<MetricsSnapshot>,
+    proxy: ProxySnapshot,
+    gate: Option<GateSnapshot>,
+    cert_reloads: [(&'static str, u64); 2],
+    policy_reloads: [(&'static str, u64); 2],
 }
 
-fn sample(out: &mut String, name: &str, labels: &str, value: impl std::fmt::Display) {
-    if labels.is_empty() {
-        let _ = writeln!(out, "{PREFIX}{name} {value}");
-    } else {
-        let _ = writeln!(out, "{PREFIX}{name}{{{labels}}} {value}");
-    }
-}
-
-fn histogram(out: &mut String, name: &str, help: &str, h: &HistogramSnapshot) {
-    family(out, name, "histogram", help);
-    for (le, n) in &h.buckets {
-        sample(out, &format!("{name}_bucket"), &format!("le=\"{le}\""), n);
-    }
-    sample(out, &format!("{name}_bucket"), "le=\"+Inf\"", h.count);
-    sample(out, &format!("{name}_sum"), "", h.sum_seconds);
-    sample(out, &format!("{name}_count"), "", h.count);
-}
-
-fn render_tls(out: &mut String, m: &MetricsSnapshot) {
-    family(
-        out,
-        "handshakes_total",
-        "counter",
-        "TLS handshakes by result; completed ones by group and pq, refused ones by reason.",
-    );
-    for g in crate::groups::Group::ALL {
-        sample(
+impl Collector for Scrape {
+    fn encode(&self, mut out: DescriptorEncoder) -> fmt::Result {
+        let out = &mut out;
+        encode_tls(out, &self.tls)?;
+        let conns = self.listener.as_ref().unwrap_or(&self.tls);
+        gauge(
             out,
-            "handshakes_total",
-            &format!("result=\"ok\",group=\"{}\",pq=\"{}\"", g.name(), g.is_pq()),
-            m.handshakes(g),
-        );
+            "connections_active",
+            "Client connections open now.",
+            conns.connections_active,
+        )?;
+        counters(
+            out,
+            "connections_rejected",
+            "Connections closed at accept, before any TLS work, by the limit reached: max_connections or max_connections_per_ip.",
+            "reason",
+            conns.connections_rejected_by_reason.iter().copied(),
+        )?;
+        counters(
+            out,
+            "connections_closed",
+            "Served connections closed by the sidecar: no request head within first-request-timeout, or no request in flight for idle-timeout.",
+            "reason",
+            conns.connections_closed_by_reason.iter().copied(),
+        )?;
+        counter(
+            out,
+            "h2_reset_floods",
+            "h2 connections sent GOAWAY and closed because most of their streams were reset before a response (rapid reset).",
+            conns.reset_floods,
+        )?;
+        encode_proxy(out, &self.proxy)?;
+        if let Some(gate) = &self.gate {
+            encode_gate(out, gate)?;
+        }
+        counters(
+            out,
+            "cert_reloads",
+            "Certificate reloads by result (a failed reload keeps the old certificate).",
+            "result",
+            self.cert_reloads,
+        )?;
+        counters(
+            out,
+            "policy_reloads",
+            "Group and policy reloads from the config file by result (a failed reload keeps the old ones).",
+            "result",
+            self.policy_reloads,
+        )
+    }
+}
+
+fn encode_tls(out: &mut DescriptorEncoder, m: &MetricsSnapshot) -> fmt::Result {
+    let mut family = out.encode_descriptor(
+        "handshakes",
+        "TLS handshakes by result; completed ones by group and pq, refused ones by reason.",
+        None,
+        MetricType::Counter,
+    )?;
+    for g in Group::ALL {
+        let pq = if g.is_pq() { "true" } else { "false" };
+        let labels = [("result", "ok"), ("group", g.name()), ("pq", pq)];
+        labelled(&mut family, labels, m.handshakes(g))?;
     }
     if let Some((_, n)) = m.handshakes_by_group.iter().find(|(g, _)| *g == "other") {
-        sample(
-            out,
-            "handshakes_total",
-            "result=\"ok\",group=\"other\",pq=\"false\"",
-            n,
-        );
+        let labels = [("result", "ok"), ("group", "other"), ("pq", "false")];
+        labelled(&mut family, labels, *n)?;
     }
     for (reason, n) in &m.refusals_by_reason {
-        sample(
-            out,
-            "handshakes_total",
-            &format!("result=\"refused\",reason=\"{reason}\""),
-            n,
-        );
+        labelled(
+            &mut family,
+            [("result", "refused"), ("reason", *reason)],
+            *n,
+        )?;
     }
-    sample(
-        out,
-        "handshakes_total",
-        "result=\"failed\"",
-        m.handshake_failures,
-    );
-    sample(
-        out,
-        "handshakes_total",
-        "result=\"timeout\"",
-        m.handshake_timeouts,
-    );
+    labelled(&mut family, [("result", "failed")], m.handshake_failures)?;
+    labelled(&mut family, [("result", "timeout")], m.handshake_timeouts)?;
     for (name, help, v) in [
         (
-            "classical_fallbacks_total",
+            "classical_fallbacks",
             "Handshakes that fell back to a classical group under pq-preferred.",
             m.classical_fallbacks,
         ),
         (
-            "hello_retries_total",
+            "hello_retries",
             "Handshakes that needed a HelloRetryRequest.",
             m.hello_retries,
         ),
-        ("resumed_total", "Resumed handshakes.", m.resumed),
+        ("resumed", "Resumed handshakes.", m.resumed),
     ] {
-        family(out, name, "counter", help);
-        sample(out, name, "", v);
+        counter(out, name, help, v)?;
     }
     histogram(
         out,
-        "handshake_duration_seconds",
+        "handshake_duration",
         "Time from TCP accept to a completed or failed handshake.",
         &m.handshake_seconds,
-    );
+    )
 }
 
-fn render_proxy(out: &mut String, p: &ProxySnapshot) {
-    family(
+fn encode_proxy(out: &mut DescriptorEncoder, p: &ProxySnapshot) -> fmt::Result {
+    counters(
         out,
-        "responses_total",
-        "counter",
+        "responses",
         "HTTP responses sent to clients by status class (upstream's and the sidecar's own).",
-    );
-    for (class, n) in &p.responses_by_class {
-        sample(out, "responses_total", &format!("class=\"{class}\""), n);
-    }
-    family(
+        "class",
+        p.responses_by_class.iter().copied(),
+    )?;
+    counters(
         out,
-        "upstream_errors_total",
-        "counter",
+        "upstream_errors",
         "Upstream requests that got no response, by kind (rejected: 503, max-upstream-requests in flight).",
-    );
-    for (kind, n) in &p.upstream_errors {
-        sample(out, "upstream_errors_total", &format!("kind=\"{kind}\""), n);
-    }
-    family(
+        "kind",
+        p.upstream_errors.iter().copied(),
+    )?;
+    counters(
         out,
-        "proxy_refusals_total",
-        "counter",
+        "proxy_refusals",
         "Requests the proxy refused before the upstream, by reason: host (421, not in allowed-hosts), body_timeout (408, body not complete within request-body-timeout).",
-    );
-    for (reason, n) in &p.refusals {
-        sample(
-            out,
-            "proxy_refusals_total",
-            &format!("reason=\"{reason}\""),
-            n,
-        );
-    }
+        "reason",
+        p.refusals.iter().copied(),
+    )?;
     histogram(
         out,
-        "upstream_duration_seconds",
+        "upstream_duration",
         "Time from request to the upstream's response head.",
         &p.upstream_seconds,
-    );
-    for (name, kind, help, v) in [
+    )?;
+    gauge(
+        out,
+        "streams_active",
+        "SSE streams open now.",
+        p.streams_active,
+    )?;
+    for (name, help, v) in [
+        ("streams", "SSE streams opened.", p.streams),
         (
-            "streams_active",
-            "gauge",
-            "SSE streams open now.",
-            p.streams_active,
-        ),
-        ("streams_total", "counter", "SSE streams opened.", p.streams),
-        (
-            "origin_refused_total",
-            "counter",
+            "origin_refused",
             "Requests refused (403) for an Origin not in allowed-origins.",
             p.origin_refused,
         ),
         (
-            "body_too_large_total",
-            "counter",
+            "body_too_large",
             "Requests refused (413) for a body over max-body-bytes.",
             p.body_too_large,
         ),
         (
-            "response_bytes_total",
-            "counter",
+            "response_bytes",
             "Response body bytes sent to clients.",
             p.response_bytes,
         ),
     ] {
-        family(out, name, kind, help);
-        sample(out, name, "", v);
+        counter(out, name, help, v)?;
     }
+    Ok(())
 }
 
-fn render_gate(out: &mut String, g: &GateSnapshot) {
-    family(
+fn encode_gate(out: &mut DescriptorEncoder, g: &GateSnapshot) -> fmt::Result {
+    counters(
         out,
-        "gate_refusals_total",
-        "counter",
+        "gate_refusals",
         "HTTP requests the gate refused, by reason.",
-    );
-    for (reason, n) in &g.refusals {
-        sample(
-            out,
-            "gate_refusals_total",
-            &format!("reason=\"{reason}\""),
-            n,
-        );
-    }
-    family(
+        "reason",
+        g.refusals.iter().map(|(r, n)| (r.label(), *n)),
+    )?;
+    counters(
         out,
-        "gate_rule_refusals_total",
-        "counter",
+        "gate_rule_refusals",
         "JSON-RPC messages refused, by the rule that refused them.",
-    );
-    for (rule, n) in &g.rule_refusals {
-        sample(
-            out,
-            "gate_rule_refusals_total",
-            &format!("rule=\"{rule}\""),
-            n,
-        );
-    }
-    family(
+        "rule",
+        g.rule_refusals.iter().map(|(r, n)| (r.as_str(), *n)),
+    )?;
+    counters(
         out,
-        "gate_rate_limited_total",
-        "counter",
+        "gate_rate_limited",
         "HTTP requests refused with 429, by rate limit.",
-    );
-    for (limit, n) in &g.rate_limited {
-        sample(
-            out,
-            "gate_rate_limited_total",
-            &format!("limit=\"{limit}\""),
-            n,
-        );
-    }
-    family(
+        "limit",
+        g.rate_limited.iter().map(|(l, n)| (l.as_str(), *n)),
+    )?;
+    counters(
         out,
-        "gate_token_failures_total",
-        "counter",
+        "gate_token_failures",
         "Bearer tokens not accepted, by kind.",
-    );
-    for (kind, n) in &g.token_failures {
-        sample(
-            out,
-            "gate_token_failures_total",
-            &format!("kind=\"{kind}\""),
-            n,
-        );
-    }
-    family(
+        "kind",
+        g.token_failures.iter().map(|(k, n)| (k.label(), *n)),
+    )?;
+    counters(
         out,
-        "gate_jwks_refreshes_total",
-        "counter",
+        "gate_jwks_refreshes",
         "JWKS loads by result (a failed one keeps the previous keys).",
-    );
-    sample(
-        out,
-        "gate_jwks_refreshes_total",
-        "result=\"ok\"",
-        g.jwks_refresh_ok,
-    );
-    sample(
-        out,
-        "gate_jwks_refreshes_total",
-        "result=\"failed\"",
-        g.jwks_refresh_failed,
-    );
+        "result",
+        [("ok", g.jwks_refresh_ok), ("failed", g.jwks_refresh_failed)],
+    )?;
     for (name, help, v) in [
         (
-            "gate_tokens_verified_total",
+            "gate_tokens_verified",
             "Bearer tokens accepted.",
             g.tokens_verified,
         ),
         (
-            "gate_audit_records_total",
+            "gate_audit_records",
             "Audit records queued for writing.",
             g.audit_records,
         ),
         (
-            "gate_audit_dropped_total",
+            "gate_audit_dropped",
             "Audit records dropped because the queue was full (the writer fell behind, or its writes fail) or closed.",
             g.audit_dropped,
         ),
         (
-            "gate_audit_write_failures_total",
+            "gate_audit_write_failures",
             "Audit log writes that failed; their records are kept and written again every second.",
             g.audit_write_failures,
         ),
     ] {
-        family(out, name, "counter", help);
-        sample(out, name, "", v);
+        counter(out, name, help, v)?;
+    }
+    Ok(())
+}
+
+/// A counter without labels. `name` is the family's, without `_total`: the encoder adds it.
+fn counter(out: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> fmt::Result {
+    ConstCounter::new(v).encode(out.encode_descriptor(name, help, None, MetricType::Counter)?)
+}
+
+/// A counter family with one label, a sample per `(label value, count)`.
+fn counters<'a>(
+    out: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &'static str,
+    samples: impl IntoIterator<Item = (&'a str, u64)>,
+) -> fmt::Result {
+    let mut family = out.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (value, n) in samples {
+        labelled(&mut family, [(label, value)], n)?;
+    }
+    Ok(())
+}
+
+/// One labelled sample of a counter family.
+fn labelled<const N: usize>(
+    family: &mut MetricEncoder,
+    labels: [(&'static str, &str); N],
+    v: u64,
+) -> fmt::Result {
+    ConstCounter::new(v).encode(family.encode_family(&labels)?)
+}
+
+fn gauge(out: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> fmt::Result {
+    ConstGauge::new(v).encode(out.encode_descriptor(name, help, None, MetricType::Gauge)?)
+}
+
+/// A histogram in seconds: `name` without the unit, which the encoder appends.
+fn histogram(
+    out: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    h: &HistogramSnapshot,
+) -> fmt::Result {
+    let unit = Unit::Seconds;
+    Buckets(h).encode(out.encode_descriptor(name, help, Some(&unit), MetricType::Histogram)?)
+}
+
+/// A [`HistogramSnapshot`] as prometheus-client encodes a histogram.
+struct Buckets<'a>(&'a HistogramSnapshot);
+
+impl EncodeMetric for Buckets<'_> {
+    fn encode(&self, mut out: MetricEncoder) -> fmt::Result {
+        // The encoder sums per-bucket counts itself, and writes `+Inf` for an infinite
+        // bound; the snapshot's counts are cumulative and its `+Inf` is the total.
+        let mut below = 0;
+        let mut buckets: Vec<(f64, u64)> = self
+            .0
+            .buckets
+            .iter()
+            .map(|&(le, cumulative)| {
+                let n = cumulative.saturating_sub(below);
+                below = cumulative;
+                (le, n)
+            })
+            .collect();
+        buckets.push((f64::INFINITY, self.0.count.saturating_sub(below)));
+        out.encode_histogram::<NoLabelSet>(self.0.sum_seconds, self.0.count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_rule_name_is_escaped_and_stays_one_sample() {
+        let hostile = "x\"} 1\nmcp_pqtls_injected_total 1\n# \\";
+        let state = AdminState {
+            gate: Some(Arc::new(GateMetrics::new(
+                vec![hostile.to_owned()],
+                vec!["calls".to_owned()],
+            ))),
+            ..AdminState::default()
+        };
+        let text = state.render().unwrap();
+        let escaped = r#"mcp_pqtls_gate_rule_refusals_total{rule="x\"} 1\nmcp_pqtls_injected_total 1\n# \\"} 0"#;
+        assert!(text.lines().any(|l| l == escaped), "{text}");
+        assert!(
+            !text.lines().any(|l| l.starts_with("mcp_pqtls_injected")),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn samples_keep_their_names_labels_and_values() {
+        let state = AdminState::default();
+        state.reloads_failed.fetch_add(2, Relaxed);
+        let text = state.render().unwrap();
+        for line in [
+            "mcp_pqtls_handshakes_total{result=\"ok\",group=\"X25519MLKEM768\",pq=\"true\"} 0",
+            "mcp_pqtls_handshakes_total{result=\"refused\",reason=\"no_pq_group_offered\"} 0",
+            "mcp_pqtls_handshakes_total{result=\"failed\"} 0",
+            "mcp_pqtls_connections_active 0",
+            "mcp_pqtls_connections_rejected_total{reason=\"max_connections_per_ip\"} 0",
+            "mcp_pqtls_responses_total{class=\"5xx\"} 0",
+            "mcp_pqtls_upstream_errors_total{kind=\"rejected_per_ip\"} 0",
+            "mcp_pqtls_cert_reloads_total{result=\"failed\"} 2",
+            "# TYPE mcp_pqtls_handshake_duration_seconds histogram",
+            "mcp_pqtls_handshake_duration_seconds_bucket{le=\"+Inf\"} 0",
+            "mcp_pqtls_handshake_duration_seconds_count 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line}\n{text}");
+        }
+        assert!(!text.contains("_total_total"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn histogram_buckets_stay_cumulative() {
+        let state = AdminState::default();
+        for ms in [0, 3, 3, 20_000] {
+            state
+                .tls
+                .handshake_duration(std::time::Duration::from_millis(ms));
+        }
+        let text = state.render().unwrap();
+        for line in [
+            "mcp_pqtls_handshake_duration_seconds_bucket{le=\"0.001\"} 1",
+            "mcp_pqtls_handshake_duration_seconds_bucket{le=\"0.005\"} 3",
+            "mcp_pqtls_handshake_duration_seconds_bucket{le=\"10.0\"} 3",
+            "mcp_pqtls_handshake_duration_seconds_bucket{le=\"+Inf\"} 4",
+            "mcp_pqtls_handshake_duration_seconds_count 4",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line}\n{text}");
+        }
     }
 }

@@ -85,6 +85,7 @@ mod connect;
 pub mod crypto;
 pub mod deadline;
 pub mod groups;
+mod label;
 pub mod metrics;
 pub mod policy;
 mod reflect;

@@ -1,13 +1,16 @@
 //! Counters the library keeps, so that every classical fallback and refusal is visible.
 //!
-//! Plain atomics: the hot path pays one relaxed increment. Exporters (the sidecar's
-//! Prometheus endpoint, logs, tests) read a [`MetricsSnapshot`].
+//! Plain atomics: the hot path pays one relaxed increment. Counters by reason are arrays
+//! indexed by a label enum ([`Rejection`], [`Closed`], [`RefusalKind`]), whose variants,
+//! `ALL` and labels are one list, so a reason cannot lack its counter or its label. Exporters
+//! (the sidecar's Prometheus endpoint, logs, tests) read a [`MetricsSnapshot`].
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use crate::groups::{Group, GroupId};
-use crate::policy::RefusalReason;
+use crate::label::label_enum;
+use crate::policy::{RefusalKind, RefusalReason};
 
 /// Handshake and connection counters of one acceptor or connector.
 #[derive(Debug, Default)]
@@ -17,81 +20,41 @@ pub struct Metrics {
     hello_retries: AtomicU64,
     resumed: AtomicU64,
     classical_fallbacks: AtomicU64,
-    refusals: [AtomicU64; REFUSAL_REASONS.len()],
+    refusals: [AtomicU64; RefusalKind::COUNT],
     handshake_failures: AtomicU64,
     handshake_timeouts: AtomicU64,
     handshake_seconds: Histogram,
     connections_active: AtomicI64,
-    connections_rejected: [AtomicU64; Rejection::ALL.len()],
-    connections_closed: [AtomicU64; Closed::ALL.len()],
+    connections_rejected: [AtomicU64; Rejection::COUNT],
+    connections_closed: [AtomicU64; Closed::COUNT],
     reset_floods: AtomicU64,
 }
 
-/// Why a connection was closed at accept, before any TLS work: the
-/// `connections_rejected_total{reason}` label.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Rejection {
-    /// `max-connections` connections were open.
-    MaxConnections,
-    /// `max-connections-per-ip` connections were open from the same source.
-    MaxConnectionsPerIp,
-}
-
-impl Rejection {
-    /// Every reason, in label order.
-    pub const ALL: [Rejection; 2] = [Rejection::MaxConnections, Rejection::MaxConnectionsPerIp];
-
-    /// The metric label.
-    pub fn label(self) -> &'static str {
-        match self {
-            Rejection::MaxConnections => "max_connections",
-            Rejection::MaxConnectionsPerIp => "max_connections_per_ip",
-        }
+label_enum! {
+    /// Why a connection was closed at accept, before any TLS work: the
+    /// `connections_rejected_total{reason}` label.
+    #[non_exhaustive]
+    pub enum Rejection {
+        /// `max-connections` connections were open.
+        MaxConnections => "max_connections",
+        /// `max-connections-per-ip` connections were open from the same source.
+        MaxConnectionsPerIp => "max_connections_per_ip",
     }
 }
 
-/// Why a served connection was closed by us: the `connections_closed_total{reason}` label.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Closed {
-    /// No request head within `first-request-timeout` of the handshake.
-    FirstRequestTimeout,
-    /// No request in flight for `idle-timeout`.
-    IdleTimeout,
-}
-
-impl Closed {
-    /// Every reason, in label order.
-    pub const ALL: [Closed; 2] = [Closed::FirstRequestTimeout, Closed::IdleTimeout];
-
-    /// The metric label.
-    pub fn label(self) -> &'static str {
-        match self {
-            Closed::FirstRequestTimeout => "first_request_timeout",
-            Closed::IdleTimeout => "idle_timeout",
-        }
+label_enum! {
+    /// Why a served connection was closed by us: the `connections_closed_total{reason}` label.
+    #[non_exhaustive]
+    pub enum Closed {
+        /// No request head within `first-request-timeout` of the handshake.
+        FirstRequestTimeout => "first_request_timeout",
+        /// No request in flight for `idle-timeout`.
+        IdleTimeout => "idle_timeout",
     }
 }
 
-/// The `reason` label of a policy refusal, one per [`RefusalReason`] kind.
-pub const REFUSAL_REASONS: [&str; 5] = [
-    "no_pq_group_offered",
-    "no_common_group",
-    "sunset_passed",
-    "fallback_rule",
-    "server_chose_classical",
-];
-
-fn refusal_index(reason: &RefusalReason) -> usize {
-    match reason {
-        RefusalReason::NoPqGroupOffered => 0,
-        RefusalReason::NoCommonGroup { .. } => 1,
-        RefusalReason::SunsetPassed(_) => 2,
-        RefusalReason::Rule(_) => 3,
-        RefusalReason::ServerChoseClassical => 4,
-    }
-}
+/// The `reason` label of a policy refusal, one per [`RefusalKind`], in its order.
+pub const REFUSAL_REASONS: [&str; RefusalKind::COUNT] = RefusalKind::LABELS;
 
 impl Metrics {
     /// Counts a completed handshake.
@@ -118,7 +81,7 @@ impl Metrics {
     }
 
     pub(crate) fn policy_refusal(&self, reason: &RefusalReason) {
-        self.refusals[refusal_index(reason)].fetch_add(1, Relaxed);
+        self.refusals[reason.kind() as usize].fetch_add(1, Relaxed);
     }
 
     pub(crate) fn handshake_failure(&self) {
@@ -158,10 +121,9 @@ impl Metrics {
 
     /// The counters now.
     pub fn snapshot(&self) -> MetricsSnapshot {
-        let refusals_by_reason: Vec<_> = REFUSAL_REASONS
+        let refusals_by_reason: Vec<_> = RefusalKind::ALL
             .iter()
-            .zip(&self.refusals)
-            .map(|(r, c)| (*r, c.load(Relaxed)))
+            .map(|k| (k.label(), self.refusals[*k as usize].load(Relaxed)))
             .collect();
         MetricsSnapshot {
             handshakes_by_group: Group::ALL
@@ -231,7 +193,7 @@ pub struct MetricsSnapshot {
     pub classical_fallbacks: u64,
     /// Handshakes refused by policy.
     pub policy_refusals: u64,
-    /// Policy refusals by reason (see [`REFUSAL_REASONS`]).
+    /// Policy refusals by reason (see [`RefusalKind`]), every reason listed.
     pub refusals_by_reason: Vec<(&'static str, u64)>,
     /// Handshakes that failed for another reason (bad certificate, garbage, peer abort).
     pub handshake_failures: u64,

@@ -25,6 +25,7 @@ use std::time::SystemTime;
 use ipnet::IpNet;
 
 use crate::groups::{display_list, display_list_capped, Group, GroupId};
+use crate::label::label_enum;
 
 /// What the server learns from a ClientHello, as plain data.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -549,6 +550,38 @@ pub enum RefusalReason {
     /// The server picked a classical group for a pq-required client.
     #[error("server chose a classical group")]
     ServerChoseClassical,
+}
+
+impl RefusalReason {
+    /// The reason without its details: the `reason` label of a refusal. An exhaustive match,
+    /// so that a reason added here without a kind (and so without a counter) does not compile.
+    pub fn kind(&self) -> RefusalKind {
+        match self {
+            Self::NoPqGroupOffered => RefusalKind::NoPqGroupOffered,
+            Self::NoCommonGroup { .. } => RefusalKind::NoCommonGroup,
+            Self::SunsetPassed(_) => RefusalKind::SunsetPassed,
+            Self::Rule(_) => RefusalKind::Rule,
+            Self::ServerChoseClassical => RefusalKind::ServerChoseClassical,
+        }
+    }
+}
+
+label_enum! {
+    /// What kind of [`RefusalReason`] refused a handshake: the `reason` label of
+    /// `handshakes_total{result="refused"}`, one per variant of [`RefusalReason`].
+    #[non_exhaustive]
+    pub enum RefusalKind {
+        /// [`RefusalReason::NoPqGroupOffered`].
+        NoPqGroupOffered => "no_pq_group_offered",
+        /// [`RefusalReason::NoCommonGroup`].
+        NoCommonGroup => "no_common_group",
+        /// [`RefusalReason::SunsetPassed`].
+        SunsetPassed => "sunset_passed",
+        /// [`RefusalReason::Rule`].
+        Rule => "fallback_rule",
+        /// [`RefusalReason::ServerChoseClassical`].
+        ServerChoseClassical => "server_chose_classical",
+    }
 }
 
 /// An invalid policy.

@@ -5,69 +5,11 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::reason::{RefusalReason, TokenFailure};
 
-/// The counter of a refusal reason: an exhaustive match, so that a reason added to
-/// [`RefusalReason`] without a counter does not compile (a string list kept in sync by hand
-/// used to drop unknown labels silently).
-const fn refusal_slot(r: RefusalReason) -> usize {
-    match r {
-        RefusalReason::Unauthorized => 0,
-        RefusalReason::InsufficientScope => 1,
-        RefusalReason::Rule => 2,
-        RefusalReason::HeaderMismatch => 3,
-        RefusalReason::ParseError => 4,
-        RefusalReason::InvalidRequest => 5,
-        RefusalReason::BodyTooLarge => 6,
-        RefusalReason::RateLimited => 7,
-        RefusalReason::BodyTimeout => 8,
-        RefusalReason::BodyBudget => 9,
-        RefusalReason::Inflight => 10,
-        RefusalReason::RefusalFlood => 11,
-        RefusalReason::AuditFull => 12,
-        RefusalReason::MethodNotAllowed => 13,
-    }
-}
-
-/// The counter of a token failure kind (see [`refusal_slot`]).
-const fn token_slot(k: TokenFailure) -> usize {
-    match k {
-        TokenFailure::Missing => 0,
-        TokenFailure::Malformed => 1,
-        TokenFailure::AlgorithmNotAllowed => 2,
-        TokenFailure::UnknownKid => 3,
-        TokenFailure::BadSignature => 4,
-        TokenFailure::Expired => 5,
-        TokenFailure::NotYetValid => 6,
-        TokenFailure::WrongIssuer => 7,
-        TokenFailure::WrongAudience => 8,
-        TokenFailure::MissingClaim => 9,
-        TokenFailure::NoKeys => 10,
-        TokenFailure::WrongType => 11,
-        TokenFailure::Crit => 12,
-        TokenFailure::BadScope => 13,
-    }
-}
-
-// `ALL` must list the variants in slot order, once each: the snapshot (and so the exported
-// labels) is built from it, so an `ALL` out of order, with a gap or a duplicate, fails to
-// compile here rather than exporting one counter under another's label.
-const _: () = {
-    let mut i = 0;
-    while i < RefusalReason::ALL.len() {
-        assert!(refusal_slot(RefusalReason::ALL[i]) == i);
-        i += 1;
-    }
-    let mut i = 0;
-    while i < TokenFailure::ALL.len() {
-        assert!(token_slot(TokenFailure::ALL[i]) == i);
-        i += 1;
-    }
-};
-
 /// Counters of one gate.
 #[derive(Debug)]
 pub struct GateMetrics {
-    refusals: [AtomicU64; RefusalReason::ALL.len()],
-    token_failures: [AtomicU64; TokenFailure::ALL.len()],
+    refusals: [AtomicU64; RefusalReason::COUNT],
+    token_failures: [AtomicU64; TokenFailure::COUNT],
     rule_names: Vec<String>,
     rule_refusals: Vec<AtomicU64>,
     limit_names: Vec<String>,
@@ -100,11 +42,11 @@ impl GateMetrics {
     }
 
     pub(super) fn refusal(&self, reason: RefusalReason) {
-        self.refusals[refusal_slot(reason)].fetch_add(1, Relaxed);
+        self.refusals[reason as usize].fetch_add(1, Relaxed);
     }
 
     pub(super) fn token_failure(&self, kind: TokenFailure) {
-        self.token_failures[token_slot(kind)].fetch_add(1, Relaxed);
+        self.token_failures[kind as usize].fetch_add(1, Relaxed);
     }
 
     pub(super) fn rule_refusal(&self, rule: &str) {

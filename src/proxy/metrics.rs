@@ -7,32 +7,83 @@ use std::time::Duration;
 
 use http::StatusCode;
 
+use crate::label::label_enum;
 use crate::metrics::{Histogram, HistogramSnapshot};
 
-/// Labels of [`ProxySnapshot::upstream_errors`]. `rejected`: refused (503) before it was
-/// sent, `max-upstream-requests` being in flight; `rejected_per_ip`: the same for the
-/// client's source, `max-upstream-requests-per-ip`.
-pub const UPSTREAM_ERRORS: [&str; 5] = [
-    "connect",
-    "request",
-    "timeout",
-    "rejected",
-    "rejected_per_ip",
-];
+label_enum! {
+    /// Why an upstream request got no response: the `kind` label of `upstream_errors_total`.
+    #[non_exhaustive]
+    pub enum UpstreamErrorKind {
+        /// The upstream connection could not be made.
+        Connect => "connect",
+        /// The request failed after the connection was made.
+        Request => "request",
+        /// No response head within `upstream-timeout`.
+        Timeout => "timeout",
+        /// Refused (503) before it was sent: `max-upstream-requests` were in flight.
+        Rejected => "rejected",
+        /// Refused (503) before it was sent: `max-upstream-requests-per-ip` were in flight
+        /// for the client's source.
+        RejectedPerIp => "rejected_per_ip",
+    }
+}
+
+label_enum! {
+    /// Why the proxy refused a request before the upstream: the `reason` label of
+    /// `proxy_refusals_total`.
+    #[non_exhaustive]
+    pub enum ProxyRefusal {
+        /// 421: the Host is not in `allowed-hosts`.
+        Host => "host",
+        /// 408: the body was not complete within `request-body-timeout`.
+        BodyTimeout => "body_timeout",
+    }
+}
+
+label_enum! {
+    /// The class of a response status: the `class` label of `responses_total`.
+    #[non_exhaustive]
+    pub enum StatusClass {
+        /// 1xx.
+        Informational => "1xx",
+        /// 2xx.
+        Success => "2xx",
+        /// 3xx.
+        Redirection => "3xx",
+        /// 4xx.
+        ClientError => "4xx",
+        /// 5xx (and anything above 599).
+        ServerError => "5xx",
+    }
+}
+
+impl StatusClass {
+    /// The class of `status`.
+    pub fn of(status: StatusCode) -> Self {
+        match status.as_u16() / 100 {
+            0 | 1 => Self::Informational,
+            2 => Self::Success,
+            3 => Self::Redirection,
+            4 => Self::ClientError,
+            _ => Self::ServerError,
+        }
+    }
+}
 
 /// Labels of [`ProxySnapshot::refusals`]: `host` (421, not in `allowed-hosts`),
-/// `body_timeout` (408, body not complete within `request-body-timeout`).
-pub const PROXY_REFUSALS: [&str; 2] = ["host", "body_timeout"];
+/// `body_timeout` (408, body not complete within `request-body-timeout`); one per
+/// `ProxyRefusal`.
+pub const PROXY_REFUSALS: [&str; ProxyRefusal::COUNT] = ProxyRefusal::LABELS;
 
 /// Counters of one [`super::Proxy`].
 #[derive(Debug, Default)]
 pub struct ProxyMetrics {
-    responses: [AtomicU64; 5],
-    upstream_errors: [AtomicU64; UPSTREAM_ERRORS.len()],
+    responses: [AtomicU64; StatusClass::COUNT],
+    upstream_errors: [AtomicU64; UpstreamErrorKind::COUNT],
     upstream_seconds: Histogram,
     origin_refused: AtomicU64,
     body_too_large: AtomicU64,
-    refusals: [AtomicU64; PROXY_REFUSALS.len()],
+    refusals: [AtomicU64; ProxyRefusal::COUNT],
     response_bytes: AtomicU64,
     streams_active: AtomicI64,
     streams: AtomicU64,
@@ -40,13 +91,21 @@ pub struct ProxyMetrics {
 
 impl ProxyMetrics {
     pub(super) fn response(&self, status: StatusCode) {
-        let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
-        self.responses[class].fetch_add(1, Relaxed);
+        self.responses[StatusClass::of(status) as usize].fetch_add(1, Relaxed);
     }
 
+    /// Counts an upstream request that got no response.
+    pub(super) fn upstream_error_kind(&self, kind: UpstreamErrorKind) {
+        self.upstream_errors[kind as usize].fetch_add(1, Relaxed);
+    }
+
+    // The proxy still names kinds by their label; `upstream_error_kind` is the typed call it
+    // is meant to move to, so that a typo fails to compile rather than losing the count.
     pub(super) fn upstream_error(&self, kind: &'static str) {
-        if let Some(i) = UPSTREAM_ERRORS.iter().position(|k| *k == kind) {
-            self.upstream_errors[i].fetch_add(1, Relaxed);
+        let known = UpstreamErrorKind::from_label(kind);
+        debug_assert!(known.is_some(), "unknown upstream error kind {kind}");
+        if let Some(k) = known {
+            self.upstream_error_kind(k);
         }
     }
 
@@ -58,9 +117,17 @@ impl ProxyMetrics {
         self.origin_refused.fetch_add(1, Relaxed);
     }
 
+    /// Counts a request refused before the upstream.
+    pub(super) fn refusal(&self, reason: ProxyRefusal) {
+        self.refusals[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    // As `upstream_error`: the label form, until the proxy passes a `ProxyRefusal`.
     pub(super) fn refused(&self, reason: &'static str) {
-        if let Some(i) = PROXY_REFUSALS.iter().position(|r| *r == reason) {
-            self.refusals[i].fetch_add(1, Relaxed);
+        let known = ProxyRefusal::from_label(reason);
+        debug_assert!(known.is_some(), "unknown proxy refusal {reason}");
+        if let Some(r) = known {
+            self.refusal(r);
         }
     }
 
@@ -81,23 +148,20 @@ impl ProxyMetrics {
     /// The counters now.
     pub fn snapshot(&self) -> ProxySnapshot {
         ProxySnapshot {
-            responses_by_class: ["1xx", "2xx", "3xx", "4xx", "5xx"]
+            responses_by_class: StatusClass::ALL
                 .into_iter()
-                .zip(&self.responses)
-                .map(|(c, n)| (c, n.load(Relaxed)))
+                .map(|c| (c.label(), self.responses[c as usize].load(Relaxed)))
                 .collect(),
-            upstream_errors: UPSTREAM_ERRORS
+            upstream_errors: UpstreamErrorKind::ALL
                 .into_iter()
-                .zip(&self.upstream_errors)
-                .map(|(k, n)| (k, n.load(Relaxed)))
+                .map(|k| (k.label(), self.upstream_errors[k as usize].load(Relaxed)))
                 .collect(),
             upstream_seconds: self.upstream_seconds.snapshot(),
             origin_refused: self.origin_refused.load(Relaxed),
             body_too_large: self.body_too_large.load(Relaxed),
-            refusals: PROXY_REFUSALS
+            refusals: ProxyRefusal::ALL
                 .into_iter()
-                .zip(&self.refusals)
-                .map(|(r, n)| (r, n.load(Relaxed)))
+                .map(|r| (r.label(), self.refusals[r as usize].load(Relaxed)))
                 .collect(),
             response_bytes: self.response_bytes.load(Relaxed),
             streams_active: self.streams_active.load(Relaxed).max(0) as u64,
