@@ -10,8 +10,7 @@
 /// - `COUNT`, the number of variants (the length of a counter array);
 /// - `ALL`, every variant in declaration order, so that `ALL[i] as usize == i`;
 /// - `LABELS`, the labels in the same order;
-/// - `label()`, the variant's label, by an exhaustive match;
-/// - `from_label()`, the variant with a label.
+/// - `label()`, the variant's label, by an exhaustive match.
 ///
 /// Two variants with one label fail to compile.
 ///
@@ -47,7 +46,7 @@ macro_rules! label_enum {
             )+
         }
 
-        // Not every enum uses every item (`from_label` is for callers that still hold a label).
+        // Not every enum uses every item.
         #[allow(dead_code)]
         impl $name {
             /// How many variants there are: the length of an array of counters indexed by
@@ -65,11 +64,6 @@ macro_rules! label_enum {
                 match self {
                     $($name::$variant => $label,)+
                 }
-            }
-
-            /// The variant whose label is `label`.
-            pub fn from_label(label: &str) -> Option<Self> {
-                Self::ALL.into_iter().find(|v| v.label() == label)
             }
         }
 
@@ -133,7 +127,5 @@ mod tests {
         }
         assert_eq!(Colour::Green.label(), "green");
         assert_eq!(Colour::LABELS, ["red", "green", "blue"]);
-        assert_eq!(Colour::from_label("blue"), Some(Colour::Blue));
-        assert_eq!(Colour::from_label("Blue"), None);
     }
 }

@@ -182,6 +182,7 @@ impl Drop for ConnectionGuard {
 
 /// A copy of the counters.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+#[non_exhaustive]
 pub struct MetricsSnapshot {
     /// Completed handshakes per negotiated group (IANA name), groups with none left out.
     pub handshakes_by_group: Vec<(&'static str, u64)>,
@@ -270,6 +271,7 @@ impl Histogram {
 
 /// A copy of a [`Histogram`], buckets cumulative.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+#[non_exhaustive]
 pub struct HistogramSnapshot {
     /// `(upper bound in seconds, observations <= bound)`.
     pub buckets: Vec<(f64, u64)>,

@@ -94,6 +94,7 @@ impl GateMetrics {
 
 /// A copy of the gate counters.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+#[non_exhaustive]
 pub struct GateSnapshot {
     /// HTTP requests refused, by reason (every one of [`RefusalReason::ALL`]).
     pub refusals: Vec<(RefusalReason, u64)>,

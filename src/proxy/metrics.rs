@@ -95,18 +95,8 @@ impl ProxyMetrics {
     }
 
     /// Counts an upstream request that got no response.
-    pub(super) fn upstream_error_kind(&self, kind: UpstreamErrorKind) {
+    pub(super) fn upstream_error(&self, kind: UpstreamErrorKind) {
         self.upstream_errors[kind as usize].fetch_add(1, Relaxed);
-    }
-
-    // The proxy still names kinds by their label; `upstream_error_kind` is the typed call it
-    // is meant to move to, so that a typo fails to compile rather than losing the count.
-    pub(super) fn upstream_error(&self, kind: &'static str) {
-        let known = UpstreamErrorKind::from_label(kind);
-        debug_assert!(known.is_some(), "unknown upstream error kind {kind}");
-        if let Some(k) = known {
-            self.upstream_error_kind(k);
-        }
     }
 
     pub(super) fn upstream_latency(&self, d: Duration) {
@@ -120,15 +110,6 @@ impl ProxyMetrics {
     /// Counts a request refused before the upstream.
     pub(super) fn refusal(&self, reason: ProxyRefusal) {
         self.refusals[reason as usize].fetch_add(1, Relaxed);
-    }
-
-    // As `upstream_error`: the label form, until the proxy passes a `ProxyRefusal`.
-    pub(super) fn refused(&self, reason: &'static str) {
-        let known = ProxyRefusal::from_label(reason);
-        debug_assert!(known.is_some(), "unknown proxy refusal {reason}");
-        if let Some(r) = known {
-            self.refusal(r);
-        }
     }
 
     pub(super) fn body_too_large(&self) {
@@ -182,6 +163,7 @@ impl Drop for StreamGuard {
 
 /// A copy of the proxy counters.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+#[non_exhaustive]
 pub struct ProxySnapshot {
     /// Responses sent to clients, by status class (upstream's and our own).
     pub responses_by_class: Vec<(&'static str, u64)>,

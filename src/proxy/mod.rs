@@ -30,7 +30,9 @@ use tokio::sync::Semaphore;
 use tracing::warn;
 
 pub use self::headers::{ForwardedMode, OriginAllowList, OriginMode};
-pub use self::metrics::{ProxyMetrics, ProxySnapshot, PROXY_REFUSALS};
+pub use self::metrics::{
+    ProxyMetrics, ProxyRefusal, ProxySnapshot, StatusClass, UpstreamErrorKind, PROXY_REFUSALS,
+};
 pub use self::pool::{DEFAULT_STREAMS_PER_CONNECTION, POOL_IDLE_TIMEOUT};
 pub use self::upstream::{Upstream, UpstreamConnector, UpstreamError};
 
@@ -450,7 +452,7 @@ where
                 return Ok(());
             }
         }
-        inner.metrics.refused("host");
+        inner.metrics.refusal(ProxyRefusal::Host);
         crate::throttled!(inner.host_log, warn, client.addr = %peer, http.host = ?host, "Refused request: Host not in allowed-hosts (DNS rebinding?)");
         Err(local(
             StatusCode::MISDIRECTED_REQUEST,
@@ -561,13 +563,16 @@ where
         let permit = inner
             .upstream_shares
             .admit(peer.ip())
-            .ok_or(("rejected_per_ip", "max-upstream-requests-per-ip"))
+            .ok_or((
+                UpstreamErrorKind::RejectedPerIp,
+                "max-upstream-requests-per-ip",
+            ))
             .and_then(|share| {
                 let permit = inner
                     .permits
                     .clone()
                     .try_acquire_owned()
-                    .map_err(|_| ("rejected", "max-upstream-requests"))?;
+                    .map_err(|_| (UpstreamErrorKind::Rejected, "max-upstream-requests"))?;
                 Ok((share, permit))
             });
         let permit = match permit {
@@ -598,10 +603,10 @@ where
             }
             Ok(Err(failure)) => {
                 let (kind, e): (_, &(dyn StdError + 'static)) = match &failure {
-                    Failure::Client(e) if e.is_connect() => ("connect", e),
-                    Failure::Client(e) => ("request", e),
-                    Failure::Pool(e @ PoolError::Connect(_)) => ("connect", e),
-                    Failure::Pool(e) => ("request", e),
+                    Failure::Client(e) if e.is_connect() => (UpstreamErrorKind::Connect, e),
+                    Failure::Client(e) => (UpstreamErrorKind::Request, e),
+                    Failure::Pool(e @ PoolError::Connect(_)) => (UpstreamErrorKind::Connect, e),
+                    Failure::Pool(e) => (UpstreamErrorKind::Request, e),
                 };
                 inner.metrics.upstream_error(kind);
                 let cause = error_chain(e)
@@ -615,7 +620,7 @@ where
                 ));
             }
             Err(_) => {
-                inner.metrics.upstream_error("timeout");
+                inner.metrics.upstream_error(UpstreamErrorKind::Timeout);
                 warn!(upstream = %inner.upstream, http.method = %method, http.path = %path, timeout = ?timeout, "Upstream did not respond in time");
                 return Err(local(
                     StatusCode::GATEWAY_TIMEOUT,
@@ -659,7 +664,7 @@ where
 
     fn body_timed_out(&self) -> LocalReply {
         let inner = &*self.inner;
-        inner.metrics.refused("body_timeout");
+        inner.metrics.refusal(ProxyRefusal::BodyTimeout);
         crate::throttled!(inner.body_timeout_log, warn, timeout = ?inner.options.request_body_timeout, "Request body not complete within request-body-timeout");
         local(
             StatusCode::REQUEST_TIMEOUT,
