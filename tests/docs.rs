@@ -13,6 +13,8 @@
 //!   expected stdout, `...` standing for anything.
 //! - ```` ```json ```` blocks parse; a probe report has exactly the fields of
 //!   docs/probe-schema.md, at every level the schema's tables describe.
+//! - The reference table of docs/configuration.md holds exactly the keys a sidecar file
+//!   takes (as check-config lists them), and each flag is in its sidecars' `--help`.
 //! - Relative links, and their `#anchors`, resolve.
 //! - Rust blocks live in docs/library.md only, which `cargo test --doc` compiles (src/lib.rs
 //!   includes it).
@@ -274,9 +276,10 @@ fn check_command(words: &[String]) -> Vec<String> {
     problems
 }
 
-/// The flags in one word of a command or synopsis: `--flag`, `--flag=value`, `[--flag`, `-c`.
+/// The flags in one word of a command, synopsis or table cell: `--flag`, `--flag=value`,
+/// `[--flag`, `` `--flag` ``, `-c`.
 fn flags_in(word: &str) -> Vec<String> {
-    let word = word.trim_matches(|c| c == '[' || c == ']' || c == '.' || c == '(' || c == ')');
+    let word = word.trim_matches(|c| "[]().,`".contains(c));
     let name_end = |s: &str| {
         s.find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
             .unwrap_or(s.len())
@@ -851,6 +854,78 @@ fn check_links(page: &str, text: &str) -> Vec<String> {
     problems
 }
 
+/// The keys a sidecar file takes, as check-config lists them when refusing an unknown one.
+fn known_keys(work: &Workdir) -> BTreeSet<String> {
+    work.write("server.toml", "mode = \"server\"\nno-such-key = 1\n");
+    let out = work.check_config("server.toml", "server");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let list = stderr
+        .split_once("expected one of")
+        .map_or("", |(_, list)| list);
+    list.split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The table of docs/configuration.md against the binary: its keys are exactly the keys a
+/// file takes, and each flag is one the sidecar of its modes lists in `--help`.
+fn check_reference(text: &str, known: &BTreeSet<String>) -> (usize, Vec<String>) {
+    let page = "docs/configuration.md";
+    let mut problems = Vec::new();
+    let mut documented = BTreeSet::new();
+    let mut flags = 0;
+    let rows = text
+        .lines()
+        .enumerate()
+        .skip_while(|(_, l)| l.trim() != "## Keys and flags")
+        .take_while(|(_, l)| !l.starts_with("## Values"))
+        .filter(|(_, l)| l.starts_with("| ") && !l.starts_with("| key ") && !l.starts_with("|---"));
+    for (i, row) in rows {
+        let cells: Vec<&str> = row.split(" | ").collect();
+        let [keys, flag_cell, modes, ..] = cells[..] else {
+            problems.push(format!(
+                "{page}:{}: not a row of key | flag | modes | ...",
+                i + 1
+            ));
+            continue;
+        };
+        for key in keys.trim_start_matches("| ").split('`').skip(1).step_by(2) {
+            documented.insert(key.trim_matches(|c| c == '[' || c == ']').to_owned());
+        }
+        let sidecars: &[&str] = match modes {
+            "both" => &["server", "client"],
+            m if m.starts_with("server") => &["server"],
+            m if m.starts_with("client") => &["client"],
+            other => {
+                problems.push(format!("{page}:{}: modes `{other}`?", i + 1));
+                continue;
+            }
+        };
+        for flag in flag_cell.split_whitespace().flat_map(flags_in) {
+            flags += 1;
+            for sidecar in sidecars {
+                if !lists_flag(&help(&[sidecar.to_string()]), &flag) {
+                    problems.push(format!(
+                        "{page}:{}: `mcp-pqtls {sidecar}` has no flag {flag}",
+                        i + 1
+                    ));
+                }
+            }
+        }
+    }
+    for key in known.difference(&documented) {
+        problems.push(format!("{page}: key `{key}` is not in the reference table"));
+    }
+    for key in documented.difference(known) {
+        problems.push(format!(
+            "{page}: the table documents `{key}`, which no sidecar file takes"
+        ));
+    }
+    (flags, problems)
+}
+
 // ---------------------------------------------------------------------------------------
 // The tests.
 
@@ -961,6 +1036,23 @@ fn relative_links_and_their_anchors_resolve() {
     fail_if_any(problems);
 }
 
+#[test]
+fn the_configuration_reference_lists_every_key_and_flag() {
+    let work = Workdir::new();
+    let known = known_keys(&work);
+    assert!(
+        known.contains("listen") && known.contains("audit"),
+        "{known:?}"
+    );
+    let text = std::fs::read_to_string(root().join("docs/configuration.md")).unwrap();
+    let (flags, problems) = check_reference(&text, &known);
+    fail_if_any(problems);
+    assert!(
+        flags >= 30,
+        "only {flags} flags found in the reference table"
+    );
+}
+
 /// Each check fed a broken example must report it: a check that cannot fail checks nothing.
 #[test]
 fn the_checks_catch_broken_examples() {
@@ -1055,6 +1147,37 @@ fn the_checks_catch_broken_examples() {
         .unwrap()
         .remove("verified");
     assert_eq!(schema.check(&report).len(), 1);
+
+    // The reference table: a key no file takes, a key left out, a flag of the other mode.
+    let known = known_keys(&work);
+    let table = |rows: &str| {
+        format!("## Keys and flags\n\n| key | flag | modes | default | meaning |\n|---|---|---|---|---|\n{rows}\n## Values\n")
+    };
+    let all: String = known
+        .iter()
+        .map(|k| format!("| `{k}` | — | both | — | x |\n"))
+        .collect();
+    assert!(check_reference(&table(&all), &known).1.is_empty());
+    assert_eq!(
+        check_reference(
+            &table(&format!("{all}| `colour` | — | both | — | x |\n")),
+            &known
+        )
+        .1
+        .len(),
+        1
+    );
+    assert_eq!(
+        check_reference(
+            &table(&all.replacen("| `sni` | — | both | — | x |\n", "", 1)),
+            &known
+        )
+        .1
+        .len(),
+        1
+    );
+    let cert = all.replacen("| `cert` | — | both |", "| `cert` | `--cert` | client |", 1);
+    assert_eq!(check_reference(&table(&cert), &known).1.len(), 1);
 
     // Links: a missing file and a missing anchor.
     let page = "docs/self-test.md";
