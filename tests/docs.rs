@@ -14,7 +14,9 @@
 //! - ```` ```json ```` blocks parse; a probe report has exactly the fields of
 //!   docs/probe-schema.md, at every level the schema's tables describe.
 //! - The reference table of docs/configuration.md holds exactly the keys a sidecar file
-//!   takes (as check-config lists them), and each flag is in its sidecars' `--help`.
+//!   takes (as check-config lists them), and each flag is in its sidecars' `--help`; the
+//!   tables of docs/gate.md hold exactly the keys of `[auth]`, `[[rules]]`, `[[rate-limit]]`
+//!   and `[audit]`.
 //! - Relative links, and their `#anchors`, resolve.
 //! - Rust blocks live in docs/library.md only, which `cargo test --doc` compiles (src/lib.rs
 //!   includes it).
@@ -856,7 +858,17 @@ fn check_links(page: &str, text: &str) -> Vec<String> {
 
 /// The keys a sidecar file takes, as check-config lists them when refusing an unknown one.
 fn known_keys(work: &Workdir) -> BTreeSet<String> {
-    work.write("server.toml", "mode = \"server\"\nno-such-key = 1\n");
+    keys_refused_with(work, "mode = \"server\"\nno-such-key = 1\n")
+}
+
+/// The keys a gate section (`[auth]`, `[[rules]]`...) takes, listed the same way.
+fn known_section_keys(work: &Workdir, header: &str) -> BTreeSet<String> {
+    keys_refused_with(work, &format!("{SERVER_BASE}{header}\nno-such-key = 1\n"))
+}
+
+/// The list of known keys in check-config's refusal of `file`.
+fn keys_refused_with(work: &Workdir, file: &str) -> BTreeSet<String> {
+    work.write("server.toml", file);
     let out = work.check_config("server.toml", "server");
     let stderr = String::from_utf8_lossy(&out.stderr);
     let list = stderr
@@ -924,6 +936,38 @@ fn check_reference(text: &str, known: &BTreeSet<String>) -> (usize, Vec<String>)
         ));
     }
     (flags, problems)
+}
+
+/// A gate section's key table in docs/gate.md (under `heading`, up to the next `## `) against
+/// the keys the section takes.
+fn check_section_table(text: &str, heading: &str, known: &BTreeSet<String>) -> Vec<String> {
+    let documented: BTreeSet<String> = text
+        .lines()
+        .skip_while(|l| l.trim() != heading)
+        .skip(1)
+        .take_while(|l| !l.starts_with("## "))
+        .filter(|l| l.starts_with("| `"))
+        .filter_map(|l| l.split(" | ").next())
+        .flat_map(|cell| {
+            cell.split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut problems = Vec::new();
+    for key in known.difference(&documented) {
+        problems.push(format!(
+            "docs/gate.md {heading}: key `{key}` is not in its table"
+        ));
+    }
+    for key in documented.difference(known) {
+        problems.push(format!(
+            "docs/gate.md {heading}: the table documents `{key}`, which the section does not take"
+        ));
+    }
+    problems
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1053,6 +1097,24 @@ fn the_configuration_reference_lists_every_key_and_flag() {
     );
 }
 
+#[test]
+fn the_gate_reference_lists_every_key_of_each_section() {
+    let work = Workdir::new();
+    let text = std::fs::read_to_string(root().join("docs/gate.md")).unwrap();
+    let mut problems = Vec::new();
+    for (header, heading) in [
+        ("[auth]", "## `[auth]`: bearer tokens"),
+        ("[[rules]]", "## `[[rules]]`: per-method policy"),
+        ("[[rate-limit]]", "## `[[rate-limit]]`: token buckets"),
+        ("[audit]", "## `[audit]`: one record per message"),
+    ] {
+        let known = known_section_keys(&work, header);
+        assert!(known.len() >= 4, "{header}: {known:?}");
+        problems.extend(check_section_table(&text, heading, &known));
+    }
+    fail_if_any(problems);
+}
+
 /// Each check fed a broken example must report it: a check that cannot fail checks nothing.
 #[test]
 fn the_checks_catch_broken_examples() {
@@ -1178,6 +1240,16 @@ fn the_checks_catch_broken_examples() {
     );
     let cert = all.replacen("| `cert` | — | both |", "| `cert` | `--cert` | client |", 1);
     assert_eq!(check_reference(&table(&cert), &known).1.len(), 1);
+
+    // A gate section's table: a key left out, a key the section does not take.
+    let audit = known_section_keys(&work, "[audit]");
+    let rows: String = audit.iter().map(|k| format!("| `{k}` | x |\n")).collect();
+    let page = |rows: &str| format!("## A\n\n| key | meaning |\n|---|---|\n{rows}\n## B\n");
+    assert!(check_section_table(&page(&rows), "## A", &audit).is_empty());
+    let fewer = rows.replacen("| `path` | x |\n", "", 1);
+    assert_eq!(check_section_table(&page(&fewer), "## A", &audit).len(), 1);
+    let more = format!("{rows}| `rotate` | x |\n");
+    assert_eq!(check_section_table(&page(&more), "## A", &audit).len(), 1);
 
     // Links: a missing file and a missing anchor.
     let page = "docs/self-test.md";
