@@ -16,7 +16,8 @@
 //! - The reference table of docs/configuration.md holds exactly the keys a sidecar file
 //!   takes (as check-config lists them), and each flag is in its sidecars' `--help`; the
 //!   tables of docs/gate.md hold exactly the keys of `[auth]`, `[[rules]]`, `[[rate-limit]]`
-//!   and `[audit]`.
+//!   and `[audit]`; every metric a sidecar's `/metrics` serves is in docs/operations.md (with
+//!   its type) or, the gate's, in docs/gate.md, and nothing else is.
 //! - Relative links, and their `#anchors`, resolve.
 //! - Rust blocks live in docs/library.md only, which `cargo test --doc` compiles (src/lib.rs
 //!   includes it).
@@ -1115,6 +1116,127 @@ fn the_gate_reference_lists_every_key_of_each_section() {
     fail_if_any(problems);
 }
 
+/// Kills the child process when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// What `/metrics` serves, as `(family, type)` without the `mcp_pqtls_` prefix: a server
+/// sidecar with the gate (examples/gate.toml), its admin listener asked over HTTP.
+fn served_metrics(work: &Workdir) -> BTreeMap<String, String> {
+    use std::io::{BufRead, BufReader, Read, Write};
+
+    let child = Command::new(BIN)
+        .current_dir(work.dir.path())
+        .args(["server", "--config", "examples/gate.toml"])
+        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the server sidecar");
+    let mut child = KillOnDrop(child);
+    let mut summary = String::new();
+    BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut summary)
+        .unwrap();
+    let admin = summary
+        .split_once("; admin http://")
+        .map(|(_, rest)| rest.split(';').next().unwrap_or(rest).trim().to_owned())
+        .unwrap_or_else(|| panic!("no admin address in the start-up line: {summary}"));
+    let mut conn = std::net::TcpStream::connect(&admin).unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).unwrap();
+    response
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE mcp_pqtls_"))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(name, kind)| (name.to_owned(), kind.trim().to_owned()))
+        .collect()
+}
+
+/// Served metrics against the pages: each family in docs/operations.md's table with its
+/// type (the gate's in docs/gate.md's list), and each family of that table served.
+fn check_metrics(served: &BTreeMap<String, String>, operations: &str, gate: &str) -> Vec<String> {
+    let table: BTreeMap<String, String> = operations
+        .lines()
+        .skip_while(|l| l.trim() != "## Metrics")
+        .take_while(|l| !l.starts_with("## Reload"))
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| {
+            let (name, rest) = l.split_once('`')?;
+            let kind = rest.trim_start_matches(" |").split(" | ").next()?.trim();
+            Some((name.to_owned(), kind.to_owned()))
+        })
+        .collect();
+    let gate_listed: BTreeSet<String> = gate
+        .lines()
+        .skip_while(|l| !l.starts_with("**Metrics**"))
+        .take_while(|l| !l.trim().is_empty())
+        .flat_map(|l| {
+            l.split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .map(|m| m.split('{').next().unwrap_or_default().to_owned())
+        .filter(|m| m.starts_with("gate_"))
+        .collect();
+    let mut problems = Vec::new();
+    for (name, kind) in served {
+        if name.starts_with("gate_") {
+            if !gate_listed.contains(name) {
+                problems.push(format!(
+                    "docs/gate.md: metric `{name}` is served but not listed"
+                ));
+            }
+            continue;
+        }
+        match table.get(name) {
+            Some(k) if k == kind => {}
+            Some(k) => problems.push(format!(
+                "docs/operations.md: `{name}` is a {kind}, the table says {k}"
+            )),
+            None => problems.push(format!(
+                "docs/operations.md: metric `{name}` ({kind}) is served but not in the table"
+            )),
+        }
+    }
+    for name in table.keys().filter(|n| !served.contains_key(*n)) {
+        problems.push(format!(
+            "docs/operations.md: `{name}` is in the table but not served"
+        ));
+    }
+    for name in gate_listed.iter().filter(|n| !served.contains_key(*n)) {
+        problems.push(format!("docs/gate.md: `{name}` is listed but not served"));
+    }
+    problems
+}
+
+#[test]
+fn every_metric_the_admin_listener_serves_is_documented() {
+    let work = Workdir::new();
+    let served = served_metrics(&work);
+    assert!(
+        served.contains_key("handshakes_total") && served.contains_key("gate_refusals_total"),
+        "{served:?}"
+    );
+    let read = |page: &str| std::fs::read_to_string(root().join(page)).unwrap();
+    fail_if_any(check_metrics(
+        &served,
+        &read("docs/operations.md"),
+        &read("docs/gate.md"),
+    ));
+}
+
 /// Each check fed a broken example must report it: a check that cannot fail checks nothing.
 #[test]
 fn the_checks_catch_broken_examples() {
@@ -1250,6 +1372,23 @@ fn the_checks_catch_broken_examples() {
     assert_eq!(check_section_table(&page(&fewer), "## A", &audit).len(), 1);
     let more = format!("{rows}| `rotate` | x |\n");
     assert_eq!(check_section_table(&page(&more), "## A", &audit).len(), 1);
+
+    // Metrics: one served but not documented, one documented with another type.
+    let served: BTreeMap<String, String> = [("a_total", "counter"), ("gate_b_total", "counter")]
+        .map(|(n, k)| (n.to_owned(), k.to_owned()))
+        .into();
+    let ops = |kind: &str| {
+        format!(
+            "## Metrics\n\n| metric | type |\n|---|---|\n| `a_total` | {kind} | x |\n\n## Reload\n"
+        )
+    };
+    let gate = "**Metrics** (with the gate on): `gate_b_total`.\n";
+    assert!(check_metrics(&served, &ops("counter"), gate).is_empty());
+    assert_eq!(check_metrics(&served, &ops("gauge"), gate).len(), 1);
+    assert_eq!(
+        check_metrics(&served, &ops("counter"), "**Metrics**: none\n").len(),
+        1
+    );
 
     // Links: a missing file and a missing anchor.
     let page = "docs/self-test.md";
