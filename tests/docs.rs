@@ -17,7 +17,8 @@
 //!   takes (as check-config lists them), and each flag is in its sidecars' `--help`; the
 //!   tables of docs/gate.md hold exactly the keys of `[auth]`, `[[rules]]`, `[[rate-limit]]`
 //!   and `[audit]`; every metric a sidecar's `/metrics` serves is in docs/operations.md (with
-//!   its type) or, the gate's, in docs/gate.md, and nothing else is.
+//!   its type) or, the gate's, in docs/gate.md, and nothing else is; the log lines
+//!   docs/operations.md names are ones the code writes.
 //! - Relative links, and their `#anchors`, resolve.
 //! - Rust blocks live in docs/library.md only, which `cargo test --doc` compiles (src/lib.rs
 //!   includes it).
@@ -1237,6 +1238,60 @@ fn every_metric_the_admin_listener_serves_is_documented() {
     ));
 }
 
+/// The text of every source file under `dir`.
+fn sources(dir: &Path, into: &mut String) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            sources(&path, into);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            into.push_str(&std::fs::read_to_string(&path).unwrap());
+        }
+    }
+}
+
+/// The log table of docs/operations.md: each message (the `code` of its second column) is
+/// one the code writes.
+fn check_log_messages(operations: &str, source: &str) -> (usize, Vec<String>) {
+    let mut problems = Vec::new();
+    let mut n = 0;
+    let rows = operations
+        .lines()
+        .enumerate()
+        .skip_while(|(_, l)| l.trim() != "## Logs")
+        .take_while(|(_, l)| !l.starts_with("## Admin"))
+        .filter(|(_, l)| {
+            l.starts_with("| INFO") || l.starts_with("| WARN") || l.starts_with("| ERROR")
+        });
+    for (i, row) in rows {
+        let message = row.split(" | ").nth(1).unwrap_or_default();
+        for text in message.split('`').skip(1).step_by(2) {
+            // Values quoted in a message (`pq-preferred`) are not messages.
+            if text.len() < 8 || !text.starts_with(char::is_uppercase) {
+                continue;
+            }
+            n += 1;
+            if !source.contains(&format!("\"{text}")) {
+                problems.push(format!(
+                    "docs/operations.md:{}: no log line `{text}` in src/",
+                    i + 1
+                ));
+            }
+        }
+    }
+    (n, problems)
+}
+
+#[test]
+fn every_log_line_the_operations_page_names_is_one_the_code_writes() {
+    let mut source = String::new();
+    sources(&root().join("src"), &mut source);
+    let operations = std::fs::read_to_string(root().join("docs/operations.md")).unwrap();
+    let (n, problems) = check_log_messages(&operations, &source);
+    fail_if_any(problems);
+    assert!(n >= 15, "only {n} log lines found in the table");
+}
+
 /// Each check fed a broken example must report it: a check that cannot fail checks nothing.
 #[test]
 fn the_checks_catch_broken_examples() {
@@ -1389,6 +1444,21 @@ fn the_checks_catch_broken_examples() {
         check_metrics(&served, &ops("counter"), "**Metrics**: none\n").len(),
         1
     );
+
+    // Log lines: one the code does not write.
+    let logs = "## Logs\n\n| level | message |\n|---|---|\n| WARN | `Connection refused: max-connections reached` | x |\n## Admin\n";
+    assert_eq!(
+        check_log_messages(logs, "warn!(\"Connection refused at accept\")")
+            .1
+            .len(),
+        1
+    );
+    assert!(check_log_messages(
+        logs,
+        "warn!(\"Connection refused: max-connections reached\")"
+    )
+    .1
+    .is_empty());
 
     // Links: a missing file and a missing anchor.
     let page = "docs/self-test.md";
