@@ -138,3 +138,9 @@ pub use reflect::reflect;
 /// Groups used when none are configured, in order of preference: the hybrid every major
 /// peer speaks, then X25519 for classical fallback (which the policy decides on).
 pub const DEFAULT_GROUPS: &[Group] = &[Group::X25519MLKEM768, Group::X25519];
+
+// The examples of docs/library.md, compiled and run as doctests (`cargo test --doc`); the
+// other pages' examples are checked by tests/docs.rs. They use the gate and the dev PKI.
+#[cfg(all(doctest, feature = "gate", feature = "dev-pki"))]
+#[doc = include_str!("../docs/library.md")]
+pub struct LibraryDocs;
