@@ -1159,7 +1159,11 @@ fn served_metrics(work: &Workdir) -> BTreeMap<String, String> {
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE mcp_pqtls_"))
         .filter_map(|l| l.split_once(' '))
-        .map(|(name, kind)| (name.to_owned(), kind.trim().to_owned()))
+        // OpenMetrics names a counter family without the `_total` its samples carry.
+        .map(|(name, kind)| match kind.trim() {
+            "counter" => (format!("{name}_total"), "counter".to_owned()),
+            kind => (name.to_owned(), kind.to_owned()),
+        })
         .collect()
 }
 
