@@ -99,20 +99,7 @@ fn python_client(
 
 fn server_sidecar(pki: &Pki, upstream_port: u16, extra: &[&str]) -> Proc {
     let upstream = format!("http://127.0.0.1:{upstream_port}");
-    let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
-    let mut args = vec![
-        "server",
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        &upstream,
-        "--cert",
-        cert.to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    Proc::spawn(&args)
+    Proc::server_sidecar(pki.dir.path(), &upstream, extra)
 }
 
 fn client_sidecar(pki: &Pki, server: &Proc) -> Proc {
