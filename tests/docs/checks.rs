@@ -517,7 +517,11 @@ pub(crate) fn check_reference(text: &str, known: &BTreeSet<String>) -> (usize, V
 
 /// A gate section's key table in docs/gate.md (under `heading`, up to the next `## `) against
 /// the keys the section takes.
-pub(crate) fn check_section_table(text: &str, heading: &str, known: &BTreeSet<String>) -> Vec<String> {
+pub(crate) fn check_section_table(
+    text: &str,
+    heading: &str,
+    known: &BTreeSet<String>,
+) -> Vec<String> {
     let documented: BTreeSet<String> = text
         .lines()
         .skip_while(|l| l.trim() != heading)

@@ -55,7 +55,11 @@ pub(crate) fn served_metrics(work: &Workdir) -> BTreeMap<String, String> {
 
 /// Served metrics against the pages: each family in docs/operations.md's table with its
 /// type (the gate's in docs/gate.md's list), and each family of that table served.
-pub(crate) fn check_metrics(served: &BTreeMap<String, String>, operations: &str, gate: &str) -> Vec<String> {
+pub(crate) fn check_metrics(
+    served: &BTreeMap<String, String>,
+    operations: &str,
+    gate: &str,
+) -> Vec<String> {
     let table: BTreeMap<String, String> = operations
         .lines()
         .skip_while(|l| l.trim() != "## Metrics")
@@ -111,7 +115,6 @@ pub(crate) fn check_metrics(served: &BTreeMap<String, String>, operations: &str,
     }
     problems
 }
-
 
 /// The text of every source file under `dir`.
 pub(crate) fn sources(dir: &Path, into: &mut String) {
