@@ -10,7 +10,7 @@ use clap::Parser;
 
 use cli::args::{CertsCommand, Cli, Command};
 use cli::CliError;
-use mcp_pqtls::config::{warn_insecure, ClientOptions, LogFormat, Mode, ServerOptions};
+use mcp_pqtls::config::{warn_insecure, ClientTlsOptions, LogFormat, Mode, ServerTlsOptions};
 use mcp_pqtls::signal;
 
 #[tokio::main]
@@ -57,7 +57,7 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Reflect { listen, server } => {
-            let acceptor = ServerOptions::from(server)
+            let acceptor = ServerTlsOptions::from(server)
                 .build()
                 .map_err(CliError::usage)?;
             let listener = tokio::net::TcpListener::bind(listen)
@@ -76,7 +76,7 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
             if client.insecure {
                 warn_insecure(&url);
             }
-            let connector = ClientOptions::from(client)
+            let connector = ClientTlsOptions::from(client)
                 .build()
                 .map_err(CliError::usage)?;
             let fetched = mcp_pqtls::get(&connector, url.clone())

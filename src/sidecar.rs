@@ -126,7 +126,7 @@ pub enum Sidecar {
 #[non_exhaustive]
 pub struct Started {
     /// `server` or `client`.
-    pub mode: &'static str,
+    pub mode: Mode,
     /// The bound client-facing address.
     pub listen: SocketAddr,
     /// The bound admin address.
@@ -206,7 +206,7 @@ impl Sidecar {
                     gate_summary.unwrap_or_default(),
                 );
                 let info = Started {
-                    mode: "server",
+                    mode: Mode::Server,
                     listen: listener.local_addr()?,
                     admin,
                     summary,
@@ -289,7 +289,7 @@ impl Sidecar {
                     admin.map(|a| format!("; admin http://{a}")).unwrap_or_default(),
                 );
                 let info = Started {
-                    mode: "client",
+                    mode: Mode::Client,
                     listen: listener.local_addr()?,
                     admin,
                     summary,

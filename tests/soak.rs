@@ -475,7 +475,7 @@ async fn soak_through_the_tunnel_with_reloads_restarts_rotation_and_sigterm() {
     server.signal("-HUP");
     server.wait_log(&["Groups and policy reloaded", "policy=pq-required"]);
     let trust_both = |groups: &[mcp_pqtls::Group], policy| {
-        mcp_pqtls::config::ClientOptions {
+        mcp_pqtls::config::ClientTlsOptions {
             ca: Some(trust.clone()),
             groups: Some(mcp_pqtls::groups::GroupList(groups.to_vec())),
             policy: Some(policy),

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use mcp_pqtls::certs::KeyAlg;
-use mcp_pqtls::config::{ClientOptions, Dur, LogFormat, ServerOptions, SidecarConfig, Sunset};
+use mcp_pqtls::config::{
+    ClientTlsOptions, Dur, LogFormat, ServerTlsOptions, SidecarConfig, Sunset,
+};
 use mcp_pqtls::groups::GroupList;
 use mcp_pqtls::policy::FallbackRule;
 use mcp_pqtls::probe::{Requirement, Target};
@@ -482,7 +484,7 @@ impl From<ClientSidecarArgs> for SidecarConfig {
     }
 }
 
-impl From<ServerArgs> for ServerOptions {
+impl From<ServerArgs> for ServerTlsOptions {
     fn from(a: ServerArgs) -> Self {
         Self {
             cert: a.cert,
@@ -497,7 +499,7 @@ impl From<ServerArgs> for ServerOptions {
     }
 }
 
-impl From<ClientArgs> for ClientOptions {
+impl From<ClientArgs> for ClientTlsOptions {
     fn from(a: ClientArgs) -> Self {
         Self {
             ca: a.ca,

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use mcp_pqtls::config::{ClientOptions, ConfigError};
+use mcp_pqtls::config::{ClientTlsOptions, ConfigError};
 use mcp_pqtls::loadgen::{self, Broadcast, Load, Target, UpstreamOptions};
 use mcp_pqtls::signal;
 use mcp_pqtls::tls::PqConnector;
@@ -99,7 +99,7 @@ fn target(url: http::Uri, client: ClientArgs) -> Result<Target, CliError> {
     let connector = if url.scheme_str() == Some("https") {
         // The load speaks HTTP/1.1 (one request at a time per connection, like an MCP
         // client's keep-alive POSTs): offer nothing else.
-        let mut config = ClientOptions::from(client)
+        let mut config = ClientTlsOptions::from(client)
             .tls_config()
             .map_err(CliError::usage)?;
         config.alpn = vec![b"http/1.1".to_vec()];

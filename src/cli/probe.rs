@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use mcp_pqtls::config::ClientOptions;
+use mcp_pqtls::config::ClientTlsOptions;
 use mcp_pqtls::probe::{probe_all, ProbeOptions, Requirement, Target};
 
 use super::args::{ProbeArgs, ProbeFormat};
@@ -51,12 +51,12 @@ fn resolve(args: &ProbeArgs) -> anyhow::Result<(Vec<Target>, ProbeOptions)> {
         "--timeout 0s leaves no time for a handshake; give e.g. --timeout 5s"
     );
     // Trust and identity as every client resolves them; groups and ALPN are the probe's.
-    let tls = ClientOptions {
+    let tls = ClientTlsOptions {
         ca: args.ca.clone(),
         insecure: args.insecure,
         client_cert: args.client_cert.clone(),
         client_key: args.client_key.clone(),
-        ..ClientOptions::default()
+        ..ClientTlsOptions::default()
     }
     .tls_config()?;
     let alpn = args

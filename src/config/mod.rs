@@ -23,7 +23,7 @@ use crate::policy::{FallbackRule, PolicyMode};
 use crate::proxy::{ForwardedMode, OriginMode, UpstreamError};
 use crate::tls::{ClientError, ServerError};
 pub use crate::value::{parse_duration, parse_sunset, Dur, Sunset};
-pub use options::{warn_insecure, ClientOptions, ServerOptions};
+pub use options::{warn_insecure, ClientTlsOptions, ServerTlsOptions};
 pub use reload::{ConfigSource, Layered, PolicyReload, Reread, RELOADABLE};
 
 /// Which sidecar a config file describes.

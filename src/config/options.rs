@@ -15,7 +15,7 @@ use crate::tls::{ClientAuth, ClientTlsConfig, PqAcceptor, PqConnector, ServerTls
 
 /// Server-side TLS options.
 #[derive(Clone, Debug, Default)]
-pub struct ServerOptions {
+pub struct ServerTlsOptions {
     /// `cert`: PEM chain, end-entity first.
     pub cert: PathBuf,
     /// `key`: PEM private key.
@@ -34,7 +34,7 @@ pub struct ServerOptions {
     pub handshake_timeout: Option<Duration>,
 }
 
-impl ServerOptions {
+impl ServerTlsOptions {
     /// Resolves and validates the options into an acceptor.
     pub fn build(&self) -> Result<PqAcceptor, ConfigError> {
         let mut algorithms = Algorithms::default();
@@ -64,7 +64,7 @@ impl ServerOptions {
 
 /// Client-side TLS options.
 #[derive(Clone, Debug, Default)]
-pub struct ClientOptions {
+pub struct ClientTlsOptions {
     /// `ca`: trust server certificates issued under these CAs (default: system roots).
     pub ca: Option<PathBuf>,
     /// `insecure`: skip server certificate verification.
@@ -81,7 +81,7 @@ pub struct ClientOptions {
     pub sni: Option<String>,
 }
 
-impl ClientOptions {
+impl ClientTlsOptions {
     /// Resolves and validates the options into a connector.
     pub fn build(&self) -> Result<PqConnector, ConfigError> {
         PqConnector::new(self.tls_config()?).map_err(ConfigError::Client)

@@ -120,7 +120,7 @@ pub struct Summary<'a> {
 /// A message allowed: by which rule, if one matched.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct Permit<'r> {
+pub struct Allowed<'r> {
     /// The rule that matched and allowed it.
     pub rule: Option<&'r str>,
 }
@@ -204,9 +204,9 @@ impl Rule {
 }
 
 /// Decides one message: the first rule that matches it decides (see [`Rule`]).
-pub fn check<'r>(rules: &'r [Rule], m: &Summary<'_>) -> Result<Permit<'r>, Denied> {
+pub fn check<'r>(rules: &'r [Rule], m: &Summary<'_>) -> Result<Allowed<'r>, Denied> {
     let Some(rule) = rules.iter().find(|r| r.matches(m)) else {
-        return Ok(Permit { rule: None });
+        return Ok(Allowed { rule: None });
     };
     let deny = |reason| {
         Err(Denied {
@@ -238,7 +238,7 @@ pub fn check<'r>(rules: &'r [Rule], m: &Summary<'_>) -> Result<Permit<'r>, Denie
     if !missing.is_empty() {
         return deny(DenyReason::MissingScopes(missing));
     }
-    Ok(Permit {
+    Ok(Allowed {
         rule: Some(&rule.name),
     })
 }
@@ -329,7 +329,7 @@ mod tests {
     #[test]
     fn no_matching_rule_allows() {
         let rules = [rule("r", "resources/*")];
-        assert_eq!(check(&rules, &call("x")), Ok(Permit { rule: None }));
+        assert_eq!(check(&rules, &call("x")), Ok(Allowed { rule: None }));
     }
 
     #[test]
@@ -341,7 +341,7 @@ mod tests {
         let rules = [allow_echo, deny_all];
         assert_eq!(
             check(&rules, &call("echo")),
-            Ok(Permit {
+            Ok(Allowed {
                 rule: Some("allow-echo")
             })
         );

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::{ClientSidecar, Common, ServerSidecar, Sidecar};
 use crate::config::{
-    ClientOptions, ConfigError, ConfigSource, Layered, Mode, PolicyReload, ServerOptions,
+    ClientTlsOptions, ConfigError, ConfigSource, Layered, Mode, PolicyReload, ServerTlsOptions,
     SidecarConfig,
 };
 use crate::gate::config::{GateBudgets, GateConfig, Sections};
@@ -72,7 +72,7 @@ impl SidecarConfig {
                 }
                 let cert = require(self.cert, "cert", mode)?;
                 let key = require(self.key, "key", mode)?;
-                let options = ServerOptions {
+                let options = ServerTlsOptions {
                     cert: cert.clone(),
                     key: key.clone(),
                     client_ca: self.client_ca,
@@ -128,7 +128,7 @@ impl SidecarConfig {
                     });
                 }
                 let insecure = self.insecure.unwrap_or(false);
-                let options = ClientOptions {
+                let options = ClientTlsOptions {
                     ca: self.ca,
                     insecure,
                     client_cert: self.client_cert,
