@@ -413,8 +413,11 @@ impl EncodeMetric for Buckets<'_> {
                 (le, n)
             })
             .collect();
-        buckets.push((f64::INFINITY, self.0.count.saturating_sub(below)));
-        out.encode_histogram::<NoLabelSet>(self.0.sum_seconds, self.0.count, &buckets, None)
+        // A scrape during an observation can see its bucket counted before `count`: `+Inf`
+        // and `_count` must agree, so both are the larger.
+        let total = self.0.count.max(below);
+        buckets.push((f64::INFINITY, total - below));
+        out.encode_histogram::<NoLabelSet>(self.0.sum_seconds, total, &buckets, None)
     }
 
     fn metric_type(&self) -> MetricType {

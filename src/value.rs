@@ -4,8 +4,8 @@
 //!
 //! `keywords!` gives a settings enum its words. It is written here rather than derived with
 //! `strum`: strum's `FromStr` error says only "matching variant not found", and a bad flag or
-//! file value must say which words would be accepted (``unknown variant `jsno`, expected one of
-//! `text`, `json` ``).
+//! file value must say which words would be accepted (``unknown variant `jsno`, expected `text`
+//! or `json` ``, in serde's wording, as the settings whose words serde derives).
 
 use std::time::{Duration, SystemTime};
 
@@ -57,7 +57,7 @@ pub enum ValueError {
     },
     /// Not one of a setting's words.
     // serde's wording, as for the settings whose words serde derives.
-    #[error("unknown variant `{text}`, expected one of {}", quoted(expected))]
+    #[error("unknown variant `{text}`, expected {}", quoted(expected))]
     Choice {
         /// What was written.
         text: String,
@@ -66,9 +66,14 @@ pub enum ValueError {
     },
 }
 
+/// serde's way of listing the expected words: `` `a` ``, `` `a` or `b` ``, `` one of `a`, `b`, `c` ``.
 fn quoted(words: &[&str]) -> String {
     let each: Vec<String> = words.iter().map(|w| format!("`{w}`")).collect();
-    each.join(", ")
+    match each.as_slice() {
+        [one] => one.clone(),
+        [a, b] => format!("{a} or {b}"),
+        _ => format!("one of {}", each.join(", ")),
+    }
 }
 
 /// Parses a `sunset` (RFC 3339, e.g. `2027-01-01T00:00:00Z`).
@@ -146,3 +151,40 @@ macro_rules! keywords {
     };
 }
 pub(crate) use keywords;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wrong_word_lists_the_choices_as_serde_does() {
+        let err = |expected| {
+            ValueError::Choice {
+                text: "x".into(),
+                expected,
+            }
+            .to_string()
+        };
+        assert_eq!(err(&["a"]), "unknown variant `x`, expected `a`");
+        assert_eq!(err(&["a", "b"]), "unknown variant `x`, expected `a` or `b`");
+        assert_eq!(
+            err(&["a", "b", "c"]),
+            "unknown variant `x`, expected one of `a`, `b`, `c`"
+        );
+        // And serde's own, for a derived enum, reads the same.
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(rename_all = "kebab-case")]
+        #[allow(dead_code)]
+        enum Two {
+            A,
+            B,
+        }
+        let serde = toml::from_str::<std::collections::HashMap<String, Two>>("k = \"x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            serde.contains("unknown variant `x`, expected `a` or `b`"),
+            "{serde}"
+        );
+    }
+}

@@ -41,6 +41,16 @@ pub(crate) fn served_metrics(work: &Workdir) -> BTreeMap<String, String> {
         .unwrap();
     let mut response = String::new();
     conn.read_to_string(&mut response).unwrap();
+    // The format docs/operations.md names, as Prometheus negotiates it.
+    let content_type = response
+        .lines()
+        .find_map(|l| l.strip_prefix("content-type: "))
+        .unwrap_or_default();
+    assert_eq!(
+        content_type,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert!(response.trim_end().ends_with("# EOF"), "{response}");
     response
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE mcp_pqtls_"))
