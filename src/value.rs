@@ -179,7 +179,7 @@ mod tests {
             A,
             B,
         }
-        let serde = toml::from_str::<std::collections::HashMap<String, Two>>("k = \"x\"")
+        let serde = serde_json::from_str::<Two>("\"x\"")
             .unwrap_err()
             .to_string();
         assert!(
