@@ -31,6 +31,7 @@ pub mod rate;
 mod reason;
 mod refusal;
 pub mod rules;
+pub mod tools;
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
