@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{header, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty};
+use http::{header, HeaderMap, HeaderValue, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::TokioExecutor;
 use tower_service::Service;
@@ -19,6 +19,8 @@ pub struct Fetched {
     pub info: Arc<ConnectionInfo>,
     /// The response status.
     pub status: StatusCode,
+    /// The response headers.
+    pub headers: HeaderMap,
     /// The response body.
     pub body: Bytes,
 }
@@ -45,6 +47,38 @@ pub(crate) async fn get_limited(
     url: Uri,
     limit: usize,
 ) -> Result<Fetched, ClientError> {
+    let req = Request::get(url).body(Empty::<Bytes>::new());
+    request_limited(connector, req.map_err(ClientError::Request)?, limit).await
+}
+
+/// POSTs `body` to `url` with `headers`, over one new connection; the response body is
+/// refused past `limit` bytes as it arrives.
+pub(crate) async fn post_limited(
+    connector: &PqConnector,
+    url: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+    limit: usize,
+) -> Result<Fetched, ClientError> {
+    let mut req = Request::post(url)
+        .body(Full::new(body))
+        .map_err(ClientError::Request)?;
+    req.headers_mut().extend(headers);
+    request_limited(connector, req, limit).await
+}
+
+/// Sends `req` (its URI absolute: `https://host:port/path`) over one new connection
+/// (HTTP/1.1 or h2, as ALPN decides).
+async fn request_limited<B>(
+    connector: &PqConnector,
+    req: Request<B>,
+    limit: usize,
+) -> Result<Fetched, ClientError>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let url = req.uri().clone();
     let stream = connector.clone().call(url.clone()).await?;
     let server = stream.info().sni.clone().unwrap_or_default();
     // In TLS 1.3 the server checks the client certificate after the client has finished its
@@ -63,33 +97,34 @@ pub(crate) async fn get_limited(
         ClientError::Http(e)
     };
     let info = Arc::new(stream.info().clone());
-    let authority = url
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .unwrap_or_default();
     let resp = if info.alpn.as_deref() == Some("h2") {
         let (mut sender, conn) = http2::handshake(TokioExecutor::new(), stream)
             .await
             .map_err(http)?;
         let conn = tokio::spawn(conn);
-        let req = Request::get(url).body(Empty::<Bytes>::new());
-        let sent = sender
-            .send_request(req.map_err(ClientError::Request)?)
-            .await;
+        let sent = sender.send_request(req).await;
         or_connection_error(sent, conn).await.map_err(http)?
     } else {
         let (mut sender, conn) = http1::handshake(stream).await.map_err(http)?;
         let conn = tokio::spawn(conn);
+        // HTTP/1.1: origin-form target, and the authority as Host.
+        let (mut parts, body) = req.into_parts();
+        let authority = url
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .unwrap_or_default();
         let path = url.path_and_query().map_or("/", |p| p.as_str());
-        let req = Request::get(path)
-            .header(header::HOST, authority)
-            .body(Empty::<Bytes>::new());
-        let sent = sender
-            .send_request(req.map_err(ClientError::Request)?)
-            .await;
+        parts.uri = path
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| ClientError::Request(http::Error::from(e)))?;
+        if let Ok(host) = HeaderValue::from_str(&authority) {
+            parts.headers.insert(header::HOST, host);
+        }
+        let sent = sender.send_request(Request::from_parts(parts, body)).await;
         or_connection_error(sent, conn).await.map_err(http)?
     };
     let status = resp.status();
+    let headers = resp.headers().clone();
     let body = http_body_util::Limited::new(resp.into_body(), limit)
         .collect()
         .await
@@ -98,7 +133,12 @@ pub(crate) async fn get_limited(
             Err(source) => ClientError::Body { limit, source },
         })?
         .to_bytes();
-    Ok(Fetched { info, status, body })
+    Ok(Fetched {
+        info,
+        status,
+        headers,
+        body,
+    })
 }
 
 /// A failed request reports the connection's own error when there is one: that is where

@@ -294,3 +294,33 @@ path = {audit:?}
         "{echo}"
     );
 }
+
+/// `tools/list` of the SDK's server, read through the server sidecar by the pinning client
+/// (`gate::tools::list_tools`), pinned, and diffed against itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sdk_servers_tools_are_listed_pinned_and_unchanged() {
+    use mcp_pqtls::gate::tools::{list_tools, PinFile, PROTOCOLS};
+    use mcp_pqtls::{Group, PolicyMode};
+
+    let Some(python) = python() else { return };
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let (_server, port) = python_server(python, "streamable-http");
+    let sidecar = server_sidecar(&pki, port, &[]);
+    let connector =
+        support::connector(pki.client(&[Group::X25519MLKEM768], PolicyMode::PqRequired));
+    let url = format!("https://localhost:{}/mcp", sidecar.port)
+        .parse()
+        .unwrap();
+    let listed = list_tools(&connector, &url).await.unwrap();
+    eprintln!("listed under {}", listed.protocol);
+    assert!(PROTOCOLS.contains(&listed.protocol));
+    let names: Vec<&str> = listed.tools.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["echo", "countdown", "tls_info"], "{listed:?}");
+    let echo = &listed.tools[0].fields;
+    assert_eq!(echo["inputSchema"]["properties"]["text"]["type"], "string");
+
+    let pins = PinFile::pin(&listed.tools).unwrap();
+    assert_eq!(PinFile::parse(&pins.to_json()).unwrap(), pins);
+    let again = list_tools(&connector, &url).await.unwrap();
+    assert_eq!(pins.diff(&again.tools).unwrap(), []);
+}

@@ -13,6 +13,10 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+mod fetch;
+
+pub use self::fetch::{list_tools, ListError, Listed, PROTOCOLS};
+
 /// The fields of a tool that its digest covers, in the order a diff lists them.
 pub const PINNED_FIELDS: [&str; 6] = [
     "name",
