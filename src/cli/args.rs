@@ -76,6 +76,11 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// Tool pinning: write a pin file from a live MCP server, or show what changed since.
+    Tools {
+        #[command(subcommand)]
+        command: ToolsCommand,
+    },
     /// The whole tunnel on one machine: dev certificates, an MCP echo server, a server and a
     /// client sidecar, and MCP requests through them, with what each hop negotiated.
     Demo {
@@ -270,6 +275,29 @@ pub(crate) struct ProbeArgs {
 pub(crate) enum ProbeFormat {
     Table,
     Json,
+}
+
+/// `tools` subcommands.
+#[derive(Subcommand)]
+pub(crate) enum ToolsCommand {
+    /// Print a pin file of every tool the server at URL lists (`> tools.pin.json`).
+    Pin {
+        /// The MCP endpoint: https://HOST:PORT/PATH
+        url: http::Uri,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show, field by field, what the tools at URL change against a pin file.
+    /// Exit 0: no change; 1: changes.
+    Diff {
+        /// The pin file (`tools pin` wrote it).
+        #[arg(long)]
+        pin_file: PathBuf,
+        /// The MCP endpoint: https://HOST:PORT/PATH
+        url: http::Uri,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 /// `certs` subcommands.

@@ -7,6 +7,7 @@ pub(crate) mod bench;
 mod error;
 pub(crate) mod probe;
 pub(crate) mod sidecar;
+pub(crate) mod tools;
 
 pub(crate) use error::CliError;
 use mcp_pqtls::config::LogFormat;

@@ -13,7 +13,8 @@ The SDK's DNS-rebinding protection stays ON (it is automatic for a loopback bind
 http://(127.0.0.1|localhost|[::1]):PORT (else 403).
 
 Tools: echo(text), countdown(n, delay_ms=200) (n progress notifications), tls_info() (selected
-headers of the HTTP request that carried the tools/call).
+headers of the HTTP request that carried the tools/call). `--echo-description TEXT` lists echo
+with another description (a changed tool, for the pin/diff tests).
 """
 
 from __future__ import annotations
@@ -91,7 +92,14 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=0, help="TCP port (0 = pick a free one)")
     parser.add_argument("--host", default="127.0.0.1", help="loopback address to bind")
     parser.add_argument("--verbose", action="store_true", help="info + access logs (stderr)")
+    parser.add_argument(
+        "--echo-description",
+        help="list `echo` with this description instead (a changed tool, for pin/diff tests)",
+    )
     args = parser.parse_args()
+    if args.echo_description is not None:
+        mcp.remove_tool("echo")
+        mcp.add_tool(echo, description=args.echo_description)
 
     try:
         addr = ipaddress.ip_address(args.host)
