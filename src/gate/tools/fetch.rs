@@ -294,7 +294,7 @@ mod tests {
             "content-type",
             HeaderValue::from_static("text/event-stream"),
         );
-        let body = b"event: message\r\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\r\n\r\n: keep-alive\n\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":7,\n data: \"result\":{\"tools\":[]}}\n\n";
+        let body = b"event: message\r\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\r\n\r\n: keep-alive\n\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":7,\ndata: \"result\":{\"tools\":[]}}\n\n";
         let found = response_to(7, &sse, body).unwrap();
         assert_eq!(found["result"], json!({"tools": []}));
         assert!(response_to(8, &sse, body).is_none());
