@@ -3,6 +3,8 @@
 //! server does not speak it, 2025-11-25 (`initialize`, `Mcp-Session-Id`). Every page of a
 //! paginated list is read; a response may be JSON or an SSE stream.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use serde_json::{json, Value};
@@ -20,6 +22,10 @@ const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Pages read at most: a server whose `nextCursor` never ends cannot keep us forever.
 const MAX_PAGES: usize = 1000;
+
+/// How long one request may take, connection and whole response included: a server that
+/// never answers (or never ends its SSE stream) cannot hold the command.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The tools a server lists, and the protocol revision it listed them under.
 #[derive(Debug)]
@@ -67,6 +73,14 @@ pub enum ListError {
     /// The list itself is not usable.
     #[error(transparent)]
     Tools(#[from] ToolError),
+    /// No complete answer within the request timeout.
+    #[error("{method}: no complete answer within {after:?}")]
+    Timeout {
+        /// The JSON-RPC method.
+        method: &'static str,
+        /// The timeout.
+        after: Duration,
+    },
     /// `nextCursor` did not end.
     #[error("tools/list: more than {MAX_PAGES} pages")]
     TooManyPages,
@@ -201,7 +215,15 @@ async fn exchange(
         headers.insert("mcp-session-id", s.clone());
     }
     let body = Bytes::from(message.to_string());
-    let answer = post_limited(connector, url.clone(), headers, body, MAX_RESPONSE_BYTES).await?;
+    let answer = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        post_limited(connector, url.clone(), headers, body, MAX_RESPONSE_BYTES),
+    )
+    .await
+    .map_err(|_| ListError::Timeout {
+        method,
+        after: REQUEST_TIMEOUT,
+    })??;
     let session = answer.headers.get("mcp-session-id").cloned();
     let Some(id) = id else {
         return if answer.status.is_success() {
