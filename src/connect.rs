@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::TokioExecutor;
 use tower_service::Service;
@@ -53,6 +53,7 @@ pub(crate) async fn get_limited(
 
 /// POSTs `body` to `url` with `headers`, over one new connection; the response body is
 /// refused past `limit` bytes as it arrives.
+#[cfg(feature = "gate")] // tools/list for tool pinning
 pub(crate) async fn post_limited(
     connector: &PqConnector,
     url: Uri,
@@ -61,7 +62,7 @@ pub(crate) async fn post_limited(
     limit: usize,
 ) -> Result<Fetched, ClientError> {
     let mut req = Request::post(url)
-        .body(Full::new(body))
+        .body(http_body_util::Full::new(body))
         .map_err(ClientError::Request)?;
     req.headers_mut().extend(headers);
     request_limited(connector, req, limit).await

@@ -106,6 +106,8 @@ macro_rules! deserialize_from_str {
 }
 deserialize_from_str!(Dur, Sunset, PolicyMode, FallbackRule);
 
+// The settings words it serves are the sidecar's (config, proxy).
+#[cfg(feature = "sidecar")]
 /// Gives a fieldless enum its words: `FromStr` (exact words, with a [`ValueError::Choice`]
 /// listing them), `Display`, and the `FromStr`-backed `Deserialize`, so the flag, the file
 /// and the messages share one list.
@@ -150,6 +152,7 @@ macro_rules! keywords {
         }
     };
 }
+#[cfg(feature = "sidecar")]
 pub(crate) use keywords;
 
 #[cfg(test)]
