@@ -324,6 +324,13 @@ fn encode_gate(out: &mut DescriptorEncoder, g: &GateSnapshot) -> fmt::Result {
         "result",
         [("ok", g.jwks_refresh_ok), ("failed", g.jwks_refresh_failed)],
     )?;
+    counters(
+        out,
+        "gate_tool_changes",
+        "Listed tools that differ from their pins ([tools]), each distinct change once, by kind.",
+        "kind",
+        g.tool_changes.iter().copied(),
+    )?;
     for (name, help, v) in [
         (
             "gate_tokens_verified",

@@ -121,6 +121,8 @@ pub mod sidecar;
 #[cfg(feature = "sidecar")]
 pub mod signal;
 #[cfg(feature = "gate")]
+mod sse;
+#[cfg(feature = "gate")]
 pub mod value;
 
 // The table of contents: the types a server or client author starts from.

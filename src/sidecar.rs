@@ -20,7 +20,7 @@ use crate::config::{
     warn_insecure, ConfigError, ConfigSource, Layered, LogFormat, Mode, SidecarConfig,
 };
 use crate::gate::config::GateConfig;
-use crate::gate::{AuditError, Gate};
+use crate::gate::{Gate, GateError};
 use crate::groups::display_list;
 use crate::proxy::{HttpOptions, Proxy, Side, Upstream, UpstreamConnector};
 use crate::signal::Hangups;
@@ -46,9 +46,9 @@ pub enum SidecarError {
         #[source]
         source: io::Error,
     },
-    /// The gate could not start (its audit log).
+    /// The gate could not start (its audit log, its pins).
     #[error(transparent)]
-    Audit(#[from] AuditError),
+    Gate(#[from] GateError),
     /// Serving failed.
     #[error(transparent)]
     Io(#[from] io::Error),
@@ -232,6 +232,7 @@ impl Sidecar {
                         key: s.key,
                         source: s.source,
                         state: state.clone(),
+                        gate: gate.clone(),
                     }
                     .run(hangups, s.common.reload_interval),
                 );
@@ -460,6 +461,8 @@ struct Reload {
     key: PathBuf,
     source: Option<ConfigSource>,
     state: Arc<AdminState>,
+    /// Its pin file (`[tools] pin-file`) is reloaded like the policy.
+    gate: Option<Arc<Gate>>,
 }
 
 impl Reload {
@@ -467,11 +470,13 @@ impl Reload {
     /// modification time). Whatever does not load or validate is refused and logged, and
     /// the old stays in use.
     async fn run(self, mut hangups: Hangups, interval: Option<Duration>) {
+        let pins = self.gate.as_ref().and_then(|g| g.pin_file());
         let watched = || {
             (
                 modified(&self.cert),
                 modified(&self.key),
                 self.source.as_ref().and_then(|s| modified(&s.file)),
+                pins.and_then(modified),
             )
         };
         let mut seen = watched();
@@ -498,6 +503,9 @@ impl Reload {
             if everything || now.2 != seen.2 || (pair_changed && policy_refused) {
                 policy_refused = !self.policy(trigger);
             }
+            if everything || now.3 != seen.3 {
+                self.pins(trigger);
+            }
             seen = now;
         }
     }
@@ -515,6 +523,18 @@ impl Reload {
                 self.state.reloads_failed.fetch_add(1, Relaxed);
                 error!(trigger, error = %e, "Certificate reload refused; still serving the previous certificate");
             }
+        }
+    }
+
+    /// Re-reads the pin file.
+    fn pins(&self, trigger: &str) {
+        let Some(gate) = &self.gate else { return };
+        let Some(file) = gate.pin_file() else { return };
+        let file = file.display();
+        match gate.reload_pins() {
+            Ok(()) => info!(trigger, %file, "Tool pins reloaded"),
+            Err(e) => error!(trigger, %file, error = %e,
+                "Tool pins reload refused; still using the previous ones"),
         }
     }
 

@@ -79,7 +79,7 @@ const MINIMUM_CHECKED: &[(&str, &str, usize)] = &[
     ("docs/policy.md", "command", 1),
     ("docs/sidecar.md", "command", 6),
     ("docs/configuration.md", "toml", 4),
-    ("docs/gate.md", "toml", 3),
+    ("docs/gate.md", "toml", 4),
     ("docs/gate.md", "command", 1),
     ("docs/gate.md", "json", 1),
     ("docs/probe.md", "command", 3),

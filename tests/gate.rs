@@ -967,6 +967,7 @@ async fn audit_log_has_one_record_per_message_field_by_field() {
         "tls_group",
         "pq",
         "session_id",
+        "protocol_version",
         "http_method",
         "path",
         "method",

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use mcp_pqtls::certs::KeyAlg;
-use serde_json::Value;
+use serde_json::{json, Value};
 use support::jwt::{jwks, keys, token, AUDIENCE, ISSUER};
 use support::process::Proc;
 use support::{KillOnDrop, Pki};
@@ -129,7 +129,13 @@ fn assert_scenario(report: &Value, upstream_port: u16) {
     assert_eq!(report["server_name"], "mcp-pqtls-test-server", "{report}");
     assert_eq!(
         report["tools"],
-        serde_json::json!(["countdown", "echo", "tls_info"])
+        serde_json::json!([
+            "countdown",
+            "echo",
+            "executions",
+            "get_inventory_level",
+            "tls_info"
+        ])
     );
     assert_eq!(report["echo"], "hello through pq tls");
     assert_eq!(report["countdown"], "done 3");
@@ -321,7 +327,17 @@ async fn the_sdk_servers_tools_are_listed_pinned_and_unchanged() {
     eprintln!("listed under {}", listed.protocol);
     assert!(PROTOCOLS.contains(&listed.protocol));
     let names: Vec<&str> = listed.tools.iter().map(|t| t.name.as_str()).collect();
-    assert_eq!(names, ["echo", "countdown", "tls_info"], "{listed:?}");
+    assert_eq!(
+        names,
+        [
+            "echo",
+            "get_inventory_level",
+            "executions",
+            "countdown",
+            "tls_info"
+        ],
+        "{listed:?}"
+    );
     let echo = &listed.tools[0].fields;
     assert_eq!(echo["inputSchema"]["properties"]["text"]["type"], "string");
 
@@ -353,7 +369,7 @@ fn tools_pin_then_diff_against_a_live_server_and_a_changed_one() {
     let pinned = tools(&["pin", &url_a, "--ca", ca]);
     let stderr = String::from_utf8_lossy(&pinned.stderr);
     assert!(pinned.status.success(), "{stderr}");
-    assert!(stderr.contains("pinned 3 tools"), "{stderr}");
+    assert!(stderr.contains("pinned 5 tools"), "{stderr}");
     let pin_file = pki.path("tools.pin.json");
     std::fs::write(&pin_file, &pinned.stdout).unwrap();
     let pin_file = pin_file.to_str().unwrap();
@@ -362,7 +378,7 @@ fn tools_pin_then_diff_against_a_live_server_and_a_changed_one() {
     let out = String::from_utf8_lossy(&same.stdout);
     assert_eq!(same.status.code(), Some(0), "{out}");
     assert!(
-        out.contains("no change: 3 tools as pinned (MCP 2026-07-28)"),
+        out.contains("no change: 5 tools as pinned (MCP 2026-07-28)"),
         "{out}"
     );
 
@@ -380,5 +396,260 @@ fn tools_pin_then_diff_against_a_live_server_and_a_changed_one() {
             "changed echo\n  description: \"Return `text` unchanged.\" -> {}\n",
             serde_json::Value::from(changed)
         )
+    );
+}
+
+/// Runs tests/mcp/gate_client.py against `url` under `protocol`; returns its JSON report.
+fn gate_client(
+    python: &Path,
+    url: &str,
+    protocol: &str,
+    lists: u32,
+    calls: &[(&str, Value)],
+) -> Value {
+    let mut cmd = Command::new(python);
+    cmd.arg(repo().join("tests/mcp/gate_client.py"))
+        .arg(url)
+        .args(["--protocol", protocol, "--list", &lists.to_string()]);
+    for (name, arguments) in calls {
+        cmd.arg("--call").arg(name).arg(arguments.to_string());
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "gate_client.py {url} ({protocol}) failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A server sidecar with `[tools]` (and an audit log) in front of the SDK server started
+/// with `server_flags`, and a client sidecar: the URL the SDK clients use, the pin file and
+/// the audit log.
+struct ToolsGate {
+    _upstream: KillOnDrop,
+    server: Proc,
+    client: Proc,
+    pin_file: PathBuf,
+    audit: PathBuf,
+    _pki: Pki,
+}
+
+impl ToolsGate {
+    fn start(python: &Path, server_flags: &[&str], tools: &str) -> Self {
+        let pki = Pki::new(KeyAlg::EcdsaP256);
+        let pin_file = pki.path("tools.pin.json");
+        let audit = pki.path("audit.jsonl");
+        let config = pki.path("gate.toml");
+        std::fs::write(
+            &config,
+            format!("[tools]\npin-file = {pin_file:?}\n{tools}\n[audit]\npath = {audit:?}\n"),
+        )
+        .unwrap();
+        let (upstream, port) = python_server_with(python, "streamable-http", server_flags);
+        let server = server_sidecar(&pki, port, &["--config", config.to_str().unwrap()]);
+        let client = client_sidecar(&pki, &server);
+        Self {
+            _upstream: upstream,
+            server,
+            client,
+            pin_file,
+            audit,
+            _pki: pki,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.client.port)
+    }
+
+    fn records(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.audit)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+/// The seed's example: `get_inventory_level` lists `"pattern": "^[A-Z0-9-]{5,15}$"` for
+/// `sku` and does not enforce it. Through the gate with `validate-arguments`, a bad sku
+/// never reaches it, and both SDK clients (2026-07-28 and 2025-11-25) get -32602 naming the
+/// keyword and the path; a good one runs; an unknown tool is refused too.
+#[test]
+fn a_bad_sku_never_reaches_the_upstream_and_both_sdk_clients_see_invalid_params() {
+    let Some(python) = python() else { return };
+    let gate = ToolsGate::start(
+        python,
+        &[],
+        "trust-on-first-use = true\nvalidate-arguments = true",
+    );
+    let bad = "'; DROP TABLE x";
+    for (run, protocol) in ["2026-07-28", "2025-11-25"].into_iter().enumerate() {
+        let report = gate_client(
+            python,
+            &gate.url(),
+            protocol,
+            1,
+            &[
+                ("get_inventory_level", json!({"sku": "AB-12345"})),
+                ("get_inventory_level", json!({"sku": bad})),
+                ("get_inventory_level", json!({})),
+                ("no_such_tool", json!({})),
+            ],
+        );
+        assert_eq!(report["protocol_version"], protocol, "{report}");
+        let calls = report["calls"].as_array().unwrap();
+        assert_eq!(calls[0]["result"], "AB-12345: 42 in stock", "{report}");
+        let invalid = &calls[1]["error"];
+        assert_eq!(invalid["code"], -32602, "{report}");
+        assert_eq!(
+            invalid["message"],
+            format!(
+                "tool `get_inventory_level`: invalid arguments: /sku: \"{bad}\" does not match \"^[A-Z0-9-]{{5,15}}$\""
+            )
+        );
+        assert_eq!(invalid["data"]["keyword"], "pattern");
+        assert_eq!(invalid["data"]["path"], "/sku");
+        assert_eq!(invalid["data"]["rule"], "tools:arguments");
+        assert_eq!(calls[2]["error"]["data"]["keyword"], "required", "{report}");
+        assert_eq!(calls[3]["error"]["code"], -32602, "{report}");
+        assert_eq!(calls[3]["error"]["data"]["rule"], "tools:unknown");
+        // What the upstream ran: the one good call of each run, and nothing else.
+        assert_eq!(
+            report["executions"]["get_inventory_level"],
+            run + 1,
+            "{report}"
+        );
+    }
+    // Pinned on first use, by rename, private.
+    let pins: Value =
+        serde_json::from_str(&std::fs::read_to_string(&gate.pin_file).unwrap()).unwrap();
+    assert_eq!(pins["tools"].as_object().unwrap().len(), 5, "{pins}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&gate.pin_file)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // Audited: each refusal with its rule and status (400 for 2026-07-28, 200 for sessions),
+    // and the stateless calls with their protocol version in place of a session.
+    let records = gate.records();
+    let refused: Vec<(&str, u64, &str)> = records
+        .iter()
+        .filter(|r| r["decision"] == "refused")
+        .map(|r| {
+            (
+                r["rule"].as_str().unwrap(),
+                r["status"].as_u64().unwrap(),
+                r["protocol_version"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            ("tools:arguments", 400, "2026-07-28"),
+            ("tools:arguments", 400, "2026-07-28"),
+            ("tools:unknown", 400, "2026-07-28"),
+            ("tools:arguments", 200, "2025-11-25"),
+            ("tools:arguments", 200, "2025-11-25"),
+            ("tools:unknown", 200, "2025-11-25"),
+        ],
+        "{records:?}"
+    );
+    let stateless = records
+        .iter()
+        .find(|r| r["tool"] == "get_inventory_level" && r["decision"] == "allowed")
+        .unwrap();
+    assert_eq!(stateless["protocol_version"], "2026-07-28");
+    assert_eq!(stateless["session_id"], Value::Null);
+    let _ = &gate.server;
+}
+
+/// The rug pull: the upstream changes `get_inventory_level`'s description after its first
+/// `tools/list`. Pinned on first use, the changed tool disappears from the client's next
+/// list and cannot be called; the change is audited, logged and counted once.
+#[test]
+fn a_rug_pulled_tool_disappears_from_the_list_and_cannot_be_called() {
+    let Some(python) = python() else { return };
+    let gate = ToolsGate::start(python, &["--rug-pull"], "trust-on-first-use = true");
+    let report = gate_client(
+        python,
+        &gate.url(),
+        "2026-07-28",
+        2,
+        &[
+            ("get_inventory_level", json!({"sku": "AB-12345"})),
+            ("echo", json!({"text": "still here"})),
+        ],
+    );
+    let lists = report["lists"].as_array().unwrap();
+    assert!(
+        lists[0]
+            .as_array()
+            .unwrap()
+            .contains(&json!("get_inventory_level")),
+        "{report}"
+    );
+    assert!(
+        !lists[1]
+            .as_array()
+            .unwrap()
+            .contains(&json!("get_inventory_level")),
+        "{report}"
+    );
+    assert!(
+        lists[1].as_array().unwrap().contains(&json!("echo")),
+        "{report}"
+    );
+    let calls = report["calls"].as_array().unwrap();
+    let refused = &calls[0]["error"];
+    assert_eq!(refused["code"], -32010, "{report}");
+    assert_eq!(
+        refused["message"],
+        "tool `get_inventory_level` changed since it was pinned (description); review it (mcp-pqtls tools diff) and pin it again"
+    );
+    assert_eq!(refused["data"]["change"], "changed");
+    assert_eq!(refused["data"]["fields"], json!(["description"]));
+    assert_eq!(calls[1]["result"], "still here");
+    assert_eq!(
+        report["executions"]["get_inventory_level"],
+        Value::Null,
+        "{report}"
+    );
+    // A third listing, by another client: hidden again, reported no more.
+    let again = gate_client(python, &gate.url(), "2025-11-25", 1, &[]);
+    assert!(
+        !again["lists"][0]
+            .as_array()
+            .unwrap()
+            .contains(&json!("get_inventory_level")),
+        "{again}"
+    );
+    let records = gate.records();
+    let changes: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["rule"] == "tools:pin" && r["method"] == "tools/list")
+        .collect();
+    assert_eq!(changes.len(), 1, "{records:?}");
+    assert_eq!(changes[0]["tool"], "get_inventory_level");
+    assert_eq!(changes[0]["decision"], "refused");
+    assert_eq!(changes[0]["reason"], "changed: description");
+    gate.server
+        .wait_log(&["Tool differs from its pin", "get_inventory_level"]);
+    let admin = gate.server.admin.unwrap();
+    let metrics = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(support::upstream::get_plain(&format!(
+            "http://127.0.0.1:{admin}/metrics"
+        )))
+        .1;
+    assert!(
+        metrics.contains("mcp_pqtls_gate_tool_changes_total{kind=\"changed\"} 1"),
+        "{metrics}"
     );
 }

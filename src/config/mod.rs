@@ -17,6 +17,7 @@ use serde::Deserialize;
 use crate::certs::CertError;
 use crate::gate::config::{
     AuditSection, AuthSection, GateConfigError, OneOrMany, RateLimitSection, RuleSection,
+    ToolsSection,
 };
 use crate::groups::GroupList;
 use crate::policy::{FallbackRule, PolicyMode};
@@ -156,6 +157,8 @@ pub struct SidecarConfig {
     pub rate_limit: Option<OneOrMany<RateLimitSection>>,
     /// Server: `[audit]`, one JSON line per JSON-RPC message.
     pub audit: Option<AuditSection>,
+    /// Server: `[tools]`, tool pinning and argument validation.
+    pub tools: Option<ToolsSection>,
 }
 
 /// Calls `$apply!` with every field of [`SidecarConfig`], so that per-field code cannot
@@ -208,7 +211,8 @@ macro_rules! sidecar_fields {
             auth,
             rules,
             rate_limit,
-            audit
+            audit,
+            tools
         )
     };
 }

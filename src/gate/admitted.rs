@@ -2,9 +2,12 @@
 //! call, written with the status the client got (or 499 when it left first), and the
 //! records of refused calls.
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_LENGTH,
+};
 use http::StatusCode;
 use tracing::warn;
 
@@ -12,6 +15,7 @@ use super::audit::{ms, AuditLog, Decision, Record, Reservation};
 use super::caller::Caller;
 use super::jsonrpc::{self, Body, Message};
 use super::reason::RefusalReason;
+use super::tools::{Answers, Judge, Listing};
 use super::{rules, Gate, Inflight, Refused, SCOPES_HEADER, SUBJECT_HEADER};
 
 impl Gate {
@@ -20,6 +24,7 @@ impl Gate {
         caller: &Caller,
         body: Option<Body>,
         inflight: Option<Inflight>,
+        answers: Option<Answers>,
     ) -> Result<Admitted, Refused> {
         let mut headers = Vec::new();
         let mut strip_authorization = false;
@@ -67,10 +72,12 @@ impl Gate {
                 })
             }
         };
+        let listing = answers.and_then(|a| Some((a, self.judge(caller)?)));
         Ok(Admitted {
             headers,
             strip_authorization,
             ticket,
+            listing,
             _inflight: inflight,
         })
     }
@@ -115,6 +122,7 @@ impl Gate {
             tls_group: caller.group.clone(),
             pq: caller.group.as_ref().map(|_| caller.pq),
             session_id: caller.session_id.clone(),
+            protocol_version: caller.protocol_version.clone(),
             http_method: caller.http_method.clone(),
             path: caller.path.clone(),
             decision: Decision::Allowed,
@@ -165,6 +173,8 @@ pub struct Admitted {
     headers: Vec<(HeaderName, HeaderValue)>,
     strip_authorization: bool,
     ticket: Option<Ticket>,
+    /// `[tools]`: which answers are `tools/list` results, and their judge.
+    listing: Option<(Answers, Arc<dyn Judge>)>,
     _inflight: Option<Inflight>,
 }
 
@@ -177,9 +187,25 @@ impl Admitted {
         if self.strip_authorization {
             headers.remove(AUTHORIZATION);
         }
+        // A list the gate judges must come unencoded.
+        if self.listing.is_some() {
+            headers.remove(ACCEPT_ENCODING);
+        }
         for (n, v) in &self.headers {
             headers.insert(n.clone(), v.clone());
         }
+    }
+
+    /// The response body, judged when it may carry `tools/list` results (`[tools]`); `Err`:
+    /// as it is. An encoded one (the upstream ignored the missing `Accept-Encoding`) ends in
+    /// an error.
+    pub fn listing<B>(&mut self, headers: &mut HeaderMap, body: B) -> Result<Listing<B>, B> {
+        let Some((answers, judge)) = self.listing.take() else {
+            return Err(body);
+        };
+        // The judged body may shrink.
+        headers.remove(CONTENT_LENGTH);
+        Ok(Listing::new(body, headers, answers, judge))
     }
 
     /// Writes the audit records with the status the client got (at the response head:

@@ -58,8 +58,12 @@ pub struct Record {
     pub tls_group: Option<String>,
     /// Whether the group is post-quantum.
     pub pq: Option<bool>,
-    /// The `Mcp-Session-Id` the request carried.
+    /// The `Mcp-Session-Id` the request carried (2025-11-25 and earlier; legacy HTTP+SSE's
+    /// `session_id`).
     pub session_id: Option<String>,
+    /// The `MCP-Protocol-Version` the request carried (2026-07-28 has no sessions: this and
+    /// the client address say who called).
+    pub protocol_version: Option<String>,
     /// The HTTP method.
     pub http_method: String,
     /// The request path.

@@ -20,6 +20,8 @@ pub(super) struct Caller {
     pub(super) group: Option<String>,
     pub(super) pq: bool,
     pub(super) session_id: Option<String>,
+    /// `MCP-Protocol-Version`.
+    pub(super) protocol_version: Option<String>,
     pub(super) http_method: String,
     pub(super) path: String,
     pub(super) principal: Option<Principal>,
@@ -55,6 +57,11 @@ impl Caller {
                         .split('&')
                         .find_map(|p| p.strip_prefix("session_id="))
                 })
+                .map(str::to_owned),
+            protocol_version: req
+                .headers()
+                .get("mcp-protocol-version")
+                .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
             http_method: req.method().to_string(),
             path: req.uri().path().to_owned(),

@@ -14,6 +14,7 @@ use super::audit::AuditSettings;
 use super::auth::{AuthSettings, JwksSource, KeySet, DEFAULT_JWKS_REFRESH, DEFAULT_LEEWAY};
 use super::rate::{KeyKind, Limit};
 use super::rules::{Glob, Rule};
+use super::tools::{OnChange, PinsError, Registry, ToolsSettings, UnknownTools};
 use crate::certs::load_roots;
 use crate::policy::PolicyMode;
 use crate::tls::{ClientTlsConfig, PqConnector, Trust};
@@ -105,6 +106,22 @@ pub struct AuditSection {
     pub queue_records: Option<usize>,
 }
 
+/// `[tools]` as written: tool pinning and argument validation.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ToolsSection {
+    /// The approved tools, as `mcp-pqtls tools pin` writes them.
+    pub pin_file: Option<PathBuf>,
+    /// `refuse` or `warn`. Default is `refuse`.
+    pub on_change: Option<OnChange>,
+    /// Pin the first listing into `pin-file` when it does not exist. Default is false.
+    pub trust_on_first_use: Option<bool>,
+    /// `refuse` or `allow`. Default is `refuse`.
+    pub unknown_tools: Option<UnknownTools>,
+    /// Validate `tools/call` arguments against the tool's inputSchema. Default is false.
+    pub validate_arguments: Option<bool>,
+}
+
 /// A TOML value that may be one table or an array of tables (`[rate-limit]` or
 /// `[[rate-limit]]`).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -148,6 +165,8 @@ pub struct Sections<'a> {
     pub rate_limit: Option<&'a [RateLimitSection]>,
     /// `[audit]`.
     pub audit: Option<&'a AuditSection>,
+    /// `[tools]`.
+    pub tools: Option<&'a ToolsSection>,
 }
 
 /// The gate, validated: what [`super::Gate::new`] runs.
@@ -162,6 +181,8 @@ pub struct GateConfig {
     pub limits: Vec<Limit>,
     /// The audit log.
     pub audit: Option<AuditSettings>,
+    /// Tool pinning and argument validation.
+    pub tools: Option<ToolsSettings>,
     /// Largest request body the gate reads (the sidecar's `max-body-bytes`).
     pub max_body_bytes: u64,
     /// What the gate may hold and how long it waits, whatever the sections say.
@@ -213,7 +234,12 @@ impl GateConfig {
         mtls: bool,
         max_body_bytes: u64,
     ) -> Result<Option<Self>, GateConfigError> {
-        if s.auth.is_none() && s.rules.is_none() && s.rate_limit.is_none() && s.audit.is_none() {
+        if s.auth.is_none()
+            && s.rules.is_none()
+            && s.rate_limit.is_none()
+            && s.audit.is_none()
+            && s.tools.is_none()
+        {
             return Ok(None);
         }
         let has_auth = s.auth.is_some();
@@ -235,11 +261,13 @@ impl GateConfig {
         unique_names(limits.iter().map(|l| l.name.as_str()), "rate-limit")?;
         let auth = s.auth.map(|a| auth(a, &rules)).transpose()?;
         let audit = s.audit.map(audit).transpose()?;
+        let tools = s.tools.map(tools).transpose()?;
         Ok(Some(Self {
             auth,
             rules,
             limits,
             audit,
+            tools,
             max_body_bytes,
             budgets: GateBudgets::default(),
         }))
@@ -259,6 +287,19 @@ impl GateConfig {
         }
         if let Some(a) = &self.audit {
             parts.push(format!("audit to {}", a.path.display()));
+        }
+        if let Some(t) = &self.tools {
+            parts.push(match &t.pin_file {
+                Some(p) => format!(
+                    "tools pinned by {} (on-change {})",
+                    p.display(),
+                    t.on_change.name()
+                ),
+                None => "tools (unpinned)".to_owned(),
+            });
+            if t.validate_arguments {
+                parts.push("arguments validated".to_owned());
+            }
         }
         format!("gate: {}", parts.join(", "))
     }
@@ -408,6 +449,32 @@ fn limit(i: usize, l: &RateLimitSection, has_auth: bool) -> Result<Limit, GateCo
         per_minute,
         burst,
     })
+}
+
+fn tools(t: &ToolsSection) -> Result<ToolsSettings, GateConfigError> {
+    let trust_on_first_use = t.trust_on_first_use.unwrap_or(false);
+    let settings = ToolsSettings {
+        pin_file: t.pin_file.clone(),
+        on_change: t.on_change.unwrap_or_default(),
+        trust_on_first_use,
+        unknown_tools: t.unknown_tools.unwrap_or_default(),
+        validate_arguments: t.validate_arguments.unwrap_or(false),
+    };
+    if trust_on_first_use && t.pin_file.is_none() {
+        return Err(field(
+            "tools.trust-on-first-use",
+            "pins what it first sees into pin-file: set pin-file = \"/var/lib/mcp-pqtls/tools.pin.json\", say",
+        ));
+    }
+    // Read now, so that check-config and the start refuse a file the gate could not use.
+    Registry::new(settings.clone()).map_err(|e| match e {
+        PinsError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => field(
+            "tools.pin-file",
+            format!("{}: no such file; write it with `mcp-pqtls tools pin URL > FILE`, or set trust-on-first-use = true to pin the first listing", t.pin_file.as_deref().unwrap_or(Path::new("")).display()),
+        ),
+        e => field("tools.pin-file", e.to_string()),
+    })?;
+    Ok(settings)
 }
 
 fn audit(a: &AuditSection) -> Result<AuditSettings, GateConfigError> {
@@ -575,6 +642,7 @@ mod tests {
             rules: Option<Vec<RuleSection>>,
             rate_limit: Option<OneOrMany<RateLimitSection>>,
             audit: Option<AuditSection>,
+            tools: Option<ToolsSection>,
         }
         let f: File = toml::from_str(toml_text).map_err(|e| e.to_string())?;
         GateConfig::resolve(
@@ -583,6 +651,7 @@ mod tests {
                 rules: f.rules.as_deref(),
                 rate_limit: f.rate_limit.as_ref().map(|r| r.0.as_slice()),
                 audit: f.audit.as_ref(),
+                tools: f.tools.as_ref(),
             },
             false,
             1024,

@@ -22,6 +22,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, SizeHint};
 
+use super::tools::Listing;
 use super::{BoxError, Gate, GateBody};
 use crate::serve::PeerAddr;
 
@@ -127,7 +128,7 @@ impl<S> GateService<S> {
                 .extensions()
                 .get::<PeerAddr>()
                 .map_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)), |p| p.0);
-            let (mut req, admitted) = match gate.admit(req, peer).await {
+            let (mut req, mut admitted) = match gate.admit(req, peer).await {
                 Ok(admitted) => admitted,
                 Err(refused) => return Ok(refused.map(GateResponseBody::refused)),
             };
@@ -137,13 +138,22 @@ impl<S> GateService<S> {
                 boxed(inner.call(req)).await
             }
             .await;
-            // An inner error leaves the client without a response (hyper closes the
-            // stream); the call may have run, so it is audited, as a 500.
-            admitted.finish(match &result {
-                Ok(r) => r.status(),
-                Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            });
-            Ok(result?.map(GateResponseBody::inner))
+            let response = match result {
+                Ok(r) => r,
+                Err(e) => {
+                    // An inner error leaves the client without a response (hyper closes
+                    // the stream); the call may have run, so it is audited, as a 500.
+                    admitted.finish(StatusCode::INTERNAL_SERVER_ERROR);
+                    return Err(e);
+                }
+            };
+            let (mut parts, body) = response.into_parts();
+            let body = match admitted.listing(&mut parts.headers, body) {
+                Ok(listing) => GateResponseBody::listed(listing),
+                Err(body) => GateResponseBody::inner(body),
+            };
+            admitted.finish(parts.status);
+            Ok(Response::from_parts(parts, body))
         })
     }
 }
@@ -217,6 +227,8 @@ pin_project_lite::pin_project! {
     #[project = KindProj]
     enum Kind<B> {
         Inner { #[pin] body: B },
+        // Boxed: the judge's state is large, and only tools/list answers carry it.
+        Listed { body: Pin<Box<Listing<B>>> },
         Refused { body: Full<Bytes> },
     }
 }
@@ -228,17 +240,26 @@ impl<B> GateResponseBody<B> {
         }
     }
 
+    fn listed(body: Listing<B>) -> Self {
+        Self {
+            kind: Kind::Listed {
+                body: Box::pin(body),
+            },
+        }
+    }
+
     fn refused(body: Full<Bytes>) -> Self {
         Self {
             kind: Kind::Refused { body },
         }
     }
 
-    /// The inner service's body, or (`Err`) the gate's refusal.
-    pub fn into_inner(self) -> Result<B, Full<Bytes>> {
+    /// The inner service's body as it came, or (`Err`) this body: the gate's refusal, or the
+    /// inner body with its `tools/list` results judged.
+    pub fn into_inner(self) -> Result<B, Self> {
         match self.kind {
             Kind::Inner { body } => Ok(body),
-            Kind::Refused { body } => Err(body),
+            kind => Err(Self { kind }),
         }
     }
 }
@@ -257,6 +278,7 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project().kind.project() {
             KindProj::Inner { body } => body.poll_frame(cx).map_err(Into::into),
+            KindProj::Listed { body } => body.as_mut().poll_frame(cx),
             KindProj::Refused { body } => Pin::new(body)
                 .poll_frame(cx)
                 .map_err(|never| match never {}),
@@ -266,6 +288,7 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Inner { body } => body.is_end_stream(),
+            Kind::Listed { body } => body.is_end_stream(),
             Kind::Refused { body } => body.is_end_stream(),
         }
     }
@@ -273,6 +296,7 @@ where
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Inner { body } => body.size_hint(),
+            Kind::Listed { body } => body.size_hint(),
             Kind::Refused { body } => body.size_hint(),
         }
     }

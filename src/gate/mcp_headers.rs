@@ -72,6 +72,68 @@ pub(crate) fn header_mismatch(headers: &HeaderMap, body: &Body) -> Option<String
     None
 }
 
+/// Why the `Mcp-Param-*` headers of a `tools/call` disagree with its `arguments`, if they do:
+/// each property of `schema` reached by a chain of `properties` whose schema carries
+/// `x-mcp-header: TOKEN` is mirrored as `Mcp-Param-TOKEN` (a string as it is, a boolean as
+/// `true`/`false`, a number as its JSON text), present exactly when the argument is.
+pub(super) fn param_mismatch(
+    headers: &HeaderMap,
+    schema: &serde_json::Value,
+    arguments: Option<&serde_json::Value>,
+) -> Option<String> {
+    use serde_json::Value;
+    let mut stack: Vec<(Vec<&str>, &Value)> = vec![(Vec::new(), schema)];
+    while let Some((path, s)) = stack.pop() {
+        if let (false, Some(token)) = (
+            path.is_empty(),
+            s.get("x-mcp-header").and_then(Value::as_str),
+        ) {
+            let name = format!("mcp-param-{token}");
+            let value = path.iter().try_fold(arguments?, |node, key| node.get(key));
+            let rendered = match value {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(Value::Bool(b)) => Some(b.to_string()),
+                Some(Value::Number(n)) => Some(n.to_string()),
+                Some(_) => None,
+            };
+            let mut values = headers.get_all(name.as_str()).iter();
+            let header = values.next();
+            if values.next().is_some() {
+                return Some(format!("more than one Mcp-Param-{token} header"));
+            }
+            let header = header.map(|h| header_text(h).ok_or(()));
+            let at = path.join(".");
+            match (header, rendered) {
+                (None, None) => {}
+                (Some(Err(())), _) => {
+                    return Some(format!("Mcp-Param-{token} header is not readable text"))
+                }
+                (None, Some(_)) => return Some(format!(
+                    "Mcp-Param-{token} header is missing but the body's {at:?} argument is present"
+                )),
+                (Some(Ok(h)), None) => {
+                    return Some(format!(
+                        "Mcp-Param-{token} header says {h:?} but the body has no {at:?} argument"
+                    ))
+                }
+                (Some(Ok(h)), Some(v)) if h != v => return Some(format!(
+                    "Mcp-Param-{token} header says {h:?} but the body's {at:?} argument is {v:?}"
+                )),
+                (Some(Ok(_)), Some(_)) => {}
+            }
+        }
+        if let Some(props) = s.get("properties").and_then(Value::as_object) {
+            for (k, child) in props {
+                let mut p = path.clone();
+                p.push(k);
+                stack.push((p, child));
+            }
+        }
+    }
+    None
+}
+
 /// A header's text; MCP 2026-07-28 carries values that are not plain ASCII as
 /// `=?base64?...?=`.
 fn header_text(v: &HeaderValue) -> Option<String> {
@@ -149,5 +211,42 @@ mod tests {
             base64::engine::general_purpose::STANDARD.encode("café")
         );
         assert_eq!(header_mismatch(&headers(&[("mcp-name", &b64)]), &uni), None);
+    }
+
+    #[test]
+    fn mcp_param_headers_must_mirror_their_arguments() {
+        let schema = serde_json::json!({"type": "object", "properties": {
+            "sku": {"type": "string", "x-mcp-header": "Sku"},
+            "opts": {"type": "object", "properties": {"dry": {"type": "boolean", "x-mcp-header": "Dry"}}},
+            "n": {"type": "integer"},
+        }});
+        let args = serde_json::json!({"sku": "AB-12345", "opts": {"dry": true}, "n": 3});
+        let check = |pairs: &[(&str, &str)], a: &serde_json::Value| {
+            param_mismatch(&headers(pairs), &schema, Some(a))
+        };
+        assert_eq!(
+            check(
+                &[("mcp-param-sku", "AB-12345"), ("mcp-param-dry", "true")],
+                &args
+            ),
+            None
+        );
+        assert_eq!(
+            check(
+                &[("mcp-param-sku", "AB-99999"), ("mcp-param-dry", "true")],
+                &args
+            )
+            .unwrap(),
+            r#"Mcp-Param-Sku header says "AB-99999" but the body's "sku" argument is "AB-12345""#
+        );
+        assert_eq!(
+            check(&[("mcp-param-sku", "AB-12345")], &args).unwrap(),
+            r#"Mcp-Param-Dry header is missing but the body's "opts.dry" argument is present"#
+        );
+        let none = serde_json::json!({});
+        assert!(check(&[("mcp-param-sku", "AB-12345")], &none)
+            .unwrap()
+            .contains("has no \"sku\" argument"));
+        assert_eq!(check(&[], &none), None);
     }
 }

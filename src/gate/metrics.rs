@@ -20,7 +20,11 @@ pub struct GateMetrics {
     pub(super) audit_records: AtomicU64,
     pub(super) audit_dropped: AtomicU64,
     pub(super) audit_write_failures: AtomicU64,
+    tool_changes: [AtomicU64; TOOL_CHANGE_KINDS.len()],
 }
+
+/// The `kind` labels of `gate_tool_changes_total`.
+pub const TOOL_CHANGE_KINDS: [&str; 3] = ["added", "changed", "removed"];
 
 impl GateMetrics {
     /// Counters for a gate with these rule and limit names (the label values).
@@ -38,6 +42,13 @@ impl GateMetrics {
             audit_records: AtomicU64::new(0),
             audit_dropped: AtomicU64::new(0),
             audit_write_failures: AtomicU64::new(0),
+            tool_changes: Default::default(),
+        }
+    }
+
+    pub(super) fn tool_change(&self, kind: &str) {
+        if let Some(i) = TOOL_CHANGE_KINDS.iter().position(|k| *k == kind) {
+            self.tool_changes[i].fetch_add(1, Relaxed);
         }
     }
 
@@ -88,6 +99,7 @@ impl GateMetrics {
             audit_records: self.audit_records.load(Relaxed),
             audit_dropped: self.audit_dropped.load(Relaxed),
             audit_write_failures: self.audit_write_failures.load(Relaxed),
+            tool_changes: pairs(&TOOL_CHANGE_KINDS, &self.tool_changes),
         }
     }
 }
@@ -117,4 +129,7 @@ pub struct GateSnapshot {
     pub audit_dropped: u64,
     /// Audit writes that failed (their records are kept and written again).
     pub audit_write_failures: u64,
+    /// Listed tools that differ from their pins, each distinct change once, by kind (every
+    /// one of [`TOOL_CHANGE_KINDS`]).
+    pub tool_changes: Vec<(&'static str, u64)>,
 }

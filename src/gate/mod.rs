@@ -31,6 +31,7 @@ pub mod rate;
 mod reason;
 mod refusal;
 pub mod rules;
+mod tool_checks;
 pub mod tools;
 
 use std::collections::HashMap;
@@ -51,6 +52,7 @@ pub use self::audit::{AuditError, Decision};
 pub use self::auth::TokenVerifier;
 pub use self::config::{GateBudgets, GateConfig};
 pub use self::layer::{GateLayer, GateResponseBody, GateService};
+pub use self::metrics::TOOL_CHANGE_KINDS;
 pub use self::metrics::{GateMetrics, GateSnapshot};
 pub use self::rate::RateLimited;
 pub use self::reason::{RefusalReason, TokenFailure};
@@ -111,12 +113,26 @@ pub struct Gate {
     refusal_log: LogThrottle,
     flood_log: LogThrottle,
     metrics: Arc<GateMetrics>,
+    /// `[tools]`: pins and schemas.
+    tools: Option<Arc<tools::Registry>>,
+}
+
+/// Why a gate cannot start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GateError {
+    /// The audit log cannot be opened.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    /// The pin file cannot be read.
+    #[error(transparent)]
+    Pins(#[from] tools::PinsError),
 }
 
 impl Gate {
-    /// Opens the audit log and sets up the token verifier. JWKS URLs are fetched by
-    /// [`Gate::load_keys`] (nothing is started here).
-    pub fn new(config: GateConfig) -> Result<Self, AuditError> {
+    /// Opens the audit log, reads the pins and sets up the token verifier. JWKS URLs are
+    /// fetched by [`Gate::load_keys`] (nothing is started here).
+    pub fn new(config: GateConfig) -> Result<Self, GateError> {
         let metrics = Arc::new(GateMetrics::new(
             config.rules.iter().map(|r| r.name.clone()).collect(),
             config.limits.iter().map(|l| l.name.clone()).collect(),
@@ -125,6 +141,11 @@ impl Gate {
             .audit
             .map(|a| AuditLog::open(a, metrics.clone()))
             .transpose()?;
+        let tools = config
+            .tools
+            .map(tools::Registry::new)
+            .transpose()?
+            .map(Arc::new);
         let metadata_paths = config
             .auth
             .as_ref()
@@ -150,7 +171,22 @@ impl Gate {
             flood_log: LogThrottle::default(),
             budgets: config.budgets,
             metrics,
+            tools,
         })
+    }
+
+    /// The pin file, if `[tools]` names one (the sidecar watches it).
+    pub fn pin_file(&self) -> Option<&std::path::Path> {
+        self.tools.as_ref()?.settings().pin_file.as_deref()
+    }
+
+    /// Reads the pin file again (SIGHUP, or the file changed); on error the previous pins
+    /// stay in force.
+    pub fn reload_pins(&self) -> Result<(), tools::PinsError> {
+        match &self.tools {
+            Some(t) => t.reload(),
+            None => Ok(()),
+        }
     }
 
     /// Stops the audit log: writes and flushes what is queued and joins its writer (at most
@@ -184,6 +220,7 @@ impl Gate {
             rules = self.rules.len(),
             rate_limits = self.limiter.as_ref().map_or(0, |l| l.limits().len()),
             audit = self.audit.is_some(),
+            tools_pinned = self.tools.as_ref().and_then(|t| t.pinned()),
             "Gate enabled"
         );
     }
@@ -228,7 +265,10 @@ impl Gate {
                 return Err(self.insufficient_scope(&caller, &missing));
             }
         }
-        let inspect = !self.rules.is_empty() || self.limiter.is_some() || self.audit.is_some();
+        let inspect = !self.rules.is_empty()
+            || self.limiter.is_some()
+            || self.audit.is_some()
+            || self.tools.is_some();
         if inspect && !bodiless_or_post(&req) {
             // Only POST bodies are read: a PUT carrying a tools/call, or a GET with a body,
             // would reach an upstream that accepts any method unread.
@@ -247,7 +287,10 @@ impl Gate {
         let (parts, body) = req.into_parts();
         if !inspect || parts.method != Method::POST {
             self.charge(&caller, None)?;
-            let admitted = self.admitted(&caller, None, inflight)?;
+            let answers = (parts.method == Method::GET)
+                .then(|| self.answers(None, None))
+                .flatten();
+            let admitted = self.admitted(&caller, None, inflight, answers)?;
             let body = body.map_err(Into::into).boxed();
             return Ok((Request::from_parts(parts, body), admitted));
         }
@@ -289,8 +332,10 @@ impl Gate {
             caller.texts = jsonrpc::message_texts(&bytes, parsed.batch);
         }
         self.check_rules(&caller, &parsed)?;
+        self.check_tools(&caller, &parsed, &bytes, &parts.headers)?;
         self.charge(&caller, Some(&parsed))?;
-        let admitted = self.admitted(&caller, Some(parsed), inflight)?;
+        let answers = self.answers(Some(&parsed), Some(&bytes));
+        let admitted = self.admitted(&caller, Some(parsed), inflight, answers)?;
         let body = Buffered {
             data: Some(bytes),
             _hold: hold,

@@ -37,6 +37,13 @@ label_enum! {
         AuditFull => "audit_full",
         /// 405: a method other than POST with a body, which the gate does not inspect.
         MethodNotAllowed => "method_not_allowed",
+        /// 403: a `tools/call` to a tool that is new or differs from its pin (`[tools]`).
+        ToolPin => "tool_pin",
+        /// -32602: a `tools/call` to a tool neither pinned nor listed (`unknown-tools`).
+        UnknownTool => "unknown_tool",
+        /// -32602: `tools/call` arguments that fail the tool's inputSchema, or a tool whose
+        /// schema the gate will not compile (`validate-arguments`).
+        InvalidArguments => "invalid_arguments",
     }
 }
 

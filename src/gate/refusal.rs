@@ -229,6 +229,8 @@ pub(super) struct Refusal {
     message: String,
     pub(super) denied: Option<Denied>,
     retry_after: Option<u64>,
+    /// More of the error's `data` (an object's keys, merged in).
+    detail: Option<Value>,
 }
 
 impl Refusal {
@@ -239,7 +241,14 @@ impl Refusal {
             message,
             denied: None,
             retry_after: None,
+            detail: None,
         }
+    }
+
+    /// Adds `detail`'s keys to the error's `data`.
+    pub(super) fn with_detail(mut self, detail: Value) -> Self {
+        self.detail = Some(detail);
+        self
     }
 
     pub(super) fn denied(d: Denied) -> Self {
@@ -249,6 +258,7 @@ impl Refusal {
             message: d.to_string(),
             denied: Some(d),
             retry_after: None,
+            detail: None,
         }
     }
 
@@ -259,6 +269,7 @@ impl Refusal {
             message,
             denied: None,
             retry_after: Some(l.retry_after_secs()),
+            detail: None,
         }
     }
 
@@ -270,6 +281,11 @@ impl Refusal {
         }
         if let Some(s) = self.retry_after {
             data["retry_after"] = json!(s);
+        }
+        if let Some(Value::Object(more)) = &self.detail {
+            for (k, v) in more {
+                data[k] = v.clone();
+            }
         }
         data
     }

@@ -14,8 +14,19 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 mod fetch;
+mod listing;
+mod registry;
+mod schema;
 
 pub use self::fetch::{list_tools, ListError, Listed, PROTOCOLS};
+pub use self::listing::{Answers, Judge, Listing, MAX_EVENT_BYTES};
+pub use self::registry::{
+    CallRefused, Observation, OnChange, PinsError, Registry, ToolsSettings, UnknownTools,
+};
+pub use self::schema::{
+    ArgumentSchema, InvalidArguments, SchemaError, MAX_SCHEMA_BYTES, MAX_SCHEMA_DEPTH,
+    MAX_SUBSCHEMAS,
+};
 
 /// The fields of a tool that its digest covers, in the order a diff lists them.
 pub const PINNED_FIELDS: [&str; 6] = [

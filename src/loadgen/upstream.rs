@@ -118,35 +118,35 @@ impl Broadcast {
 }
 
 /// Reads the stamps back out of an SSE byte stream, whatever the framing of the chunks.
-#[derive(Default)]
-pub(crate) struct EventParser {
-    pending: Vec<u8>,
+pub(crate) struct EventParser(crate::sse::EventParser);
+
+impl Default for EventParser {
+    fn default() -> Self {
+        // The stamped events are a few dozen bytes: anything far larger is not ours.
+        Self(crate::sse::EventParser::new(64 * 1024))
+    }
 }
 
 impl EventParser {
     /// Feeds one chunk; returns the `sent_ns` stamps of the events it completed.
     pub(crate) fn push(&mut self, chunk: &[u8]) -> Vec<u64> {
-        const KEY: &[u8] = b"\"sent_ns\":";
-        self.pending.extend_from_slice(chunk);
-        let mut stamps = Vec::new();
-        while let Some(end) = find(&self.pending, b"\n\n") {
-            let event: Vec<u8> = self.pending.drain(..end + 2).collect();
-            if let Some(at) = find(&event, KEY) {
-                let digits = event[at + KEY.len()..]
-                    .iter()
-                    .take_while(|b| b.is_ascii_digit())
+        const KEY: &str = "\"sent_ns\":";
+        let events = self.0.push(chunk).unwrap_or_default();
+        events
+            .iter()
+            .filter_map(|e| {
+                let data = e.data.as_deref()?;
+                let at = data.find(KEY)?;
+                let digits = data[at + KEY.len()..]
+                    .bytes()
+                    .take_while(u8::is_ascii_digit)
                     .fold(0u64, |n, d| {
                         n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
                     });
-                stamps.push(digits);
-            }
-        }
-        stamps
+                Some(digits)
+            })
+            .collect()
     }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// An SSE response body fed by a [`Broadcast`].

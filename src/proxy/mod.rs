@@ -254,10 +254,10 @@ where
                             Ok(r) => r,
                             Err(never) => match never {},
                         };
-                        // The gate's refusal, or the forwarding's body as it is (not boxed twice).
+                        // The forwarding's body as it is (not boxed twice), or the gate's.
                         response.map(|b| match b.into_inner() {
                             Ok(body) => body,
-                            Err(refused) => refused.map_err(|never| match never {}).boxed(),
+                            Err(gated) => gated.boxed(),
                         })
                     })
                 })

@@ -63,6 +63,7 @@ impl SidecarConfig {
                         rules: self.rules.as_deref(),
                         rate_limit: self.rate_limit.as_ref().map(|r| r.0.as_slice()),
                         audit: self.audit.as_ref(),
+                        tools: self.tools.as_ref(),
                     },
                     self.client_ca.is_some(),
                     common.http.max_body_bytes,
@@ -106,6 +107,7 @@ impl SidecarConfig {
                     ("rules", self.rules.is_some()),
                     ("rate-limit", self.rate_limit.is_some()),
                     ("audit", self.audit.is_some()),
+                    ("tools", self.tools.is_some()),
                     (
                         "max-buffered-body-bytes",
                         self.max_buffered_body_bytes.is_some(),

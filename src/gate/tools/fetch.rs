@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use super::{ToolDefinition, ToolError};
 use crate::connect::post_limited;
+use crate::sse::EventParser;
 use crate::tls::{ClientError, PqConnector};
 
 /// The protocol revisions tried, newest first.
@@ -277,18 +278,11 @@ fn response_to(id: u64, headers: &HeaderMap, body: &[u8]) -> Option<Value> {
     if !is_sse {
         return serde_json::from_slice::<Value>(body).ok().filter(matches);
     }
-    let text = String::from_utf8_lossy(body);
-    // Events are separated by a blank line; an event's data is its `data:` lines joined.
-    text.replace("\r\n", "\n")
-        .split("\n\n")
-        .filter_map(|event| {
-            let data: Vec<&str> = event
-                .lines()
-                .filter_map(|l| l.strip_prefix("data:"))
-                .map(|d| d.strip_prefix(' ').unwrap_or(d))
-                .collect();
-            serde_json::from_str::<Value>(&data.join("\n")).ok()
-        })
+    let mut events = EventParser::new(body.len());
+    let mut all = events.push(body).unwrap_or_default();
+    all.extend(events.finish());
+    all.iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e.data.as_deref()?).ok())
         .find(matches)
 }
 
