@@ -118,6 +118,9 @@ fn sidecar_harness_runs() {
         "mcp-pqtls server",
         "full tunnel: mcp-pqtls client + server",
         "nginx",
+        "mcp-pqtls server, tools/list",
+        "… + gate with [tools]: tools/list judged",
+        "… + gate with [tools]: tools/call arguments validated",
     ] {
         let cells = row(&stdout, &format!("| {path}"));
         let rps: f64 = cells[1].parse().unwrap();

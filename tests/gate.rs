@@ -21,7 +21,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use mcp_pqtls::certs::KeyAlg;
 use mcp_pqtls::config::{Dur, Mode, SidecarConfig};
 use mcp_pqtls::gate::config::{
-    AuditSection, AuthSection, OneOrMany, RateLimitSection, RuleSection,
+    AuditSection, AuthSection, OneOrMany, RateLimitSection, RuleSection, ToolsSection,
 };
 use mcp_pqtls::gate::rate::KeyKind;
 use mcp_pqtls::tls::PqConnector;
@@ -1163,4 +1163,157 @@ async fn bodies_on_methods_other_than_post_are_refused_unread() {
         .unwrap();
     let res = client.request(req).await.unwrap();
     assert!(res.status().is_success(), "{}", res.status());
+}
+
+/// A pin file holding `get_inventory_level`, whose `sku` is mirrored as `Mcp-Param-Sku`.
+fn inventory_pins(dir: &Path) -> PathBuf {
+    use mcp_pqtls::gate::tools::{PinFile, ToolDefinition};
+    let list = json!({"tools": [{"name": "get_inventory_level", "inputSchema": {
+        "type": "object",
+        "properties": {"sku": {"type": "string", "pattern": "^[A-Z0-9-]{5,15}$", "x-mcp-header": "Sku"}},
+        "required": ["sku"],
+    }}]});
+    let pins = PinFile::pin(&ToolDefinition::from_list_result(&list).unwrap()).unwrap();
+    let path = dir.join("tools.pin.json");
+    std::fs::write(&path, pins.to_json()).unwrap();
+    path
+}
+
+fn modern(method: &'static str) -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", method),
+    ]
+}
+
+/// MCP 2026-07-28 through a gate with `[tools]`: a `subscriptions/listen` POST stream and an
+/// SSE `tools/list` answer (read by the gate's judge) both pass event by event; GET and DELETE
+/// answered 405 by a modern-only upstream reach the client as they are; the audit records
+/// carry the protocol version and no session.
+#[tokio::test]
+async fn the_stateless_protocol_passes_a_tools_gate_unbuffered() {
+    let g = Gated::start(|c, dir| {
+        c.tools = Some(ToolsSection {
+            pin_file: Some(inventory_pins(dir)),
+            validate_arguments: Some(true),
+            ..ToolsSection::default()
+        });
+        c.audit = Some(AuditSection {
+            path: Some(dir.join("audit.jsonl")),
+            ..AuditSection::default()
+        });
+    })
+    .await;
+    let client = g.client();
+    for method in ["subscriptions/listen", "tools/list"] {
+        let mut req = Request::post(https(&g.server, "/sse"));
+        for (n, v) in modern(method) {
+            req = req.header(n, v);
+        }
+        let body = rpc(
+            1,
+            method,
+            json!({"_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientInfo": {"name": "test-client", "version": "1"},
+            }}),
+        );
+        let res = client
+            .request(req.body(Full::new(Bytes::from(body.to_string()))).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{method}");
+        let mut body = res.into_body();
+        // The first event arrives while the upstream still holds the second.
+        let first = read_until(&mut body, "data: one").await;
+        assert!(!first.contains("two"), "{method}: {first:?}");
+        g.upstream.release.notify_one();
+        read_until(&mut body, "data: two").await;
+    }
+    for method in [http::Method::GET, http::Method::DELETE] {
+        let req = Request::builder()
+            .method(method.clone())
+            .uri(https(&g.server, "/mcp?status=405"))
+            .header("mcp-protocol-version", "2026-07-28")
+            .body(Full::default())
+            .unwrap();
+        let res = client.request(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED, "{method}");
+    }
+    let lines = audit_lines(&g.audit_path(), 4).await;
+    for r in &lines {
+        assert_eq!(r["protocol_version"], "2026-07-28", "{r}");
+        assert_eq!(r["session_id"], Value::Null, "{r}");
+    }
+    assert_eq!(lines[0]["method"], "subscriptions/listen");
+    assert_eq!(lines[3]["status"], 405);
+}
+
+/// `Mcp-Param-*` headers (a property with `x-mcp-header`) must mirror the arguments of a
+/// 2026-07-28 `tools/call`; a mismatch is -32020 and never reaches the upstream. Invalid
+/// arguments are -32602 with 400 (2026-07-28) or 200 (a session protocol).
+#[tokio::test]
+async fn mirrored_parameters_and_arguments_are_checked_before_the_upstream() {
+    let g = Gated::start(|c, dir| {
+        c.tools = Some(ToolsSection {
+            pin_file: Some(inventory_pins(dir)),
+            validate_arguments: Some(true),
+            ..ToolsSection::default()
+        });
+    })
+    .await;
+    let client = g.client();
+    let call = |sku: &str| {
+        rpc(
+            7,
+            "tools/call",
+            json!({"name": "get_inventory_level", "arguments": {"sku": sku}}),
+        )
+        .to_string()
+    };
+    let mut headers = modern("tools/call");
+    headers.push(("mcp-name", "get_inventory_level"));
+    let before = g.upstream.requests();
+    let mut forged = headers.clone();
+    forged.push(("mcp-param-sku", "ZZ-99999"));
+    let res = g.post(&client, None, call("AB-12345"), &forged).await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let v = json(res).await;
+    assert_eq!(v["error"]["code"], -32020, "{v}");
+    assert_eq!(
+        v["error"]["message"],
+        r#"Mcp-Param-Sku header says "ZZ-99999" but the body's "sku" argument is "AB-12345""#
+    );
+    let res = g.post(&client, None, call("AB-12345"), &headers).await;
+    let v = json(res).await;
+    assert_eq!(
+        v["error"]["code"], -32020,
+        "a missing mirror is a mismatch too: {v}"
+    );
+    assert_eq!(
+        g.upstream.requests(),
+        before,
+        "refused calls reached the upstream"
+    );
+    let mut mirrored = headers.clone();
+    mirrored.push(("mcp-param-sku", "AB-12345"));
+    let res = g.post(&client, None, call("AB-12345"), &mirrored).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(g.upstream.requests(), before + 1);
+    // Invalid: 400 for 2026-07-28, 200 for 2025-11-25; neither reaches the upstream.
+    let mut bad = headers.clone();
+    bad.push(("mcp-param-sku", "nope"));
+    let res = g.post(&client, None, call("nope"), &bad).await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let v = json(res).await;
+    assert_eq!(v["error"]["code"], -32602, "{v}");
+    assert_eq!(v["id"], 7);
+    let session = [
+        ("mcp-protocol-version", "2025-11-25"),
+        ("mcp-session-id", "s-1"),
+    ];
+    let res = g.post(&client, None, call("nope"), &session).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(json(res).await["error"]["data"]["keyword"], "pattern");
+    assert_eq!(g.upstream.requests(), before + 1);
 }

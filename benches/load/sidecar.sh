@@ -113,6 +113,15 @@ burst = 1000000
 [audit]
 path = "$work/audit.jsonl"
 CONF
+# The same gate with [tools]: every tools/list answer (about 100 tools) judged against the pins
+# (pinned on first use), every tools/call's arguments validated against echo's inputSchema.
+{ cat "$work/gate.toml"; cat <<CONF
+[tools]
+pin-file = "$work/tools.pin.json"
+trust-on-first-use = true
+validate-arguments = true
+CONF
+} >"$work/tools.toml"
 
 # ---------------------------------------------------------------------------------------------
 requests_section() {
@@ -120,23 +129,30 @@ requests_section() {
   up="$(free_port)"; srv="$(free_port)"; cli="$(free_port)"; ngx="$(free_port)"
   start_upstream "$up"; pu=$!
   start_server "$srv" "$up"; ps=$!
-  local gsrv pg
-  gsrv="$(free_port)"
+  local gsrv pg tsrv pt
+  gsrv="$(free_port)"; tsrv="$(free_port)"
   start_server "$gsrv" "$up" --config "$work/gate.toml"; pg=$!
+  start_server "$tsrv" "$up" --config "$work/tools.toml"; pt=$!
   start_client "$cli" "$srv"; pc=$!
   start_nginx "$ngx" "$up"; pn=$!
   declare -A url=(
     [direct]="http://127.0.0.1:$up/mcp"
     [server]="https://127.0.0.1:$srv/mcp"
     [gate]="https://127.0.0.1:$gsrv/mcp"
+    [list]="https://127.0.0.1:$srv/mcp"
+    [tools_list]="https://127.0.0.1:$tsrv/mcp"
+    [tools]="https://127.0.0.1:$tsrv/mcp"
     [tunnel]="http://127.0.0.1:$cli/mcp"
     [nginx]="https://127.0.0.1:$ngx/mcp"
   )
-  declare -A pids=([direct]="" [server]="$ps" [gate]="$pg" [tunnel]="$ps $pc" [nginx]="$pn")
-  declare -A tls=([direct]="" [server]="--ca $work/pki/ca.pem --groups X25519MLKEM768"
-    [gate]="--ca $work/pki/ca.pem --groups X25519MLKEM768"
+  declare -A pids=([direct]="" [server]="$ps" [gate]="$pg" [list]="$ps" [tools_list]="$pt"
+    [tools]="$pt" [tunnel]="$ps $pc" [nginx]="$pn")
+  local pq="--ca $work/pki/ca.pem --groups X25519MLKEM768"
+  declare -A tls=([direct]="" [server]="$pq" [gate]="$pq" [list]="$pq --list"
+    [tools_list]="$pq --list" [tools]="$pq"
     [tunnel]="" [nginx]="--ca $work/pki/ca.pem --groups X25519 --policy classical-allowed")
-  local order="direct server gate tunnel nginx"
+  # tools_list before tools: the first list pins echo, whose calls are then validated.
+  local order="direct server gate list tools_list tools tunnel nginx"
   for r in $(seq "$rounds"); do
     for how in $order; do
       local before=0 after=0 p json
@@ -155,12 +171,15 @@ requests_section() {
         >>"$work/$how.cpu"
     done
   done
-  stop "$pn" "$pc" "$pg" "$ps" "$pu"
+  stop "$pn" "$pc" "$pt" "$pg" "$ps" "$pu"
   echo "| path | req/s | p50 µs | p99 µs | proxy CPU µs per request |"
   echo "|---|---|---|---|---|"
   local name
   declare -A names=([direct]="direct to the upstream (no proxy)" [server]="mcp-pqtls server (X25519MLKEM768)"
     [gate]="mcp-pqtls server + MCP gate (rules, rate limit, audit)"
+    [list]="mcp-pqtls server, tools/list (~100 tools)"
+    [tools_list]="… + gate with [tools]: tools/list judged against the pins"
+    [tools]="… + gate with [tools]: tools/call arguments validated"
     [tunnel]="full tunnel: mcp-pqtls client + server" [nginx]="nginx 1.22 (X25519)")
   for how in $order; do
     cpu="$(median <"$work/$how.cpu")"; [ "$how" = direct ] && cpu="–"
@@ -175,7 +194,14 @@ requests_section() {
   awk -v s="$(median <"$work/server.rps")" -v g="$(median <"$work/gate.rps")" \
     -v cs="$(median <"$work/server.cpu")" -v cg="$(median <"$work/gate.cpu")" \
     'BEGIN { printf "The gate (reads and audits each request): req/s %.2f×, CPU per request %.2f× the ungated server.\n", g / s, cg / cs }'
+  awk -v g="$(median <"$work/gate.rps")" -v t="$(median <"$work/tools.rps")" \
+    -v cg="$(median <"$work/gate.cpu")" -v ct="$(median <"$work/tools.cpu")" \
+    -v l="$(median <"$work/list.rps")" -v tl="$(median <"$work/tools_list.rps")" \
+    -v cl="$(median <"$work/list.cpu")" -v ctl="$(median <"$work/tools_list.cpu")" \
+    'BEGIN { printf "[tools]: a validated tools/call: req/s %.2f×, CPU per request %.2f× the gate without [tools]; a judged tools/list: req/s %.2f×, CPU per request %.2f× the ungated server.\n", t / g, ct / cg, tl / l, ctl / cl }'
   [ "$(wc -l <"$work/audit.jsonl")" -gt 0 ] || { echo "sidecar.sh: the gate wrote no audit records" >&2; exit 1; }
+  python3 -c 'import json,sys; t=json.load(open(sys.argv[1]))["tools"]; sys.exit(0 if "echo" in t and len(t) > 50 else 1)' "$work/tools.pin.json" ||
+    { echo "sidecar.sh: [tools] did not pin the listed tools" >&2; exit 1; }
 }
 
 # ---------------------------------------------------------------------------------------------

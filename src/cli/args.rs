@@ -359,6 +359,10 @@ pub(crate) enum BenchCommand {
         /// Size of the tools/call request.
         #[arg(long, default_value_t = 1024)]
         request_bytes: usize,
+        /// Send tools/list requests instead of tools/call (the bench upstream answers them
+        /// with a list of about --response-bytes).
+        #[arg(long)]
+        list: bool,
     },
     /// New connections closed after the handshake (like `openssl s_time -new`).
     Handshakes {

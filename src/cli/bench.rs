@@ -33,10 +33,15 @@ pub(crate) async fn run(command: BenchCommand) -> Result<ExitCode, CliError> {
         BenchCommand::Requests {
             load,
             request_bytes,
+            list,
         } => {
             let l = load_of(&load);
             let t = target(load.url, load.client)?;
-            loadgen::requests(&t, &l, loadgen::tools_call(request_bytes)).await
+            let body = match list {
+                true => loadgen::tools_list(),
+                false => loadgen::tools_call(request_bytes),
+            };
+            loadgen::requests(&t, &l, body).await
         }
         BenchCommand::Handshakes { load } => {
             let l = load_of(&load);

@@ -109,17 +109,21 @@ pub(super) fn param_mismatch(
                 (Some(Err(())), _) => {
                     return Some(format!("Mcp-Param-{token} header is not readable text"))
                 }
-                (None, Some(_)) => return Some(format!(
+                (None, Some(_)) => {
+                    return Some(format!(
                     "Mcp-Param-{token} header is missing but the body's {at:?} argument is present"
-                )),
+                ))
+                }
                 (Some(Ok(h)), None) => {
                     return Some(format!(
                         "Mcp-Param-{token} header says {h:?} but the body has no {at:?} argument"
                     ))
                 }
-                (Some(Ok(h)), Some(v)) if h != v => return Some(format!(
+                (Some(Ok(h)), Some(v)) if h != v => {
+                    return Some(format!(
                     "Mcp-Param-{token} header says {h:?} but the body's {at:?} argument is {v:?}"
-                )),
+                ))
+                }
                 (Some(Ok(_)), Some(_)) => {}
             }
         }

@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 use tower_service::Service;
 
 pub use self::stats::Latencies;
-pub use self::upstream::{serve_upstream, tools_call, Broadcast, UpstreamOptions};
+pub use self::upstream::{serve_upstream, tools_call, tools_list, Broadcast, UpstreamOptions};
 use crate::tls::{ClientError, PqConnector};
 
 /// Where the load goes: an `http://` or `https://` URL, and for https the connector (its

@@ -172,14 +172,19 @@ pub async fn serve_upstream(
     shutdown: impl Future,
 ) -> std::io::Result<()> {
     let answer = tools_result(options.response_bytes);
+    let listed = tools_list_result(options.response_bytes);
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let (answer, broadcast) = (answer.clone(), broadcast.clone());
+        let (answer, listed, broadcast) = (answer.clone(), listed.clone(), broadcast.clone());
         async move {
             let resp = match *req.method() {
                 Method::POST => {
                     // Read the request to its end, as a real server would, before answering.
-                    let _ = req.into_body().collect().await;
-                    json(answer)
+                    let body = req.into_body().collect().await.map(|b| b.to_bytes());
+                    let list = body.is_ok_and(|b| {
+                        b.windows(LIST_METHOD.len())
+                            .any(|w| w == LIST_METHOD.as_bytes())
+                    });
+                    json(if list { listed } else { answer })
                 }
                 Method::GET => {
                     let mut r = Response::new(Events(broadcast.register()).boxed());
@@ -233,6 +238,32 @@ pub fn tools_call(bytes: usize) -> Bytes {
     )
 }
 
+/// What a `tools/list` request carries, as [`tools_list`] writes it.
+const LIST_METHOD: &str = r#""method":"tools/list""#;
+
+/// A JSON-RPC `tools/list` request, as an MCP client sends it.
+pub fn tools_list() -> Bytes {
+    Bytes::from(format!(r#"{{"jsonrpc":"2.0","id":1,{LIST_METHOD}}}"#))
+}
+
+/// A JSON-RPC `tools/list` result of about `bytes` bytes: `echo` (what [`tools_call`] calls,
+/// its `text` a string) and as many small tools as fit (a gate that judges lists digests each).
+fn tools_list_result(bytes: usize) -> Bytes {
+    let echo = r#"{"name":"echo","description":"Returns text.","inputSchema":{"type":"object","properties":{"text":{"type":"string"}},"required":["text"]}}"#;
+    let tools: Vec<String> = std::iter::once(echo.to_owned())
+        .chain((0..).map(|i| format!(r#"{{"name":"tool_{i}","description":"Tool {i} of the load generator's upstream.","inputSchema":{{"type":"object","properties":{{"text":{{"type":"string"}}}}}}}}"#)))
+        .map(|i| format!(r#"{{"name":"tool_{i}","description":"Tool {i} of the load generator's upstream.","inputSchema":{{"type":"object","properties":{{"text":{{"type":"string"}}}}}}}}"#))
+        .scan(0, |len, t| {
+            *len += t.len() + 1;
+            (*len <= bytes.max(200)).then_some(t)
+        })
+        .collect();
+    Bytes::from(format!(
+        r#"{{"jsonrpc":"2.0","id":1,"result":{{"tools":[{}]}}}}"#,
+        tools.join(",")
+    ))
+}
+
 /// A JSON-RPC `tools/call` result of `bytes` bytes (its text content padded).
 fn tools_result(bytes: usize) -> Bytes {
     padded(
@@ -266,6 +297,10 @@ mod tests {
     fn sized_bodies() {
         assert_eq!(tools_result(16 * 1024).len(), 16 * 1024);
         assert_eq!(tools_call(1024).len(), 1024);
+        let list: serde_json::Value =
+            serde_json::from_slice(&tools_list_result(16 * 1024)).expect("valid JSON");
+        let n = list["result"]["tools"].as_array().map_or(0, Vec::len);
+        assert!(n > 50, "{n} tools in 16 KiB");
         let parsed: serde_json::Value =
             serde_json::from_slice(&tools_result(4096)).expect("valid JSON");
         assert_eq!(parsed["id"], 1);

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Call tools through an MCP gate with the official Python SDK's clients (2.x), for the gate tests.
 
-    gate_client.py URL --protocol 2026-07-28|2025-11-25 [--list N] [--call NAME JSON]...
+    gate_client.py URL --protocol 2026-07-28|2025-11-25|sse [--list N] [--call NAME JSON]...
 
 `2026-07-28`: `mcp.Client(url)`, which speaks MCP 2026-07-28 first (server/discover, stateless
-POSTs, `_meta`); `2025-11-25`: the ClientSession + initialize path (Mcp-Session-Id). Lists the
+POSTs, `_meta`); `2025-11-25`: the ClientSession + initialize path (Mcp-Session-Id); `sse`:
+the same over the deprecated HTTP+SSE transport (URL .../sse). Lists the
 tools N times (default 1), then makes each call in order, then calls `executions` (when the
 server lists it) for what the upstream ran. Prints ONE JSON object to stdout:
 
@@ -26,6 +27,7 @@ from typing import Any
 import anyio
 import mcp
 from mcp.client.session import ClientSession
+from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
@@ -66,7 +68,8 @@ async def run(url: str, protocol: str, lists: int, todo: list[tuple[str, dict]])
                 report = await calls(client, lists, todo)
                 report["protocol_version"] = getattr(client, "protocol_version", None)
                 return report
-        async with streamable_http_client(url) as (read, write):
+        transport = sse_client(url) if protocol == "sse" else streamable_http_client(url)
+        async with transport as (read, write):
             async with ClientSession(read, write) as session:
                 init = await session.initialize()
                 report = await calls(session, lists, todo)
@@ -77,7 +80,7 @@ async def run(url: str, protocol: str, lists: int, todo: list[tuple[str, dict]])
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("url")
-    parser.add_argument("--protocol", choices=["2026-07-28", "2025-11-25"], required=True)
+    parser.add_argument("--protocol", choices=["2026-07-28", "2025-11-25", "sse"], required=True)
     parser.add_argument("--list", type=int, default=1, help="tools/list this many times first")
     parser.add_argument("--call", nargs=2, action="append", default=[], metavar=("NAME", "JSON"))
     args = parser.parse_args()
