@@ -172,6 +172,11 @@ impl EventParser {
         Ok(events)
     }
 
+    /// Whether it holds part of an event (between two events it holds nothing).
+    pub fn holding(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
     /// At the end of the stream: what is left (an event without its blank line), if anything.
     /// EventSource clients drop it; a proxy forwards it as it came.
     pub fn finish(&mut self) -> Option<Event> {

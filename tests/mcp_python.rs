@@ -432,11 +432,17 @@ struct ToolsGate {
     client: Proc,
     pin_file: PathBuf,
     audit: PathBuf,
+    path: &'static str,
     _pki: Pki,
 }
 
 impl ToolsGate {
     fn start(python: &Path, server_flags: &[&str], tools: &str) -> Self {
+        Self::start_on(python, "streamable-http", server_flags, tools)
+    }
+
+    /// As [`ToolsGate::start`], the upstream serving `transport` (`sse`: legacy HTTP+SSE).
+    fn start_on(python: &Path, transport: &str, server_flags: &[&str], tools: &str) -> Self {
         let pki = Pki::new(KeyAlg::EcdsaP256);
         let pin_file = pki.path("tools.pin.json");
         let audit = pki.path("audit.jsonl");
@@ -446,7 +452,7 @@ impl ToolsGate {
             format!("[tools]\npin-file = {pin_file:?}\n{tools}\n[audit]\npath = {audit:?}\n"),
         )
         .unwrap();
-        let (upstream, port) = python_server_with(python, "streamable-http", server_flags);
+        let (upstream, port) = python_server_with(python, transport, server_flags);
         let server = server_sidecar(&pki, port, &["--config", config.to_str().unwrap()]);
         let client = client_sidecar(&pki, &server);
         Self {
@@ -455,12 +461,13 @@ impl ToolsGate {
             client,
             pin_file,
             audit,
+            path: if transport == "sse" { "/sse" } else { "/mcp" },
             _pki: pki,
         }
     }
 
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/mcp", self.client.port)
+        format!("http://127.0.0.1:{}{}", self.client.port, self.path)
     }
 
     fn records(&self) -> Vec<Value> {
@@ -485,10 +492,23 @@ fn a_bad_sku_never_reaches_the_upstream_and_both_sdk_clients_see_invalid_params(
         "trust-on-first-use = true\nvalidate-arguments = true",
     );
     let bad = "'; DROP TABLE x";
-    for (run, protocol) in ["2026-07-28", "2025-11-25"].into_iter().enumerate() {
+    // The deprecated HTTP+SSE transport too (its own upstream): its refusals travel on its
+    // GET stream.
+    let legacy = ToolsGate::start_on(
+        python,
+        "sse",
+        &[],
+        "trust-on-first-use = true\nvalidate-arguments = true",
+    );
+    let runs = [
+        ("2026-07-28", &gate, 1),
+        ("2025-11-25", &gate, 2),
+        ("sse", &legacy, 1),
+    ];
+    for (protocol, on, executed) in runs {
         let report = gate_client(
             python,
-            &gate.url(),
+            &on.url(),
             protocol,
             1,
             &[
@@ -498,7 +518,9 @@ fn a_bad_sku_never_reaches_the_upstream_and_both_sdk_clients_see_invalid_params(
                 ("no_such_tool", json!({})),
             ],
         );
-        assert_eq!(report["protocol_version"], protocol, "{report}");
+        if protocol != "sse" {
+            assert_eq!(report["protocol_version"], protocol, "{report}");
+        }
         let calls = report["calls"].as_array().unwrap();
         assert_eq!(calls[0]["result"], "AB-12345: 42 in stock", "{report}");
         let invalid = &calls[1]["error"];
@@ -517,8 +539,7 @@ fn a_bad_sku_never_reaches_the_upstream_and_both_sdk_clients_see_invalid_params(
         assert_eq!(calls[3]["error"]["data"]["rule"], "tools:unknown");
         // What the upstream ran: the one good call of each run, and nothing else.
         assert_eq!(
-            report["executions"]["get_inventory_level"],
-            run + 1,
+            report["executions"]["get_inventory_level"], executed,
             "{report}"
         );
     }
@@ -560,6 +581,16 @@ fn a_bad_sku_never_reaches_the_upstream_and_both_sdk_clients_see_invalid_params(
             ("tools:unknown", 200, "2025-11-25"),
         ],
         "{records:?}"
+    );
+    let legacy_records = legacy.records();
+    let legacy_refused: Vec<&str> = legacy_records
+        .iter()
+        .filter(|r| r["decision"] == "refused")
+        .map(|r| r["rule"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        legacy_refused,
+        ["tools:arguments", "tools:arguments", "tools:unknown"]
     );
     let stateless = records
         .iter()

@@ -14,15 +14,16 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, SizeHint};
 
-use super::tools::Listing;
+use super::legacy::{legacy_session, LegacyStream};
 use super::{BoxError, Gate, GateBody};
 use crate::serve::PeerAddr;
 
@@ -115,6 +116,8 @@ impl<S> GateService<S> {
         S::Future: Send + 'static,
         B: Body<Data = Bytes> + Send + Sync + 'static,
         B::Error: Into<BoxError>,
+        ResB: Body<Data = Bytes> + Send + 'static,
+        ResB::Error: Into<BoxError>,
     {
         let gate = self.gate.clone();
         let mut inner = self.inner.clone();
@@ -128,9 +131,18 @@ impl<S> GateService<S> {
                 .extensions()
                 .get::<PeerAddr>()
                 .map_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)), |p| p.0);
+            let legacy = legacy_session(req.method(), req.uri(), req.headers());
+            let legacy_stream =
+                req.method() == Method::GET && !req.headers().contains_key("mcp-session-id");
             let (mut req, mut admitted) = match gate.admit(req, peer).await {
                 Ok(admitted) => admitted,
-                Err(refused) => return Ok(refused.map(GateResponseBody::refused)),
+                Err(refused) => {
+                    let refused = match &legacy {
+                        Some(session) => gate.to_legacy_stream(session, *refused).await,
+                        None => *refused,
+                    };
+                    return Ok(refused.map(GateResponseBody::refused));
+                }
             };
             admitted.apply(req.headers_mut());
             let result = async {
@@ -148,14 +160,25 @@ impl<S> GateService<S> {
                 }
             };
             let (mut parts, body) = response.into_parts();
-            let body = match admitted.listing(&mut parts.headers, body) {
-                Ok(listing) => GateResponseBody::listed(listing),
+            let mut body = match admitted.listing(&mut parts.headers, body) {
+                Ok(listing) => GateResponseBody::wrapped(listing.boxed_unsync()),
                 Err(body) => GateResponseBody::inner(body),
             };
+            if legacy_stream && parts.status == StatusCode::OK && is_sse(&parts.headers) {
+                let stream = LegacyStream::new(body, gate.legacy_streams());
+                body = GateResponseBody::wrapped(stream.boxed_unsync());
+            }
             admitted.finish(parts.status);
             Ok(Response::from_parts(parts, body))
         })
     }
+}
+
+fn is_sse(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("text/event-stream"))
 }
 
 /// The inner service's future, boxed: held across an `await` as its own type, rustc cannot
@@ -179,6 +202,8 @@ where
     S::Future: Send + 'static,
     B: Body<Data = Bytes> + Send + Sync + 'static,
     B::Error: Into<BoxError>,
+    ResB: Body<Data = Bytes> + Send + 'static,
+    ResB::Error: Into<BoxError>,
 {
     type Response = Response<GateResponseBody<ResB>>;
     type Error = S::Error;
@@ -204,6 +229,8 @@ where
     S::Future: Send + 'static,
     B: Body<Data = Bytes> + Send + Sync + 'static,
     B::Error: Into<BoxError>,
+    ResB: Body<Data = Bytes> + Send + 'static,
+    ResB::Error: Into<BoxError>,
 {
     type Response = Response<GateResponseBody<ResB>>;
     type Error = S::Error;
@@ -227,8 +254,10 @@ pin_project_lite::pin_project! {
     #[project = KindProj]
     enum Kind<B> {
         Inner { #[pin] body: B },
-        // Boxed: the judge's state is large, and only tools/list answers carry it.
-        Listed { body: Pin<Box<Listing<B>>> },
+        // Read by the gate on its way (tools/list answers, legacy streams); boxed: rare,
+        // and these bodies nest. In a `Mutex` (only ever `get_mut`, never contended) so that
+        // the body is `Sync` whenever the inner one is not required to be (axum's is not).
+        Wrapped { body: Mutex<UnsyncBoxBody<Bytes, BoxError>> },
         Refused { body: Full<Bytes> },
     }
 }
@@ -240,10 +269,10 @@ impl<B> GateResponseBody<B> {
         }
     }
 
-    fn listed(body: Listing<B>) -> Self {
+    fn wrapped(body: UnsyncBoxBody<Bytes, BoxError>) -> Self {
         Self {
-            kind: Kind::Listed {
-                body: Box::pin(body),
+            kind: Kind::Wrapped {
+                body: Mutex::new(body),
             },
         }
     }
@@ -278,7 +307,9 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project().kind.project() {
             KindProj::Inner { body } => body.poll_frame(cx).map_err(Into::into),
-            KindProj::Listed { body } => body.as_mut().poll_frame(cx),
+            KindProj::Wrapped { body } => {
+                Pin::new(body.get_mut().unwrap_or_else(PoisonError::into_inner)).poll_frame(cx)
+            }
             KindProj::Refused { body } => Pin::new(body)
                 .poll_frame(cx)
                 .map_err(|never| match never {}),
@@ -288,7 +319,10 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Inner { body } => body.is_end_stream(),
-            Kind::Listed { body } => body.is_end_stream(),
+            Kind::Wrapped { body } => body
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_end_stream(),
             Kind::Refused { body } => body.is_end_stream(),
         }
     }
@@ -296,7 +330,10 @@ where
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Inner { body } => body.size_hint(),
-            Kind::Listed { body } => body.size_hint(),
+            Kind::Wrapped { body } => body
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .size_hint(),
             Kind::Refused { body } => body.size_hint(),
         }
     }

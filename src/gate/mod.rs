@@ -25,6 +25,7 @@ mod caller;
 pub mod config;
 pub mod jsonrpc;
 mod layer;
+mod legacy;
 mod mcp_headers;
 mod metrics;
 pub mod rate;
@@ -115,6 +116,8 @@ pub struct Gate {
     metrics: Arc<GateMetrics>,
     /// `[tools]`: pins and schemas.
     tools: Option<Arc<tools::Registry>>,
+    /// Legacy HTTP+SSE streams, where refusals of their POSTs are delivered.
+    legacy: Arc<legacy::Streams>,
 }
 
 /// Why a gate cannot start.
@@ -172,7 +175,44 @@ impl Gate {
             budgets: config.budgets,
             metrics,
             tools,
+            legacy: Arc::default(),
         })
+    }
+
+    fn legacy_streams(&self) -> Arc<legacy::Streams> {
+        self.legacy.clone()
+    }
+
+    /// A refusal of a legacy HTTP+SSE POST (`session_id` in its query): its JSON-RPC errors
+    /// delivered on that session's stream and the POST answered 202, when the stream is open
+    /// and the errors answer requests; else the refusal as it is.
+    async fn to_legacy_stream(
+        &self,
+        session: &str,
+        refused: Response<Full<Bytes>>,
+    ) -> Response<Full<Bytes>> {
+        let (parts, body) = refused.into_parts();
+        let bytes = match body.collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(never) => match never {},
+        };
+        let json = parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+        // Errors with an id answer a request the client waits for; `id: null` answers nothing.
+        let answers = json
+            && match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                Ok(serde_json::Value::Array(_)) => true,
+                Ok(v) => v.get("id").is_some_and(|id| !id.is_null()),
+                Err(_) => false,
+            };
+        if answers && self.legacy.deliver(session, &bytes) {
+            let mut accepted = Response::new(Full::new(Bytes::new()));
+            *accepted.status_mut() = StatusCode::ACCEPTED;
+            return accepted;
+        }
+        Response::from_parts(parts, Full::new(bytes))
     }
 
     /// The pin file, if `[tools]` names one (the sidecar watches it).

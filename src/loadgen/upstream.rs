@@ -252,7 +252,6 @@ fn tools_list_result(bytes: usize) -> Bytes {
     let echo = r#"{"name":"echo","description":"Returns text.","inputSchema":{"type":"object","properties":{"text":{"type":"string"}},"required":["text"]}}"#;
     let tools: Vec<String> = std::iter::once(echo.to_owned())
         .chain((0..).map(|i| format!(r#"{{"name":"tool_{i}","description":"Tool {i} of the load generator's upstream.","inputSchema":{{"type":"object","properties":{{"text":{{"type":"string"}}}}}}}}"#)))
-        .map(|i| format!(r#"{{"name":"tool_{i}","description":"Tool {i} of the load generator's upstream.","inputSchema":{{"type":"object","properties":{{"text":{{"type":"string"}}}}}}}}"#))
         .scan(0, |len, t| {
             *len += t.len() + 1;
             (*len <= bytes.max(200)).then_some(t)
