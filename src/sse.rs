@@ -113,7 +113,10 @@ pub(crate) struct EventTooLarge {
 }
 
 /// Splits a byte stream into [`Event`]s, whatever the chunking; holds the bytes of one
-/// unfinished event at most, up to `max_event` bytes.
+/// unfinished event at most, up to `max_event` bytes. A byte-order mark opening the stream
+/// is dropped (EventSource does). A CR ends its line at once: when the next byte is its
+/// LF, that LF is passed on as an event of its own (no fields) if the CR ended an event,
+/// so that nothing waits for a byte that may never come.
 #[derive(Debug)]
 pub(crate) struct EventParser {
     pending: BytesMut,
@@ -122,7 +125,13 @@ pub(crate) struct EventParser {
     /// Where the line being scanned starts.
     line_start: usize,
     max_event: usize,
+    /// The last line ended in CR: an LF next belongs to it.
+    after_cr: bool,
+    /// Bytes seen so far, up to the length of a BOM (to drop one at the start).
+    seen: usize,
 }
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 impl EventParser {
     /// A parser holding at most `max_event` bytes of an unfinished event.
@@ -132,28 +141,52 @@ impl EventParser {
             scanned: 0,
             line_start: 0,
             max_event,
+            after_cr: false,
+            seen: 0,
         }
     }
 
     /// Feeds one chunk; returns the events it completed, in order.
     pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<Event>, EventTooLarge> {
+        let mut chunk = chunk;
+        if self.seen < BOM.len() {
+            // Only a stream's first bytes can be its BOM (they may come a byte at a time).
+            let start = self.seen;
+            let n = chunk.len().min(BOM.len() - start);
+            self.seen += n;
+            if chunk[..n] == BOM[start..start + n] && self.pending.len() == start {
+                self.pending.extend_from_slice(&chunk[..n]);
+                chunk = &chunk[n..];
+                if self.seen < BOM.len() {
+                    return Ok(Vec::new());
+                }
+                self.pending.clear();
+            } else {
+                self.seen = BOM.len();
+            }
+        }
         self.pending.extend_from_slice(chunk);
         let mut events = Vec::new();
         while self.scanned < self.pending.len() {
             let b = self.pending[self.scanned];
+            if std::mem::take(&mut self.after_cr) && b == b'\n' {
+                self.scanned += 1;
+                self.line_start = self.scanned;
+                if self.scanned == 1 {
+                    // The CR ended an event: its LF goes on alone.
+                    let raw = self.pending.split_to(1).freeze();
+                    self.scanned = 0;
+                    self.line_start = 0;
+                    events.push(Event::parse(raw));
+                }
+                continue;
+            }
             if b != b'\n' && b != b'\r' {
                 self.scanned += 1;
                 continue;
             }
-            // A CR at the end of what has come may be the first half of a CRLF.
-            let end = match b {
-                b'\r' => match self.pending.get(self.scanned + 1) {
-                    None => break,
-                    Some(b'\n') => self.scanned + 2,
-                    Some(_) => self.scanned + 1,
-                },
-                _ => self.scanned + 1,
-            };
+            self.after_cr = b == b'\r';
+            let end = self.scanned + 1;
             let blank = self.scanned == self.line_start;
             self.scanned = end;
             self.line_start = end;
@@ -190,7 +223,7 @@ impl EventParser {
 mod tests {
     use super::*;
 
-    const STREAM: &[u8] = b"event: message\r\ndata: {\"a\":1}\r\n\r\n: keep-alive\n\nid: 7\rdata:x\rdata: y\r\rdata: tail";
+    const STREAM: &[u8] = b"\xEF\xBB\xBFevent: message\r\ndata: {\"a\":1}\r\n\r\n: keep-alive\n\nid: 7\rdata:x\rdata: y\r\rdata: tail";
 
     fn all(parser: &mut EventParser, parts: &[&[u8]]) -> Vec<Event> {
         let mut events: Vec<Event> = parts
@@ -204,15 +237,25 @@ mod tests {
     #[test]
     fn events_are_the_same_whatever_the_chunking() {
         let whole = all(&mut EventParser::new(1024), &[STREAM]);
-        assert_eq!(whole.len(), 4);
-        assert_eq!(whole[0].event.as_deref(), Some("message"));
-        assert_eq!(whole[0].data.as_deref(), Some("{\"a\":1}"));
-        assert_eq!(whole[1].data, None);
-        assert_eq!(&whole[1].raw[..], b": keep-alive\n\n");
-        assert_eq!(whole[2].data.as_deref(), Some("x\ny"));
-        assert_eq!(whole[3].data.as_deref(), Some("tail"));
+        let data: Vec<Option<&str>> = whole.iter().map(|e| e.data.as_deref()).collect();
+        // The CRLF that ends the first event is split: its LF goes on as an empty event.
+        assert_eq!(
+            data,
+            [Some("{\"a\":1}"), None, None, Some("x\ny"), Some("tail")]
+        );
+        assert_eq!(
+            whole[0].event.as_deref(),
+            Some("message"),
+            "the BOM is dropped"
+        );
+        assert_eq!(&whole[1].raw[..], b"\n");
+        assert_eq!(&whole[2].raw[..], b": keep-alive\n\n");
         let raw: Vec<u8> = whole.iter().flat_map(|e| e.raw.to_vec()).collect();
-        assert_eq!(raw, STREAM, "every byte is in exactly one event");
+        assert_eq!(
+            raw,
+            &STREAM[3..],
+            "every byte but the BOM is in exactly one event"
+        );
         for cut in 0..STREAM.len() {
             let split = all(
                 &mut EventParser::new(1024),
@@ -222,6 +265,18 @@ mod tests {
         }
         let bytewise: Vec<&[u8]> = STREAM.chunks(1).collect();
         assert_eq!(all(&mut EventParser::new(1024), &bytewise), whole);
+    }
+
+    #[test]
+    fn a_cr_ends_its_event_without_waiting_for_more() {
+        let mut p = EventParser::new(1024);
+        let got = p.push(b"data: a\r\r").unwrap();
+        assert_eq!(got.len(), 1, "dispatched on the second CR");
+        assert!(!p.holding());
+        // A BOM later in the stream is data, not dropped.
+        let mut p = EventParser::new(1024);
+        let got = p.push(b"data: a\n\n\xEF\xBB\xBFdata: b\n\n").unwrap();
+        assert_eq!(got[1].raw.len(), 3 + 9);
     }
 
     #[test]

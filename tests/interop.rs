@@ -199,7 +199,23 @@ impl Peer {
         pki: &Pki,
         groups: Option<&[Group]>,
     ) -> Result<(KillOnDrop, u16), String> {
-        let port = support::free_port();
+        // A port found free can be taken (as another connection's ephemeral port) before the
+        // peer binds it: that is the machine's doing, not the peer's, so another port is tried.
+        let mut attempts = 0;
+        loop {
+            match self.server_on(pki, groups, support::free_port()).await {
+                Err(e) if e.contains("Address already in use") && attempts < 5 => attempts += 1,
+                result => return result,
+            }
+        }
+    }
+
+    async fn server_on(
+        &self,
+        pki: &Pki,
+        groups: Option<&[Group]>,
+        port: u16,
+    ) -> Result<(KillOnDrop, u16), String> {
         let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
         let mut cmd = match self {
             Self::OpenSsl(bin) => {

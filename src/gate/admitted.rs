@@ -199,13 +199,18 @@ impl Admitted {
     /// The response body, judged when it may carry `tools/list` results (`[tools]`); `Err`:
     /// as it is. An encoded one (the upstream ignored the missing `Accept-Encoding`) ends in
     /// an error.
-    pub fn listing<B>(&mut self, headers: &mut HeaderMap, body: B) -> Result<Listing<B>, B> {
+    pub fn listing<B>(
+        &mut self,
+        status: http::StatusCode,
+        headers: &mut HeaderMap,
+        body: B,
+    ) -> Result<Listing<B>, B> {
         let Some((answers, judge)) = self.listing.take() else {
             return Err(body);
         };
         // The judged body may shrink.
         headers.remove(CONTENT_LENGTH);
-        Ok(Listing::new(body, headers, answers, judge))
+        Ok(Listing::new(body, status, headers, answers, judge))
     }
 
     /// Writes the audit records with the status the client got (at the response head:

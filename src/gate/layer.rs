@@ -134,11 +134,16 @@ impl<S> GateService<S> {
             let legacy = legacy_session(req.method(), req.uri(), req.headers());
             let legacy_stream =
                 req.method() == Method::GET && !req.headers().contains_key("mcp-session-id");
+            let owner = if legacy.is_some() || legacy_stream {
+                gate.legacy_owner(&req, peer)
+            } else {
+                String::new()
+            };
             let (mut req, mut admitted) = match gate.admit(req, peer).await {
                 Ok(admitted) => admitted,
                 Err(refused) => {
                     let refused = match &legacy {
-                        Some(session) => gate.to_legacy_stream(session, *refused).await,
+                        Some(session) => gate.to_legacy_stream(session, &owner, *refused).await,
                         None => *refused,
                     };
                     return Ok(refused.map(GateResponseBody::refused));
@@ -160,12 +165,12 @@ impl<S> GateService<S> {
                 }
             };
             let (mut parts, body) = response.into_parts();
-            let mut body = match admitted.listing(&mut parts.headers, body) {
+            let mut body = match admitted.listing(parts.status, &mut parts.headers, body) {
                 Ok(listing) => GateResponseBody::wrapped(listing.boxed_unsync()),
                 Err(body) => GateResponseBody::inner(body),
             };
             if legacy_stream && parts.status == StatusCode::OK && is_sse(&parts.headers) {
-                let stream = LegacyStream::new(body, gate.legacy_streams());
+                let stream = LegacyStream::new(body, gate.legacy_streams(), owner.clone());
                 body = GateResponseBody::wrapped(stream.boxed_unsync());
             }
             admitted.finish(parts.status);

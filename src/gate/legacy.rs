@@ -7,8 +7,13 @@
 //! client reads: as an `event: message` on that session's stream, between two of the
 //! upstream's events, and answers the POST 202 Accepted, as the server would have.
 //!
-//! Bounded: at most [`MAX_STREAMS`] streams are known, each with [`QUEUE`] undelivered
-//! refusals; past either, the refusal is answered on the POST as on the other transports.
+//! Only the caller that opened a stream has refusals delivered on it (its mTLS identity, else
+//! token subject, else address: as the rate limits key it), so that whoever learns a session
+//! id cannot write into another client's stream. Bounded: at most [`MAX_STREAMS`] streams
+//! are known, [`MAX_STREAMS_PER_CALLER`] of one caller, each with [`QUEUE`] undelivered
+//! refusals; past any of these, the refusal is answered on the POST as on the other
+//! transports. The session is the query's `session_id` (the Python SDK's) or `sessionId`
+//! (the TypeScript SDK's).
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -25,9 +30,11 @@ use crate::sse::EventParser;
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Legacy streams known at most (one per open `GET /sse`).
-pub const MAX_STREAMS: usize = 16_384;
+pub const MAX_STREAMS: usize = 4096;
+/// Legacy streams of one caller known at most.
+pub const MAX_STREAMS_PER_CALLER: usize = 64;
 /// Refusals waiting for delivery on one stream at most.
-pub const QUEUE: usize = 64;
+pub const QUEUE: usize = 16;
 /// Largest event of a legacy stream the gate holds while it reads it (the `endpoint` event
 /// and the upstream's answers pass through it whole).
 const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
@@ -38,25 +45,40 @@ pub(super) fn legacy_session(method: &Method, uri: &Uri, headers: &HeaderMap) ->
     if method != Method::POST || headers.contains_key("mcp-session-id") {
         return None;
     }
-    uri.query()?
+    session_in(uri.query()?)
+}
+
+/// The session id of a query: `session_id=` or `sessionId=`.
+fn session_in(query: &str) -> Option<String> {
+    query
         .split('&')
-        .find_map(|p| p.strip_prefix("session_id="))
+        .find_map(|p| {
+            p.strip_prefix("session_id=")
+                .or_else(|| p.strip_prefix("sessionId="))
+        })
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
+}
+
+/// An open stream: who opened it, and its queue.
+#[derive(Debug)]
+struct Open {
+    owner: String,
+    tx: mpsc::Sender<Bytes>,
 }
 
 /// The open legacy streams, by session id.
 #[derive(Debug, Default)]
 pub(super) struct Streams {
-    senders: Mutex<HashMap<String, mpsc::Sender<Bytes>>>,
+    senders: Mutex<HashMap<String, Open>>,
 }
 
 impl Streams {
     /// Queues `errors` (the JSON-RPC text of a refusal) on `session`'s stream; false when
-    /// there is none, or its queue is full.
-    pub(super) fn deliver(&self, session: &str, errors: &[u8]) -> bool {
+    /// there is none opened by `owner`, or its queue is full.
+    pub(super) fn deliver(&self, session: &str, owner: &str, errors: &[u8]) -> bool {
         let senders = self.senders.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(tx) = senders.get(session) else {
+        let Some(Open { tx, .. }) = senders.get(session).filter(|o| o.owner == owner) else {
             return false;
         };
         let mut event = Vec::with_capacity(errors.len() + 24);
@@ -66,12 +88,17 @@ impl Streams {
         tx.try_send(Bytes::from(event)).is_ok()
     }
 
-    fn register(&self, session: String, tx: mpsc::Sender<Bytes>) -> bool {
+    fn register(&self, session: String, owner: String, tx: mpsc::Sender<Bytes>) -> bool {
         let mut senders = self.senders.lock().unwrap_or_else(PoisonError::into_inner);
-        if senders.len() >= MAX_STREAMS && !senders.contains_key(&session) {
+        if senders.contains_key(&session) {
+            // Taken (a second stream naming the same session): the first keeps it.
             return false;
         }
-        senders.insert(session, tx);
+        let of_owner = senders.values().filter(|o| o.owner == owner).count();
+        if senders.len() >= MAX_STREAMS || of_owner >= MAX_STREAMS_PER_CALLER {
+            return false;
+        }
+        senders.insert(session, Open { owner, tx });
         true
     }
 }
@@ -94,7 +121,7 @@ impl Drop for Registration {
         // A reconnect under the same id may have taken the place since.
         if senders
             .get(&self.session)
-            .is_some_and(|tx| tx.same_channel(&self.tx))
+            .is_some_and(|o| o.tx.same_channel(&self.tx))
         {
             senders.remove(&self.session);
         }
@@ -111,14 +138,16 @@ pin_project_lite::pin_project! {
         rx: mpsc::Receiver<Bytes>,
         tx: Option<mpsc::Sender<Bytes>>,
         streams: Arc<Streams>,
+        owner: String,
         registration: Option<Registration>,
         ended: bool,
+        queued: Option<Frame<Bytes>>,
     }
 }
 
 impl<B> LegacyStream<B> {
-    /// Reads `inner`, a `GET` response's SSE body.
-    pub(super) fn new(inner: B, streams: Arc<Streams>) -> Self {
+    /// Reads `inner`, a `GET` response's SSE body, opened by `owner`.
+    pub(super) fn new(inner: B, streams: Arc<Streams>, owner: String) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         Self {
             inner,
@@ -126,20 +155,17 @@ impl<B> LegacyStream<B> {
             rx,
             tx: Some(tx),
             streams,
+            owner,
             registration: None,
             ended: false,
+            queued: None,
         }
     }
 }
 
 /// The session of an `endpoint` event's URL (`/messages/?session_id=X`).
 fn endpoint_session(data: &str) -> Option<String> {
-    let query = data.split_once('?')?.1;
-    query
-        .split('&')
-        .find_map(|p| p.strip_prefix("session_id="))
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
+    session_in(data.split_once('?')?.1)
 }
 
 impl<B> Body for LegacyStream<B>
@@ -155,6 +181,9 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
+        if let Some(f) = this.queued.take() {
+            return Poll::Ready(Some(Ok(f)));
+        }
         loop {
             if *this.ended {
                 return Poll::Ready(None);
@@ -176,7 +205,14 @@ where
             };
             let data = match frame.into_data() {
                 Ok(d) => d,
-                Err(other) => return Poll::Ready(Some(Ok(other))),
+                // Trailers come last: a partial event goes first.
+                Err(trailers) => match this.parser.finish() {
+                    Some(e) => {
+                        *this.queued = Some(trailers);
+                        return Poll::Ready(Some(Ok(Frame::data(e.raw))));
+                    }
+                    None => return Poll::Ready(Some(Ok(trailers))),
+                },
             };
             let events = this
                 .parser
@@ -188,7 +224,10 @@ where
                     .filter(|e| e.event.as_deref() == Some("endpoint"))
                     .find_map(|e| endpoint_session(e.data.as_deref()?));
                 if let (Some(session), Some(tx)) = (session, this.tx.take()) {
-                    if this.streams.register(session.clone(), tx.clone()) {
+                    if this
+                        .streams
+                        .register(session.clone(), this.owner.clone(), tx.clone())
+                    {
                         *this.registration = Some(Registration {
                             streams: this.streams.clone(),
                             session,
@@ -205,7 +244,7 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.ended
+        self.ended && self.queued.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -234,26 +273,48 @@ mod tests {
             Some("0f9e")
         );
         assert_eq!(endpoint_session("/messages/"), None);
+        assert_eq!(
+            endpoint_session("/message?sessionId=ts-1").as_deref(),
+            Some("ts-1")
+        );
     }
 
     #[test]
-    fn a_refusal_needs_a_registered_stream_with_room() {
+    fn a_refusal_needs_a_registered_stream_of_its_caller_with_room() {
         let streams = Arc::new(Streams::default());
-        assert!(!streams.deliver("abc", b"{}"));
+        assert!(!streams.deliver("abc", "id:a", b"{}"));
         let (tx, mut rx) = mpsc::channel(1);
         let held = Registration {
             streams: streams.clone(),
             session: "abc".into(),
             tx: tx.clone(),
         };
-        assert!(streams.register("abc".into(), tx));
-        assert!(streams.deliver("abc", br#"{"id":1}"#));
-        assert!(!streams.deliver("abc", b"{}"), "the queue is full");
+        assert!(streams.register("abc".into(), "id:a".into(), tx));
+        let (other, _) = mpsc::channel(1);
+        assert!(
+            !streams.register("abc".into(), "id:b".into(), other),
+            "taken"
+        );
+        assert!(!streams.deliver("abc", "id:b", b"{}"), "not its stream");
+        assert!(streams.deliver("abc", "id:a", br#"{"id":1}"#));
+        assert!(!streams.deliver("abc", "id:a", b"{}"), "the queue is full");
         assert_eq!(
             &rx.try_recv().unwrap()[..],
             b"event: message\ndata: {\"id\":1}\n\n"
         );
         drop(held);
-        assert!(!streams.deliver("abc", b"{}"), "gone with its stream");
+        assert!(
+            !streams.deliver("abc", "id:a", b"{}"),
+            "gone with its stream"
+        );
+        for i in 0..MAX_STREAMS_PER_CALLER {
+            let (tx, _) = mpsc::channel(1);
+            assert!(streams.register(format!("s{i}"), "id:greedy".into(), tx));
+        }
+        let (tx, _) = mpsc::channel(1);
+        assert!(
+            !streams.register("one-more".into(), "id:greedy".into(), tx),
+            "per-caller cap"
+        );
     }
 }

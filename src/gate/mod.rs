@@ -183,12 +183,31 @@ impl Gate {
         self.legacy.clone()
     }
 
+    /// Who a legacy stream or POST belongs to: the mTLS identity, else the bearer token (its
+    /// SHA-256: a stream and the POSTs of its client carry the same one), else the address.
+    fn legacy_owner<B>(&self, req: &Request<B>, peer: SocketAddr) -> String {
+        let caller = Caller::new(req, peer, self.budgets.ipv6_prefix);
+        if let Some(id) = &caller.identity {
+            return format!("id:{id}");
+        }
+        let token = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match token {
+            Some(t) => format!("token:{}", digest_hex(t.as_bytes())),
+            None => format!("addr:{}", caller.addr_key),
+        }
+    }
+
     /// A refusal of a legacy HTTP+SSE POST (`session_id` in its query): its JSON-RPC errors
     /// delivered on that session's stream and the POST answered 202, when the stream is open
     /// and the errors answer requests; else the refusal as it is.
     async fn to_legacy_stream(
         &self,
         session: &str,
+        owner: &str,
         refused: Response<Full<Bytes>>,
     ) -> Response<Full<Bytes>> {
         let (parts, body) = refused.into_parts();
@@ -207,7 +226,7 @@ impl Gate {
                 Ok(v) => v.get("id").is_some_and(|id| !id.is_null()),
                 Err(_) => false,
             };
-        if answers && self.legacy.deliver(session, &bytes) {
+        if answers && self.legacy.deliver(session, owner, &bytes) {
             let mut accepted = Response::new(Full::new(Bytes::new()));
             *accepted.status_mut() = StatusCode::ACCEPTED;
             return accepted;
@@ -525,6 +544,12 @@ impl Gate {
             .insert("retry-after", HeaderValue::from(limited.retry_after_secs()));
         Err(response)
     }
+}
+
+/// SHA-256 of `bytes`, hex: a token stands for its holder without being kept.
+fn digest_hex(bytes: &[u8]) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// One request counted against its connection's `max-inflight-per-connection`.

@@ -53,7 +53,35 @@ impl Gate {
                 || headers.keys().any(|k| k.as_str().starts_with("mcp-param-")));
         // The loose reader skips `arguments`; the tree is built only for calls.
         let params = if registry.settings().validate_arguments || params_mirrored {
-            params_of(bytes, body.batch)
+            match params_of(bytes, body.batch) {
+                Ok(p) => p,
+                Err(e) => {
+                    // Arguments that cannot be read are not passed unvalidated.
+                    let message = format!("the arguments cannot be read for validation: {e}");
+                    let verdicts = body
+                        .messages
+                        .iter()
+                        .map(|m| {
+                            m.tool().map(|_| {
+                                Refusal::new("tools:arguments", INVALID_PARAMS, message.clone())
+                            })
+                        })
+                        .collect();
+                    let status = if modern {
+                        StatusCode::BAD_REQUEST
+                    } else {
+                        StatusCode::OK
+                    };
+                    return Err(self.refuse_messages(
+                        caller,
+                        body,
+                        verdicts,
+                        status,
+                        RefusalReason::InvalidArguments,
+                        None,
+                    ));
+                }
+            }
         } else {
             Vec::new()
         };
@@ -122,12 +150,12 @@ impl Gate {
         Err(self.refuse_messages(caller, body, verdicts, status, reason, None))
     }
 
-    /// Which responses to this request are `tools/list` results the gate must judge: a POST's
-    /// answers to its `tools/list` requests; anything on a GET stream.
+    /// With `[tools]`, every answer is judged (a list may come on any stream); this says
+    /// which of the request's ids asked for a first page of `tools/list`.
     pub(super) fn answers(&self, body: Option<&Body>, bytes: Option<&[u8]>) -> Option<Answers> {
         self.tools.as_ref()?;
         let Some(body) = body else {
-            return Some(Answers::Any);
+            return Some(Answers::default());
         };
         let lists: Vec<usize> = body
             .messages
@@ -137,9 +165,11 @@ impl Gate {
             .map(|(i, _)| i)
             .collect();
         if lists.is_empty() {
-            return None;
+            return Some(Answers::default());
         }
-        let params = bytes.map(|b| params_of(b, body.batch)).unwrap_or_default();
+        let params = bytes
+            .and_then(|b| params_of(b, body.batch).ok())
+            .unwrap_or_default();
         let ids = lists
             .into_iter()
             .filter_map(|i| {
@@ -152,13 +182,17 @@ impl Gate {
                 Some((id, !cursor))
             })
             .collect();
-        Some(Answers::To(ids))
+        Some(Answers(ids))
     }
 
     /// The judge of the `tools/list` answers to `caller`'s request.
     pub(super) fn judge(&self, caller: &Caller) -> Option<Arc<dyn Judge>> {
         let registry = self.tools.clone()?;
-        let base = self.records(caller, None, |_| (None, None)).pop()?;
+        // One record for a request without a body: the base of the change records.
+        let base = self
+            .records(caller, None, |_| (None, None))
+            .pop()
+            .unwrap_or_default();
         Some(Arc::new(ListJudge {
             registry,
             metrics: self.metrics.clone(),
@@ -196,16 +230,16 @@ fn stateless(headers: &HeaderMap) -> bool {
     version.len() == STATELESS_REVISION.len() && version >= STATELESS_REVISION
 }
 
-/// The `params` of each message of a body [`super::jsonrpc::parse`] accepted.
-fn params_of(bytes: &[u8], batch: bool) -> Vec<Option<Value>> {
-    let Ok(value) = serde_json::from_slice::<Value>(bytes) else {
-        return Vec::new();
-    };
+/// The `params` of each message of a body [`super::jsonrpc::parse`] accepted; `Err` when
+/// the tree cannot be built (the loose reader skips values it does not keep, so a lone
+/// surrogate or a deep nesting in `arguments` passes it and fails here).
+fn params_of(bytes: &[u8], batch: bool) -> Result<Vec<Option<Value>>, serde_json::Error> {
+    let value = serde_json::from_slice::<Value>(bytes)?;
     let mut take = |mut m: Value| m.get_mut("params").map(Value::take);
-    match (value, batch) {
+    Ok(match (value, batch) {
         (Value::Array(items), true) => items.into_iter().map(&mut take).collect(),
         (m, _) => vec![take(m)],
-    }
+    })
 }
 
 /// Judges `tools/list` answers with the registry, and reports each new change once: a WARN

@@ -1,13 +1,19 @@
 //! The upstream's answers to `tools/list`, judged on their way to the client: a response
-//! body that hands each `tools/list` result to a [`Judge`] (which may take tools out) and
-//! passes everything else on as it came.
+//! body that hands each `tools/list` result in it to a [`Judge`] (which may take tools out)
+//! and passes everything else on as it came.
+//!
+//! Every response message whose `result` has a `tools` array is judged, whichever request it
+//! answers and whatever stream it comes on: clients route answers by id, so a list slipped
+//! onto a `tools/call`'s stream would be read as the answer to an earlier `tools/list`.
 //!
 //! An SSE body is read event by event ([`crate::sse`]): an event goes on as soon as its blank
 //! line has come, unchanged unless it carries a `tools/list` result that lost tools; nothing
 //! else is held. A JSON body is one message, read whole (at most [`MAX_EVENT_BYTES`]) since
-//! it can only be judged whole. An event or a JSON body over that bound, or an encoded
-//! (`Content-Encoding`) body, ends the response with an error: a list the gate cannot read
-//! does not reach the client.
+//! it can only be judged whole. The gate fails closed: an event or a JSON body over that
+//! bound, an encoded (`Content-Encoding`) body, a 200 body of another content type, and an
+//! event or body that may hold a list (it mentions `tools`, or escapes characters) but does
+//! not parse end the response with an error: a list the gate cannot read does not reach the
+//! client, which may read it more leniently than `serde_json`.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -33,20 +39,16 @@ pub trait Judge: Send + Sync + std::fmt::Debug {
     fn judge(&self, result: &mut Value, first_page: bool) -> bool;
 }
 
-/// Which responses of a body are `tools/list` results.
-#[derive(Clone, Debug)]
-pub enum Answers {
-    /// The responses to these request ids (JSON text of the id), each with whether its
-    /// request asked for the first page: a POST's body.
-    To(HashMap<String, bool>),
-    /// Any response whose result has a `tools` array: a GET stream (legacy HTTP+SSE carries
-    /// the answers to every POST on it).
-    Any,
-}
+/// The `tools/list` requests a body answers: the JSON text of each id, with whether it asked
+/// for the first page (no cursor). They only tell a first page: every list is judged.
+#[derive(Clone, Debug, Default)]
+pub struct Answers(pub HashMap<String, bool>);
 
 enum Mode {
     /// Encoded (`Content-Encoding`): refused.
     Unreadable,
+    /// A 200 body of a type that is neither JSON nor SSE: refused if it has a byte.
+    Unexpected,
     Sse(EventParser),
     Json(BytesMut),
     Pass,
@@ -66,8 +68,14 @@ pin_project_lite::pin_project! {
 }
 
 impl<B> Listing<B> {
-    /// Judges `inner`, a response with `headers`.
-    pub fn new(inner: B, headers: &HeaderMap, answers: Answers, judge: Arc<dyn Judge>) -> Self {
+    /// Judges `inner`, a response with `status` and `headers`.
+    pub fn new(
+        inner: B,
+        status: http::StatusCode,
+        headers: &HeaderMap,
+        answers: Answers,
+        judge: Arc<dyn Judge>,
+    ) -> Self {
         let content_type = headers
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -79,6 +87,9 @@ impl<B> Listing<B> {
             Mode::Sse(EventParser::new(MAX_EVENT_BYTES))
         } else if content_type.starts_with("application/json") {
             Mode::Json(BytesMut::new())
+        } else if status == http::StatusCode::OK {
+            // 202 and 204 carry no message (the legacy transport's 202 says "Accepted").
+            Mode::Unexpected
         } else {
             Mode::Pass
         };
@@ -102,31 +113,38 @@ impl<B> Listing<B> {
     }
 }
 
+/// The text of a body or event that cannot be judged: it may hold a list and does not parse.
+#[derive(Debug)]
+struct Unjudged;
+
 /// Judges the `tools/list` results in one JSON-RPC message (or batch) text; `Some` with the
 /// new text when any changed.
-fn judge_text(text: &str, answers: &Answers, judge: &dyn Judge) -> Option<String> {
-    // Most events are not tools/list results: skip them unparsed.
-    if !text.contains("\"tools\"") {
-        return None;
+fn judge_text(
+    text: &str,
+    answers: &Answers,
+    judge: &dyn Judge,
+) -> Result<Option<String>, Unjudged> {
+    // Most events are not lists: skipped unparsed. A `tools` key is spelled `tools`, or
+    // with escapes.
+    if !text.contains("tools") && !text.contains('\\') {
+        return Ok(None);
     }
-    let mut value: Value = serde_json::from_str(text).ok()?;
+    let mut value: Value = serde_json::from_str(text).map_err(|_| Unjudged)?;
     let changed = match &mut value {
         Value::Array(items) => items
             .iter_mut()
             .fold(false, |c, m| judge_message(m, answers, judge) | c),
         m => judge_message(m, answers, judge),
     };
-    changed.then(|| value.to_string())
+    Ok(changed.then(|| value.to_string()))
 }
 
 fn judge_message(m: &mut Value, answers: &Answers, judge: &dyn Judge) -> bool {
-    let first_page = match answers {
-        Answers::To(ids) => match m.get("id").and_then(|id| ids.get(&id.to_string())) {
-            Some(first) => *first,
-            None => return false,
-        },
-        Answers::Any => false,
-    };
+    let first_page = m
+        .get("id")
+        .and_then(|id| answers.0.get(&id.to_string()))
+        .copied()
+        .unwrap_or(false);
     match m.get_mut("result") {
         Some(result) if result.get("tools").is_some_and(Value::is_array) => {
             judge.judge(result, first_page)
@@ -135,14 +153,14 @@ fn judge_message(m: &mut Value, answers: &Answers, judge: &dyn Judge) -> bool {
     }
 }
 
-fn event_bytes(e: &Event, answers: &Answers, judge: &dyn Judge) -> Bytes {
-    match e
-        .data
-        .as_deref()
-        .and_then(|d| judge_text(d, answers, judge))
-    {
-        Some(new) => e.with_data(&new),
-        None => e.raw.clone(),
+fn event_bytes(e: &Event, answers: &Answers, judge: &dyn Judge) -> Result<Bytes, BoxError> {
+    let Some(data) = e.data.as_deref() else {
+        return Ok(e.raw.clone());
+    };
+    match judge_text(data, answers, judge) {
+        Ok(Some(new)) => Ok(e.with_data(&new)),
+        Ok(None) => Ok(e.raw.clone()),
+        Err(Unjudged) => Err(unjudged()),
     }
 }
 
@@ -167,7 +185,7 @@ where
         }
         if matches!(this.mode, Mode::Unreadable) {
             *this.ended = true;
-            return Poll::Ready(Some(Err("a tools/list answer came encoded (Content-Encoding); the gate does not pass what it cannot judge".into())));
+            return Poll::Ready(Some(Err("an answer came encoded (Content-Encoding); the gate does not pass what it cannot judge".into())));
         }
         loop {
             let frame = match std::task::ready!(this.inner.as_mut().poll_frame(cx)) {
@@ -175,56 +193,61 @@ where
                 Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
                 None => {
                     *this.ended = true;
-                    let tail = match this.mode {
-                        Mode::Sse(p) => p
-                            .finish()
-                            .map(|e| event_bytes(&e, this.answers, &**this.judge)),
-                        Mode::Json(buf) => Some(json_bytes(buf, this.answers, &**this.judge)),
-                        Mode::Pass | Mode::Unreadable => None,
+                    return match held(this.mode, this.answers, &**this.judge) {
+                        Ok(Some(b)) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                        Ok(None) => Poll::Ready(None),
+                        Err(e) => Poll::Ready(Some(Err(e))),
                     };
-                    return Poll::Ready(tail.filter(|b| !b.is_empty()).map(|b| Ok(Frame::data(b))));
                 }
             };
             let data = match frame.into_data() {
                 Ok(d) => d,
                 Err(trailers) => {
                     // Trailers come last: what is held goes first.
-                    let held = match this.mode {
-                        Mode::Sse(p) => p
-                            .finish()
-                            .map(|e| event_bytes(&e, this.answers, &**this.judge)),
-                        Mode::Json(buf) => Some(json_bytes(buf, this.answers, &**this.judge)),
-                        Mode::Pass | Mode::Unreadable => None,
-                    };
+                    let held = held(this.mode, this.answers, &**this.judge);
                     *this.mode = Mode::Pass;
-                    return match held.filter(|b| !b.is_empty()) {
-                        Some(b) => {
+                    return match held {
+                        Ok(Some(b)) => {
                             *this.queued = Some(trailers);
                             Poll::Ready(Some(Ok(Frame::data(b))))
                         }
-                        None => Poll::Ready(Some(Ok(trailers))),
+                        Ok(None) => Poll::Ready(Some(Ok(trailers))),
+                        Err(e) => {
+                            *this.ended = true;
+                            Poll::Ready(Some(Err(e)))
+                        }
                     };
                 }
             };
             match this.mode {
                 Mode::Pass | Mode::Unreadable => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                Mode::Unexpected if data.is_empty() => {}
+                Mode::Unexpected => {
+                    *this.ended = true;
+                    return Poll::Ready(Some(Err("a 200 answer is neither JSON nor SSE; the gate does not pass what it cannot judge".into())));
+                }
                 Mode::Json(buf) => {
                     if buf.len() + data.len() > MAX_EVENT_BYTES {
+                        *this.ended = true;
                         return Poll::Ready(Some(Err(too_large())));
                     }
                     buf.extend_from_slice(&data);
                 }
                 Mode::Sse(p) => {
-                    let events = match p.push(&data) {
-                        Ok(e) => e,
-                        Err(_) => return Poll::Ready(Some(Err(too_large()))),
+                    let judged: Result<Vec<Bytes>, BoxError> = match p.push(&data) {
+                        Ok(events) => events
+                            .iter()
+                            .map(|e| event_bytes(e, this.answers, &**this.judge))
+                            .collect(),
+                        Err(_) => Err(too_large()),
                     };
-                    let out: Vec<Bytes> = events
-                        .iter()
-                        .map(|e| event_bytes(e, this.answers, &**this.judge))
-                        .collect();
-                    if !out.is_empty() {
-                        return Poll::Ready(Some(Ok(Frame::data(out.concat().into()))));
+                    match judged {
+                        Ok(out) if out.is_empty() => {}
+                        Ok(out) => return Poll::Ready(Some(Ok(Frame::data(out.concat().into())))),
+                        Err(e) => {
+                            *this.ended = true;
+                            return Poll::Ready(Some(Err(e)));
+                        }
                     }
                 }
             }
@@ -239,21 +262,37 @@ where
     fn size_hint(&self) -> SizeHint {
         match self.mode {
             // Judged bodies may shrink.
-            Mode::Sse(_) | Mode::Json(_) | Mode::Unreadable => SizeHint::default(),
+            Mode::Sse(_) | Mode::Json(_) | Mode::Unreadable | Mode::Unexpected => {
+                SizeHint::default()
+            }
             Mode::Pass => self.inner.size_hint(),
         }
     }
 }
 
-fn json_bytes(buf: &mut BytesMut, answers: &Answers, judge: &dyn Judge) -> Bytes {
-    let held = buf.split().freeze();
-    match std::str::from_utf8(&held)
-        .ok()
-        .and_then(|t| judge_text(t, answers, judge))
-    {
-        Some(new) => Bytes::from(new),
-        None => held,
-    }
+/// What a mode holds at the end of the body (or before its trailers), judged.
+fn held(mode: &mut Mode, answers: &Answers, judge: &dyn Judge) -> Result<Option<Bytes>, BoxError> {
+    let bytes = match mode {
+        Mode::Sse(p) => match p.finish() {
+            Some(e) => event_bytes(&e, answers, judge)?,
+            None => return Ok(None),
+        },
+        Mode::Json(buf) => {
+            let held = buf.split().freeze();
+            let text = std::str::from_utf8(&held).map_err(|_| unjudged())?;
+            match judge_text(text, answers, judge) {
+                Ok(Some(new)) => Bytes::from(new),
+                Ok(None) => held,
+                Err(Unjudged) => return Err(unjudged()),
+            }
+        }
+        Mode::Pass | Mode::Unreadable | Mode::Unexpected => return Ok(None),
+    };
+    Ok((!bytes.is_empty()).then_some(bytes))
+}
+
+fn unjudged() -> BoxError {
+    "an answer that may hold a tools/list result does not parse as JSON; the gate does not pass what it cannot judge".into()
 }
 
 fn too_large() -> BoxError {
@@ -307,7 +346,13 @@ mod tests {
         let inner = Chunks(chunks.iter().map(|c| Bytes::from_static(c)).collect());
         let mut headers = HeaderMap::new();
         headers.insert(http::header::CONTENT_TYPE, content_type.parse().unwrap());
-        let mut body = Listing::new(inner, &headers, answers, judge.clone());
+        let mut body = Listing::new(
+            inner,
+            http::StatusCode::OK,
+            &headers,
+            answers,
+            judge.clone(),
+        );
         let mut out = Vec::new();
         while let Some(f) = body.frame().await {
             out.push(f.unwrap().into_data().unwrap());
@@ -323,7 +368,7 @@ data: {"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"ok"},{"name":"bad"}]}}
     #[tokio::test]
     async fn other_events_pass_as_they_come_and_the_list_loses_its_hidden_tool() {
         let progress: &[u8] = b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"tools\":1}}\n\n";
-        let ids = Answers::To(HashMap::from([("1".to_owned(), true)]));
+        let ids = Answers(HashMap::from([("1".to_owned(), true)]));
         let (out, judge) = run(
             &[progress, b": ping\n", b"\n", LIST],
             "text/event-stream",
@@ -344,13 +389,61 @@ data: {"id":1,"jsonrpc":"2.0","result":{"tools":[{"name":"ok"}]}}
     }
 
     #[tokio::test]
-    async fn only_the_answers_asked_for_are_judged() {
-        let other = Answers::To(HashMap::from([("2".to_owned(), true)]));
-        let (out, judge) = run(&[LIST], "text/event-stream", other).await;
-        assert_eq!(out, [Bytes::from_static(LIST)]);
-        assert!(judge.0.lock().unwrap().is_empty());
-        let (out, _) = run(&[LIST], "text/event-stream", Answers::Any).await;
-        assert!(!out[0].windows(5).any(|w| w == b"\"bad\""));
+    async fn every_list_is_judged_asked_for_or_not() {
+        let (out, judge) = run(&[LIST], "text/event-stream", Answers::default()).await;
+        assert!(!out[0].windows(5).any(|w| w == b"\"bad\""), "{out:?}");
+        assert_eq!(
+            *judge.0.lock().unwrap(),
+            [false],
+            "not a first page it knows of"
+        );
+        // An escaped key is a key: parsed, judged.
+        let escaped: &[u8] = b"data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"\\u0074ools\":[{\"name\":\"bad\"}]}}\n\n";
+        let (out, _) = run(&[escaped], "text/event-stream", Answers::default()).await;
+        assert!(!out[0].windows(5).any(|w| w == b"\"bad\""), "{out:?}");
+    }
+
+    async fn refused(chunks: &[&'static [u8]], content_type: &str) -> String {
+        let judge = Arc::new(HideBad::default());
+        let inner = Chunks(chunks.iter().map(|c| Bytes::from_static(c)).collect());
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::CONTENT_TYPE, content_type.parse().unwrap());
+        let mut body = Listing::new(
+            inner,
+            http::StatusCode::OK,
+            &headers,
+            Answers::default(),
+            judge,
+        );
+        loop {
+            match body.frame().await {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return e.to_string(),
+                None => panic!("{content_type} {chunks:?} passed"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn what_cannot_be_judged_does_not_pass() {
+        // A lone surrogate: serde_json refuses it, lenient clients read it.
+        let surrogate: &[u8] =
+            b"data: {\"id\":1,\"result\":{\"tools\":[{\"name\":\"bad\\ud800\"}]}}\n\n";
+        assert!(refused(&[surrogate], "text/event-stream")
+            .await
+            .contains("does not parse"));
+        assert!(refused(
+            &[b"\xEF\xBB\xBF{\"result\":{\"tools\":[]}}"],
+            "application/json"
+        )
+        .await
+        .contains("does not parse"));
+        assert!(refused(&[b"{\"tools\": 1"], "application/json")
+            .await
+            .contains("does not parse"));
+        assert!(refused(&[b"<html>"], "text/html")
+            .await
+            .contains("neither JSON nor SSE"));
     }
 
     #[tokio::test]
@@ -358,7 +451,7 @@ data: {"id":1,"jsonrpc":"2.0","result":{"tools":[{"name":"ok"}]}}
         let (a, b) =
             br#"{"jsonrpc":"2.0","id":"x","result":{"tools":[{"name":"bad"}],"nextCursor":"c"}}"#
                 .split_at(20);
-        let ids = Answers::To(HashMap::from([("\"x\"".to_owned(), false)]));
+        let ids = Answers(HashMap::from([("\"x\"".to_owned(), false)]));
         let (out, judge) = run(&[a, b], "application/json", ids).await;
         assert_eq!(out.len(), 1);
         let v: Value = serde_json::from_slice(&out[0]).unwrap();

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use serde_json::Value;
 
 use super::schema::{ArgumentSchema, InvalidArguments, SchemaError};
-use super::{Change, Digest, PinFile, ToolDefinition, ToolError};
+use super::{Change, Digest, Pin, PinFile, ToolDefinition, ToolError};
 
 /// `on-change`: what happens to a tool that is new or differs from its pin.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
@@ -183,6 +183,9 @@ struct State {
     reported: HashSet<(String, &'static str, Option<Digest>)>,
 }
 
+/// Compiled schemas kept at most.
+const MAX_CACHED_SCHEMAS: usize = 256;
+
 /// The gate's knowledge of the upstream's tools.
 #[derive(Debug)]
 pub struct Registry {
@@ -242,6 +245,17 @@ impl Registry {
             }
         };
         let mut state = self.write();
+        if pins.is_some() && pins == state.pins {
+            // Our own write, or a touch: nothing to judge again.
+            return Ok(());
+        }
+        if let (true, Some(new), Some(held)) = (state.first_use, &pins, &state.pins) {
+            // Pinning on first use, page by page: a file holding only pins we hold is one
+            // of our own writes, read back before the next one.
+            if new.tools.iter().all(|(n, p)| held.tools.get(n) == Some(p)) {
+                return Ok(());
+            }
+        }
         state.first_use = pins.is_none();
         state.pins = Some(pins.unwrap_or_default());
         state.reported.clear();
@@ -256,23 +270,34 @@ impl Registry {
     /// remembers what it listed. `first_page`: the request asked for no cursor; with no
     /// `nextCursor` in the result either, it is the whole list, and pinned tools missing
     /// from it are `removed`.
-    pub fn observe(&self, result: &mut Value, first_page: bool) -> Observation {
+    pub fn observe(self: &Arc<Self>, result: &mut Value, first_page: bool) -> Observation {
         let last_page = result.get("nextCursor").is_none_or(Value::is_null);
         let complete = first_page && last_page;
         let Some(tools) = result.get_mut("tools").and_then(Value::as_array_mut) else {
             return Observation::default();
         };
         let mut obs = Observation::default();
+        // Digests (canonical JSON and SHA-256 of every tool) before the lock is taken.
+        let judged: Vec<Option<(ToolDefinition, Option<Digest>)>> = tools
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let tool = ToolDefinition::from_listed(i, t).ok()?;
+                let digest = tool.digest().ok();
+                Some((tool, digest))
+            })
+            .collect();
         let mut state = self.write();
         let mut keep = Vec::with_capacity(tools.len());
         let mut seen = HashSet::new();
-        for (i, t) in tools.iter().enumerate() {
-            let Ok(tool) = ToolDefinition::from_listed(i, t) else {
-                // Not a tool a client can call: it goes on as listed.
+        for item in judged {
+            let Some((tool, digest)) = item else {
+                // Not a tool a client can call (no name): it goes on as listed.
                 keep.push(true);
                 continue;
             };
-            let Ok(digest) = tool.digest() else {
+            let Some(digest) = digest else {
+                // No canonical form: it cannot be pinned, so it is a change.
                 keep.push(self.settings.on_change == OnChange::Warn);
                 continue;
             };
@@ -284,8 +309,15 @@ impl Registry {
             }
             if state.first_use {
                 if let Some(pins) = &mut state.pins {
-                    if let Ok(p) = PinFile::pin(std::slice::from_ref(&tool)) {
-                        pins.tools.extend(p.tools);
+                    // A pin, once made, is never replaced: a page that lists a tool again,
+                    // otherwise, is a change.
+                    if let std::collections::btree_map::Entry::Vacant(v) =
+                        pins.tools.entry(tool.name.clone())
+                    {
+                        v.insert(Pin {
+                            digest,
+                            tool: tool.clone(),
+                        });
                         obs.pinned += 1;
                     }
                 }
@@ -328,7 +360,7 @@ impl Registry {
                 }
             }
         }
-        let write_pins = state.first_use && obs.pinned > 0;
+        let write_pins = obs.pinned > 0;
         if state.first_use && last_page {
             state.first_use = false;
         }
@@ -362,8 +394,8 @@ impl Registry {
             }
         }
         let (tool, digest) = match (pinned, listed) {
-            (Some(p), _) => (&p.tool, p.digest),
-            (None, Some(k)) => (&k.tool, k.digest),
+            (Some(p), _) => (p.tool.clone(), p.digest),
+            (None, Some(k)) => (k.tool.clone(), k.digest),
             (None, None) => {
                 return match self.settings.unknown_tools {
                     UnknownTools::Allow => Ok(()),
@@ -373,11 +405,11 @@ impl Registry {
                 }
             }
         };
+        drop(state);
         if !self.settings.validate_arguments {
             return Ok(());
         }
-        let schema = self.schema(tool, digest);
-        drop(state);
+        let schema = self.schema(&tool, digest);
         let schema = match &*schema {
             Ok(s) => s,
             Err(e) => {
@@ -417,38 +449,53 @@ impl Registry {
         tool: &ToolDefinition,
         digest: Digest,
     ) -> Arc<Result<ArgumentSchema, SchemaError>> {
-        let mut cache = self.schemas.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(s) = cache.get(&digest) {
-            return s.clone();
+        let cached = self
+            .schemas
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&digest)
+            .cloned();
+        if let Some(s) = cached {
+            return s;
         }
+        // Compiled outside the lock (bounded, but not free); two first calls may both
+        // compile, and one result is kept.
         let compiled = Arc::new(match tool.fields.get("inputSchema") {
             Some(schema) => ArgumentSchema::compile(schema),
             None => Err(SchemaError::Compile("it lists no inputSchema".into())),
         });
+        let mut cache = self.schemas.lock().unwrap_or_else(PoisonError::into_inner);
         // Schemas of tools listed or pinned no more are not kept for ever.
-        if cache.len() >= 1024 {
+        if cache.len() >= MAX_CACHED_SCHEMAS {
             cache.clear();
         }
         cache.insert(digest, compiled.clone());
         compiled
     }
 
-    /// Writes the pins to `pin-file`: a 0600 file beside it, then renamed over it, so that a
-    /// reader (another replica, an operator) never sees half a file. A failure is logged;
-    /// the pins in memory stay in force.
-    fn write_pins(&self) {
-        let Some(path) = &self.settings.pin_file else {
-            return;
+    /// Writes the pins to `pin-file` (see [`write_private`]), off the async runtime when
+    /// there is one (it syncs to disk). A failure is logged; the pins in memory stay in force.
+    fn write_pins(self: &Arc<Self>) {
+        let this = self.clone();
+        let write = move || {
+            let Some(path) = &this.settings.pin_file else {
+                return;
+            };
+            // Each write writes the latest pins: whichever runs last leaves them all.
+            let _writing = this.writing.lock().unwrap_or_else(PoisonError::into_inner);
+            let text = match &this.read().pins {
+                Some(p) => p.to_json(),
+                None => return,
+            };
+            match write_private(path, text.as_bytes()) {
+                Ok(()) => tracing::info!(pin_file = %path.display(), "Tools pinned on first use"),
+                Err(e) => tracing::error!(pin_file = %path.display(), error = %e,
+                    "Could not write the pins; they hold in memory until restart"),
+            }
         };
-        let _writing = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
-        let text = match &self.read().pins {
-            Some(p) => p.to_json(),
-            None => return,
-        };
-        match write_private(path, text.as_bytes()) {
-            Ok(()) => tracing::info!(pin_file = %path.display(), "Tools pinned on first use"),
-            Err(e) => tracing::error!(pin_file = %path.display(), error = %e,
-                "Could not write the pins; they hold in memory until restart"),
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(write)),
+            Err(_) => write(),
         }
     }
 
@@ -476,31 +523,20 @@ fn judge(pins: Option<&PinFile>, tool: &ToolDefinition, digest: Digest) -> Optio
     }
 }
 
-/// Writes `bytes` to a new 0600 file beside `path`, syncs it, and renames it over `path`.
+/// Writes `bytes` to a new private (0600) file beside `path`, syncs it, renames it over
+/// `path` and syncs the directory: a reader (another replica, an operator) sees the old
+/// file or the new one, never half of one, and a crash leaves one of them.
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let result = (|| {
-        let mut f = options.open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    // tempfile: a fresh random name, created 0600 and exclusively.
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
@@ -541,7 +577,7 @@ mod tests {
     #[test]
     fn a_rug_pull_is_hidden_and_refused_and_reported_once() {
         let dir = tempfile::tempdir().unwrap();
-        let r = Registry::new(settings(dir.path(), true, OnChange::Refuse)).unwrap();
+        let r = Arc::new(Registry::new(settings(dir.path(), true, OnChange::Refuse)).unwrap());
         assert_eq!(r.pinned(), Some(0));
         let mut first = list("Stock level of a SKU.");
         let obs = r.observe(&mut first, true);
@@ -611,7 +647,7 @@ mod tests {
                 .to_json(),
         )
         .unwrap();
-        let r = Registry::new(settings(dir.path(), false, OnChange::Warn)).unwrap();
+        let r = Arc::new(Registry::new(settings(dir.path(), false, OnChange::Warn)).unwrap());
         let mut changed = json!({"tools": [{"name": "echo", "description": "new", "inputSchema": {"type": "object"}}]});
         let obs = r.observe(&mut changed, true);
         assert!(obs.hidden.is_empty());
@@ -634,7 +670,7 @@ mod tests {
         ));
         let path = dir.path().join("tools.pin.json");
         fs::write(&path, PinFile::default().to_json()).unwrap();
-        let r = Registry::new(settings(dir.path(), false, OnChange::Refuse)).unwrap();
+        let r = Arc::new(Registry::new(settings(dir.path(), false, OnChange::Refuse)).unwrap());
         let mut l = list("a");
         assert_eq!(r.observe(&mut l, true).hidden.len(), 2);
         fs::write(&path, "{ not json").unwrap();
@@ -653,12 +689,37 @@ mod tests {
     }
 
     #[test]
+    fn first_use_pins_every_page_and_never_replaces_a_pin() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Arc::new(Registry::new(settings(dir.path(), true, OnChange::Refuse)).unwrap());
+        let mut first = json!({"tools": [{"name": "a", "description": "one"}], "nextCursor": "2"});
+        assert_eq!(r.observe(&mut first, true).pinned, 1);
+        // The file our write left is read back (the sidecar's watcher): still first use.
+        r.reload().unwrap();
+        // An upstream that pages for ever cannot re-pin what it listed.
+        let mut again = json!({"tools": [{"name": "a", "description": "two"}, {"name": "b"}], "nextCursor": "3"});
+        let obs = r.observe(&mut again, false);
+        assert_eq!((obs.pinned, obs.hidden.clone()), (1, vec!["a".to_owned()]));
+        let mut last = json!({"tools": [{"name": "c"}]});
+        assert_eq!(r.observe(&mut last, false).pinned, 1);
+        let mut later = json!({"tools": [{"name": "d"}]});
+        let obs = r.observe(&mut later, false);
+        assert_eq!(
+            (obs.pinned, obs.hidden.clone()),
+            (0, vec!["d".to_owned()]),
+            "first use ended"
+        );
+    }
+
+    #[test]
     fn hostile_schemas_make_their_tool_uncallable() {
-        let r = Registry::new(ToolsSettings {
-            validate_arguments: true,
-            ..ToolsSettings::default()
-        })
-        .unwrap();
+        let r = Arc::new(
+            Registry::new(ToolsSettings {
+                validate_arguments: true,
+                ..ToolsSettings::default()
+            })
+            .unwrap(),
+        );
         let mut l = json!({"tools": [{"name": "x", "inputSchema": {"$ref": "https://evil.example/s.json"}}, {"name": "y"}]});
         assert!(
             r.observe(&mut l, true).hidden.is_empty(),

@@ -10,7 +10,8 @@
 //! - the schema's JSON text is at most [`MAX_SCHEMA_BYTES`], nested at most
 //!   [`MAX_SCHEMA_DEPTH`] deep, with at most [`MAX_SUBSCHEMAS`] objects;
 //! - `pattern`s run on the `regex` engine, linear in the input (no backtracking, so no
-//!   catastrophic pattern); with the arguments bounded by `max-body-bytes`, validation time is
+//!   catastrophic pattern), at most [`MAX_PATTERNS`] of them, each compiled to at most
+//!   [`MAX_PATTERN_BYTES`]; with the arguments bounded by `max-body-bytes`, validation time is
 //!   bounded by schema size times argument size.
 //!
 //! A schema refused by any of these makes its tool uncallable through the gate, with the
@@ -24,6 +25,11 @@ pub const MAX_SCHEMA_BYTES: usize = 256 * 1024;
 pub const MAX_SCHEMA_DEPTH: usize = 64;
 /// Most JSON objects (each a potential subschema) in an `inputSchema`.
 pub const MAX_SUBSCHEMAS: usize = 4096;
+/// Most `pattern`s and `patternProperties` keys in an `inputSchema`.
+pub const MAX_PATTERNS: usize = 64;
+/// Largest compiled form of one pattern (and its lazy DFA's cache), in bytes: the `regex`
+/// engine refuses a pattern that compiles larger (`a{1000}{1000}`).
+pub const MAX_PATTERN_BYTES: usize = 256 * 1024;
 
 /// A compiled `inputSchema`.
 #[derive(Clone, Debug)]
@@ -47,6 +53,9 @@ pub enum SchemaError {
     /// Over [`MAX_SUBSCHEMAS`].
     #[error("its inputSchema has more than {MAX_SUBSCHEMAS} subschemas")]
     TooManySubschemas,
+    /// Over [`MAX_PATTERNS`].
+    #[error("its inputSchema has more than {MAX_PATTERNS} patterns")]
+    TooManyPatterns,
     /// Not a schema the validator compiles (an unknown draft, a bad pattern, an external
     /// `$ref`...).
     #[error("its inputSchema does not compile: {0}")]
@@ -88,17 +97,24 @@ impl ArgumentSchema {
         if bytes > MAX_SCHEMA_BYTES {
             return Err(SchemaError::TooLarge { bytes });
         }
-        let (depth, objects) = shape(schema);
-        if depth > MAX_SCHEMA_DEPTH {
+        let shape = shape(schema);
+        if shape.depth > MAX_SCHEMA_DEPTH {
             return Err(SchemaError::TooDeep);
         }
-        if objects > MAX_SUBSCHEMAS {
+        if shape.objects > MAX_SUBSCHEMAS {
             return Err(SchemaError::TooManySubschemas);
+        }
+        if shape.patterns > MAX_PATTERNS {
+            return Err(SchemaError::TooManyPatterns);
         }
         let validator = jsonschema::options()
             .with_draft(jsonschema::Draft::Draft202012)
             .with_retriever(Offline)
-            .with_pattern_options(jsonschema::PatternOptions::regex())
+            .with_pattern_options(
+                jsonschema::PatternOptions::regex()
+                    .size_limit(MAX_PATTERN_BYTES)
+                    .dfa_size_limit(MAX_PATTERN_BYTES),
+            )
             .build(schema)
             .map_err(|e| SchemaError::Compile(e.to_string()))?;
         Ok(Self { validator })
@@ -116,23 +132,41 @@ impl ArgumentSchema {
     }
 }
 
-/// Nesting depth and object count of a JSON value, without recursion (a hostile value may
-/// be deep; serde_json's reader bounds it at 128, but a `Value` built otherwise need not be).
-fn shape(v: &Value) -> (usize, usize) {
-    let (mut deepest, mut objects) = (0, 0);
+/// What a schema's size is bounded by.
+struct Shape {
+    depth: usize,
+    objects: usize,
+    /// `pattern` values and `patternProperties` keys (counted wherever they appear: an
+    /// overcount of a property named `pattern` only errs on the side of refusing).
+    patterns: usize,
+}
+
+/// The [`Shape`] of a JSON value, without recursion (a hostile value may be deep;
+/// serde_json's reader bounds it at 128, but a `Value` built otherwise need not be).
+fn shape(v: &Value) -> Shape {
+    let mut s = Shape {
+        depth: 0,
+        objects: 0,
+        patterns: 0,
+    };
     let mut stack = vec![(v, 1usize)];
     while let Some((v, depth)) = stack.pop() {
-        deepest = deepest.max(depth);
+        s.depth = s.depth.max(depth);
         match v {
             Value::Object(m) => {
-                objects += 1;
+                s.objects += 1;
+                s.patterns += usize::from(m.get("pattern").is_some_and(Value::is_string));
+                s.patterns += m
+                    .get("patternProperties")
+                    .and_then(Value::as_object)
+                    .map_or(0, serde_json::Map::len);
                 stack.extend(m.values().map(|c| (c, depth + 1)));
             }
             Value::Array(a) => stack.extend(a.iter().map(|c| (c, depth + 1))),
             _ => {}
         }
     }
-    (deepest, objects)
+    s
 }
 
 #[cfg(test)]
@@ -200,6 +234,19 @@ mod tests {
         let backref = json!({"properties": {"a": {"type": "string", "pattern": "^(a+)\\1$"}}});
         assert!(matches!(
             ArgumentSchema::compile(&backref),
+            Err(SchemaError::Compile(_))
+        ));
+        let patterns: serde_json::Map<String, Value> = (0..=MAX_PATTERNS)
+            .map(|i| (format!("p{i}"), json!({"type": "string", "pattern": "^a$"})))
+            .collect();
+        assert_eq!(
+            ArgumentSchema::compile(&json!({"properties": patterns})).unwrap_err(),
+            SchemaError::TooManyPatterns
+        );
+        let huge_regex =
+            json!({"properties": {"a": {"type": "string", "pattern": "\\w{1000}{1000}"}}});
+        assert!(matches!(
+            ArgumentSchema::compile(&huge_regex),
             Err(SchemaError::Compile(_))
         ));
         // A catastrophic pattern for a backtracking engine is linear here.
