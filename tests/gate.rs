@@ -28,6 +28,7 @@ use mcp_pqtls::tls::PqConnector;
 use mcp_pqtls::{Group, PolicyMode};
 use serde_json::{json, Value};
 use support::jwt::{b64, claims, jwks, keys, now, sign, token, with, AUDIENCE, ISSUER};
+use support::process::install_config;
 use support::sidecar::{
     audit_lines, https, json, run, scrape, server_config, text, tls_client, Running,
 };
@@ -1316,4 +1317,44 @@ async fn mirrored_parameters_and_arguments_are_checked_before_the_upstream() {
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(json(res).await["error"]["data"]["keyword"], "pattern");
     assert_eq!(g.upstream.requests(), before + 1);
+}
+
+/// The pins reload with the config: a file change is seen at `reload-interval`, and a call
+/// the old pins refused goes through under the new ones, without a restart.
+#[tokio::test]
+async fn pins_reload_when_the_pin_file_changes() {
+    use mcp_pqtls::gate::tools::{PinFile, ToolDefinition};
+    let g = Gated::start(|c, dir| {
+        c.reload_interval = Some(Dur(Duration::from_millis(100)));
+        c.tools = Some(ToolsSection {
+            pin_file: Some(inventory_pins(dir)),
+            validate_arguments: Some(true),
+            ..ToolsSection::default()
+        });
+    })
+    .await;
+    let client = g.client();
+    let body = rpc(
+        1,
+        "tools/call",
+        json!({"name": "get_inventory_level", "arguments": {"sku": "lower-case"}}),
+    )
+    .to_string();
+    let res = g.post(&client, None, body.clone(), &[]).await;
+    assert_eq!(json(res).await["error"]["data"]["keyword"], "pattern");
+    // Approved again with a looser schema, the file replaced by rename.
+    let looser = json!({"tools": [{"name": "get_inventory_level", "inputSchema": {
+        "type": "object", "properties": {"sku": {"type": "string"}}, "required": ["sku"]}}]});
+    let pins = PinFile::pin(&ToolDefinition::from_list_result(&looser).unwrap()).unwrap();
+    install_config(&g.dir.path().join("tools.pin.json"), &pins.to_json());
+    let before = g.upstream.requests();
+    let deadline = Instant::now() + GUARD;
+    loop {
+        let res = g.post(&client, None, body.clone(), &[]).await;
+        if res.status() == StatusCode::OK && g.upstream.requests() > before {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new pins were never loaded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -18,8 +18,7 @@ use hyper_util::rt::TokioExecutor;
 use mcp_pqtls::certs::KeyAlg;
 use mcp_pqtls::gate::config::{AuditSection, AuthSection, Sections};
 use mcp_pqtls::gate::{Gate, GateBody, GateConfig, GateLayer, SUBJECT_HEADER};
-use mcp_pqtls::policy::Policy;
-use mcp_pqtls::tls::{ConnectionInfo, PqAcceptor};
+use mcp_pqtls::tls::ConnectionInfo;
 use mcp_pqtls::{Group, PolicyMode};
 use support::jwt::{jwks, keys, token, AUDIENCE, ISSUER};
 use support::sidecar::audit_lines;
@@ -88,15 +87,8 @@ async fn gate_layer_refuses_without_a_token_and_passes_a_valid_one_with_an_audit
 
     let mcp = Mcp::default();
     let service = GateLayer::new(gate.clone()).layer(mcp.clone());
-    let tls = pki.server(
-        &[Group::X25519MLKEM768],
-        Policy::new(PolicyMode::PqRequired),
-    );
-    let acceptor = PqAcceptor::new(tls).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(mcp_pqtls::serve(listener, acceptor, service, stopped));
+    let server = support::serve_in_process(&pki, service).await;
+    let port = server.port;
 
     let connector =
         support::connector(pki.client(&[Group::X25519MLKEM768], PolicyMode::PqRequired));
@@ -147,7 +139,7 @@ async fn gate_layer_refuses_without_a_token_and_passes_a_valid_one_with_an_audit
     assert_eq!(allowed["tls_group"], "X25519MLKEM768");
     assert_eq!(allowed["pq"], true);
 
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    let _ = server.stop.send(());
+    server.task.await.unwrap().unwrap();
     gate.close();
 }

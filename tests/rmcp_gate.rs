@@ -12,8 +12,6 @@ use std::sync::Arc;
 use mcp_pqtls::certs::KeyAlg;
 use mcp_pqtls::gate::config::{Sections, ToolsSection};
 use mcp_pqtls::gate::{Gate, GateConfig, GateLayer};
-use mcp_pqtls::policy::Policy;
-use mcp_pqtls::tls::PqAcceptor;
 use mcp_pqtls::{Group, PolicyMode};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
@@ -87,19 +85,11 @@ async fn rmcp_client_and_server_through_a_tools_gate() {
         StreamableHttpServerConfig::default(),
     );
     let app = axum::Router::new().nest_service("/mcp", mcp);
-    let service = GateLayer::new(gate).layer(app);
-    let tls = pki.server(
-        &[Group::X25519MLKEM768],
-        Policy::new(PolicyMode::PqRequired),
-    );
-    let acceptor = PqAcceptor::new(tls).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(mcp_pqtls::serve(listener, acceptor, service, stopped));
+    let server = support::serve_in_process(&pki, GateLayer::new(gate).layer(app)).await;
+    let port = server.port;
 
-    let connector = pki.client(&[Group::X25519MLKEM768], PolicyMode::PqRequired);
-    let connector = mcp_pqtls::PqConnector::new(connector).unwrap();
+    let connector =
+        support::connector(pki.client(&[Group::X25519MLKEM768], PolicyMode::PqRequired));
     let http = reqwest::Client::builder()
         .tls_backend_preconfigured(connector.rustls_config())
         .build()
@@ -140,10 +130,17 @@ async fn rmcp_client_and_server_through_a_tools_gate() {
         "{e:?}"
     );
     assert_eq!(runs.load(Ordering::SeqCst), 1, "only the good call ran");
-    let pins = std::fs::read_to_string(dir.path().join("tools.pin.json")).unwrap();
+    // Pinned on first use; the file is written off the runtime, so it may lag a little.
+    let pin_file = dir.path().join("tools.pin.json");
+    let deadline = std::time::Instant::now() + support::upstream::GUARD;
+    while !pin_file.exists() {
+        assert!(std::time::Instant::now() < deadline, "no pin file written");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let pins = std::fs::read_to_string(&pin_file).unwrap();
     assert!(pins.contains("get_inventory_level"), "{pins}");
 
     let _ = client.cancel().await;
-    let _ = stop.send(());
-    let _ = server.await;
+    let _ = server.stop.send(());
+    let _ = server.task.await;
 }

@@ -541,3 +541,37 @@ async fn a_peer_string_cannot_forge_a_line_of_the_text_log() {
         log.join("\n")
     );
 }
+
+/// The attack on `tools pin`: a server that takes the connection and never answers
+/// (here the sidecar in front of an upstream that accepts and holds). The listing gives up
+/// at its deadline with an error that says so, instead of hanging the operator's shell or CI.
+#[test]
+fn tools_pin_gives_up_on_a_server_that_never_answers() {
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = format!("http://{}", hole.local_addr().unwrap());
+    let held = std::thread::spawn(move || {
+        // Accept and hold every connection, answering nothing, until the test ends.
+        let conns: Vec<_> = hole.incoming().take(4).collect();
+        std::thread::sleep(Duration::from_secs(30));
+        drop(conns);
+    });
+    let server = Proc::server_sidecar(pki.dir.path(), &upstream, &[]);
+    let url = format!("https://localhost:{}/mcp", server.port);
+    let out = bin()
+        .args(["tools", "pin", &url, "--timeout", "2s", "--ca"])
+        .arg(pki.path("ca.pem"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "no pin file from a server that said nothing"
+    );
+    assert!(
+        stderr.contains("tools/list: no complete answer within 2s"),
+        "{stderr}"
+    );
+    drop(held);
+}

@@ -284,6 +284,9 @@ pub(crate) enum ToolsCommand {
     Pin {
         /// The MCP endpoint: https://HOST:PORT/PATH
         url: http::Uri,
+        /// Time the whole listing gets (every page).
+        #[arg(long, default_value = "60s")]
+        timeout: Dur,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -295,6 +298,9 @@ pub(crate) enum ToolsCommand {
         pin_file: PathBuf,
         /// The MCP endpoint: https://HOST:PORT/PATH
         url: http::Uri,
+        /// Time the whole listing gets (every page).
+        #[arg(long, default_value = "60s")]
+        timeout: Dur,
         #[command(flatten)]
         client: ClientArgs,
     },

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use mcp_pqtls::config::{warn_insecure, ClientTlsOptions};
-use mcp_pqtls::gate::tools::{list_tools, Change, Listed, PinFile};
+use mcp_pqtls::gate::tools::{list_tools_within, Change, Listed, PinFile};
 
 use super::args::{ClientArgs, ToolsCommand};
 use super::CliError;
@@ -13,8 +13,12 @@ use super::CliError;
 /// Runs `mcp-pqtls tools ...`.
 pub(crate) async fn run(command: ToolsCommand) -> Result<ExitCode, CliError> {
     match command {
-        ToolsCommand::Pin { url, client } => {
-            let listed = list(&url, client).await?;
+        ToolsCommand::Pin {
+            url,
+            timeout,
+            client,
+        } => {
+            let listed = list(&url, timeout.0, client).await?;
             let pins = PinFile::pin(&listed.tools).map_err(anyhow::Error::from)?;
             print!("{}", pins.to_json());
             eprintln!(
@@ -27,6 +31,7 @@ pub(crate) async fn run(command: ToolsCommand) -> Result<ExitCode, CliError> {
         ToolsCommand::Diff {
             pin_file,
             url,
+            timeout,
             client,
         } => {
             let text = std::fs::read_to_string(&pin_file)
@@ -34,7 +39,7 @@ pub(crate) async fn run(command: ToolsCommand) -> Result<ExitCode, CliError> {
                 .map_err(CliError::Usage)?;
             let pins = PinFile::parse(&text)
                 .map_err(|e| CliError::usage_in(pin_file.display().to_string(), e))?;
-            let listed = list(&url, client).await?;
+            let listed = list(&url, timeout.0, client).await?;
             let changes = pins.diff(&listed.tools).map_err(anyhow::Error::from)?;
             for change in &changes {
                 print!("{}", describe(change));
@@ -53,14 +58,18 @@ pub(crate) async fn run(command: ToolsCommand) -> Result<ExitCode, CliError> {
     }
 }
 
-async fn list(url: &http::Uri, client: ClientArgs) -> Result<Listed, CliError> {
+async fn list(
+    url: &http::Uri,
+    timeout: std::time::Duration,
+    client: ClientArgs,
+) -> Result<Listed, CliError> {
     if client.insecure {
         warn_insecure(url);
     }
     let connector = ClientTlsOptions::from(client)
         .build()
         .map_err(CliError::usage)?;
-    Ok(list_tools(&connector, url)
+    Ok(list_tools_within(&connector, url, timeout)
         .await
         .with_context(|| format!("tools/list from {url}"))?)
 }

@@ -18,7 +18,9 @@ mod listing;
 mod registry;
 mod schema;
 
-pub use self::fetch::{list_tools, ListError, Listed, PROTOCOLS};
+pub use self::fetch::{
+    list_tools, list_tools_within, ListError, Listed, DEFAULT_DEADLINE, PROTOCOLS,
+};
 pub use self::listing::{Answers, Judge, Listing, MAX_EVENT_BYTES};
 pub use self::registry::{
     CallRefused, Observation, OnChange, PinsError, Registry, ToolsSettings, UnknownTools,

@@ -159,6 +159,42 @@ pub fn connector(config: ClientTlsConfig) -> PqConnector {
     PqConnector::new(config).unwrap()
 }
 
+/// A service served in-process by `mcp_pqtls::serve` (see [`serve_in_process`]).
+pub struct InProcess {
+    pub port: u16,
+    pub stop: tokio::sync::oneshot::Sender<()>,
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// `service` served by `mcp_pqtls::serve` over PQ TLS (X25519MLKEM768 only, pq-required) on a
+/// free port of 127.0.0.1, with `pki`'s server identity.
+pub async fn serve_in_process<S, B>(pki: &Pki, service: S) -> InProcess
+where
+    S: tower_service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let tls = pki.server(
+        &[Group::X25519MLKEM768],
+        Policy::new(PolicyMode::PqRequired),
+    );
+    let acceptor = mcp_pqtls::tls::PqAcceptor::new(tls).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(mcp_pqtls::serve(listener, acceptor, service, async {
+        let _ = stopped.await;
+    }));
+    InProcess { port, stop, task }
+}
+
 /// A child process killed and reaped on drop, so a failing assertion leaves nothing behind.
 pub struct KillOnDrop(pub std::process::Child);
 

@@ -87,8 +87,31 @@ pub enum ListError {
     TooManyPages,
 }
 
-/// Lists the tools of the MCP server at `url` (its Streamable HTTP endpoint).
+/// Time a whole listing gets by default (every page, and the session of the fallback).
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Lists the tools of the MCP server at `url` (its Streamable HTTP endpoint), within
+/// [`DEFAULT_DEADLINE`].
 pub async fn list_tools(connector: &PqConnector, url: &Uri) -> Result<Listed, ListError> {
+    list_tools_within(connector, url, DEFAULT_DEADLINE).await
+}
+
+/// As [`list_tools`], the whole listing within `deadline` (each request also within 30 s):
+/// a server that trickles pages cannot hold the caller longer.
+pub async fn list_tools_within(
+    connector: &PqConnector,
+    url: &Uri,
+    deadline: Duration,
+) -> Result<Listed, ListError> {
+    tokio::time::timeout(deadline, list(connector, url))
+        .await
+        .map_err(|_| ListError::Timeout {
+            method: "tools/list",
+            after: deadline,
+        })?
+}
+
+async fn list(connector: &PqConnector, url: &Uri) -> Result<Listed, ListError> {
     match list_under(connector, url, PROTOCOLS[0], None).await {
         Ok(tools) => Ok(Listed {
             protocol: PROTOCOLS[0],

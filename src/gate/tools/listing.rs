@@ -337,22 +337,32 @@ mod tests {
         }
     }
 
-    async fn run(
+    /// A judged body of these chunks (one frame each), and its judge.
+    fn listing(
         chunks: &[&'static [u8]],
         content_type: &str,
         answers: Answers,
-    ) -> (Vec<Bytes>, Arc<HideBad>) {
+    ) -> (Listing<Chunks>, Arc<HideBad>) {
         let judge = Arc::new(HideBad::default());
         let inner = Chunks(chunks.iter().map(|c| Bytes::from_static(c)).collect());
         let mut headers = HeaderMap::new();
         headers.insert(http::header::CONTENT_TYPE, content_type.parse().unwrap());
-        let mut body = Listing::new(
+        let body = Listing::new(
             inner,
             http::StatusCode::OK,
             &headers,
             answers,
             judge.clone(),
         );
+        (body, judge)
+    }
+
+    async fn run(
+        chunks: &[&'static [u8]],
+        content_type: &str,
+        answers: Answers,
+    ) -> (Vec<Bytes>, Arc<HideBad>) {
+        let (mut body, judge) = listing(chunks, content_type, answers);
         let mut out = Vec::new();
         while let Some(f) = body.frame().await {
             out.push(f.unwrap().into_data().unwrap());
@@ -404,17 +414,7 @@ data: {"id":1,"jsonrpc":"2.0","result":{"tools":[{"name":"ok"}]}}
     }
 
     async fn refused(chunks: &[&'static [u8]], content_type: &str) -> String {
-        let judge = Arc::new(HideBad::default());
-        let inner = Chunks(chunks.iter().map(|c| Bytes::from_static(c)).collect());
-        let mut headers = HeaderMap::new();
-        headers.insert(http::header::CONTENT_TYPE, content_type.parse().unwrap());
-        let mut body = Listing::new(
-            inner,
-            http::StatusCode::OK,
-            &headers,
-            Answers::default(),
-            judge,
-        );
+        let (mut body, _) = listing(chunks, content_type, Answers::default());
         loop {
             match body.frame().await {
                 Some(Ok(_)) => continue,

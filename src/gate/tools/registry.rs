@@ -185,6 +185,8 @@ struct State {
 
 /// Compiled schemas kept at most.
 const MAX_CACHED_SCHEMAS: usize = 256;
+/// Digests of listed tools remembered at most.
+const MAX_CACHED_DIGESTS: usize = 4096;
 
 /// The gate's knowledge of the upstream's tools.
 #[derive(Debug)]
@@ -193,6 +195,8 @@ pub struct Registry {
     state: RwLock<State>,
     /// Compiled schemas by the digest of the tool they belong to.
     schemas: Mutex<HashMap<Digest, Arc<Result<ArgumentSchema, SchemaError>>>>,
+    /// Digests by the tool's JSON text.
+    digests: Mutex<HashMap<String, Digest>>,
     /// Serialises pin-file writes (each writes the latest pins).
     writing: Mutex<()>,
 }
@@ -204,6 +208,7 @@ impl Registry {
             settings,
             state: RwLock::default(),
             schemas: Mutex::default(),
+            digests: Mutex::default(),
             writing: Mutex::new(()),
         };
         registry.reload()?;
@@ -283,7 +288,7 @@ impl Registry {
             .enumerate()
             .map(|(i, t)| {
                 let tool = ToolDefinition::from_listed(i, t).ok()?;
-                let digest = tool.digest().ok();
+                let digest = self.digest_of(&tool);
                 Some((tool, digest))
             })
             .collect();
@@ -426,6 +431,29 @@ impl Registry {
                 name: name.to_owned(),
                 invalid,
             })
+    }
+
+    /// A tool's digest, remembered by its JSON text: the same tool listed again costs a
+    /// serialisation and a lookup, not a canonicalisation and a SHA-256.
+    fn digest_of(&self, tool: &ToolDefinition) -> Option<Digest> {
+        // serde_json's map is ordered: the same fields give the same text.
+        let text = serde_json::to_string(&tool.fields).ok()?;
+        let known = self
+            .digests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&text)
+            .copied();
+        if let Some(d) = known {
+            return Some(d);
+        }
+        let digest = tool.digest().ok()?;
+        let mut digests = self.digests.lock().unwrap_or_else(PoisonError::into_inner);
+        if digests.len() >= MAX_CACHED_DIGESTS {
+            digests.clear();
+        }
+        digests.insert(text, digest);
+        Some(digest)
     }
 
     /// The `inputSchema` a call of `name` is held to: its pin's, else its last listed one.
