@@ -969,6 +969,7 @@ async fn audit_log_has_one_record_per_message_field_by_field() {
         "pq",
         "session_id",
         "protocol_version",
+        "client_name",
         "http_method",
         "path",
         "method",
@@ -1180,6 +1181,15 @@ fn inventory_pins(dir: &Path) -> PathBuf {
     path
 }
 
+/// `[tools]` over [`inventory_pins`], arguments validated.
+fn inventory_tools(dir: &Path) -> Option<ToolsSection> {
+    Some(ToolsSection {
+        pin_file: Some(inventory_pins(dir)),
+        validate_arguments: Some(true),
+        ..ToolsSection::default()
+    })
+}
+
 fn modern(method: &'static str) -> Vec<(&'static str, &'static str)> {
     vec![
         ("mcp-protocol-version", "2026-07-28"),
@@ -1194,11 +1204,7 @@ fn modern(method: &'static str) -> Vec<(&'static str, &'static str)> {
 #[tokio::test]
 async fn the_stateless_protocol_passes_a_tools_gate_unbuffered() {
     let g = Gated::start(|c, dir| {
-        c.tools = Some(ToolsSection {
-            pin_file: Some(inventory_pins(dir)),
-            validate_arguments: Some(true),
-            ..ToolsSection::default()
-        });
+        c.tools = inventory_tools(dir);
         c.audit = Some(AuditSection {
             path: Some(dir.join("audit.jsonl")),
             ..AuditSection::default()
@@ -1247,6 +1253,11 @@ async fn the_stateless_protocol_passes_a_tools_gate_unbuffered() {
         assert_eq!(r["session_id"], Value::Null, "{r}");
     }
     assert_eq!(lines[0]["method"], "subscriptions/listen");
+    assert_eq!(
+        lines[0]["client_name"], "test-client",
+        "from _meta: {}",
+        lines[0]
+    );
     assert_eq!(lines[3]["status"], 405);
 }
 
@@ -1256,11 +1267,7 @@ async fn the_stateless_protocol_passes_a_tools_gate_unbuffered() {
 #[tokio::test]
 async fn mirrored_parameters_and_arguments_are_checked_before_the_upstream() {
     let g = Gated::start(|c, dir| {
-        c.tools = Some(ToolsSection {
-            pin_file: Some(inventory_pins(dir)),
-            validate_arguments: Some(true),
-            ..ToolsSection::default()
-        });
+        c.tools = inventory_tools(dir);
     })
     .await;
     let client = g.client();
@@ -1326,11 +1333,7 @@ async fn pins_reload_when_the_pin_file_changes() {
     use mcp_pqtls::gate::tools::{PinFile, ToolDefinition};
     let g = Gated::start(|c, dir| {
         c.reload_interval = Some(Dur(Duration::from_millis(100)));
-        c.tools = Some(ToolsSection {
-            pin_file: Some(inventory_pins(dir)),
-            validate_arguments: Some(true),
-            ..ToolsSection::default()
-        });
+        c.tools = inventory_tools(dir);
     })
     .await;
     let client = g.client();

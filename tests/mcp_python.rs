@@ -598,6 +598,8 @@ fn a_bad_sku_never_reaches_the_upstream_and_both_sdk_clients_see_invalid_params(
         .unwrap();
     assert_eq!(stateless["protocol_version"], "2026-07-28");
     assert_eq!(stateless["session_id"], Value::Null);
+    // The SDK's default clientInfo, from the request's _meta.
+    assert_eq!(stateless["client_name"], "mcp", "{stateless}");
     let _ = &gate.server;
 }
 

@@ -123,6 +123,7 @@ impl Gate {
             pq: caller.group.as_ref().map(|_| caller.pq),
             session_id: caller.session_id.clone(),
             protocol_version: caller.protocol_version.clone(),
+            client_name: caller.client_name.clone(),
             http_method: caller.http_method.clone(),
             path: caller.path.clone(),
             decision: Decision::Allowed,

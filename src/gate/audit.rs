@@ -64,6 +64,8 @@ pub struct Record {
     /// The `MCP-Protocol-Version` the request carried (2026-07-28 has no sessions: this and
     /// the client address say who called).
     pub protocol_version: Option<String>,
+    /// The client's name from the `_meta` of a 2026-07-28 request (`clientInfo.name`).
+    pub client_name: Option<String>,
     /// The HTTP method.
     pub http_method: String,
     /// The request path.

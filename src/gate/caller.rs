@@ -22,6 +22,8 @@ pub(super) struct Caller {
     pub(super) session_id: Option<String>,
     /// `MCP-Protocol-Version`.
     pub(super) protocol_version: Option<String>,
+    /// The client's name from a 2026-07-28 request's `_meta` (audited only).
+    pub(super) client_name: Option<String>,
     pub(super) http_method: String,
     pub(super) path: String,
     pub(super) principal: Option<Principal>,
@@ -63,6 +65,7 @@ impl Caller {
                 .get("mcp-protocol-version")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
+            client_name: None,
             http_method: req.method().to_string(),
             path: req.uri().path().to_owned(),
             principal: None,

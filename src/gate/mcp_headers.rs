@@ -138,6 +138,38 @@ pub(super) fn param_mismatch(
     None
 }
 
+/// The first protocol revision without sessions: its requests carry `_meta` and mirrored
+/// headers, and its servers answer -32602 with 400.
+const STATELESS_REVISION: &str = "2026-07-28";
+
+/// Whether the request is of MCP 2026-07-28 or later (by its `MCP-Protocol-Version`).
+pub(super) fn stateless(headers: &HeaderMap) -> bool {
+    let version = headers
+        .get("mcp-protocol-version")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    // Revisions are dates: later ones sort after.
+    version.len() == STATELESS_REVISION.len() && version >= STATELESS_REVISION
+}
+
+/// The client's name a 2026-07-28 request carries in place of a session: `params._meta`'s
+/// `io.modelcontextprotocol/clientInfo.name` (of a batch's first message), at most 256
+/// characters.
+pub(super) fn client_name(bytes: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let m = match &v {
+        serde_json::Value::Array(items) => items.first()?,
+        m => m,
+    };
+    let name = m
+        .get("params")?
+        .get("_meta")?
+        .get("io.modelcontextprotocol/clientInfo")?
+        .get("name")?
+        .as_str()?;
+    Some(name.chars().take(256).collect())
+}
+
 /// A header's text; MCP 2026-07-28 carries values that are not plain ASCII as
 /// `=?base64?...?=`.
 fn header_text(v: &HeaderValue) -> Option<String> {

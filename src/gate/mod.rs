@@ -66,7 +66,7 @@ use self::body::Buffered;
 use self::budget::BodyBudget;
 use self::caller::Caller;
 use self::jsonrpc::Body;
-use self::mcp_headers::bodiless_or_post;
+use self::mcp_headers::{bodiless_or_post, client_name, stateless};
 use self::rate::{Limiter, RefusalGuard};
 use self::refusal::{json_response, Refusal};
 use self::rules::{Denied, DenyReason};
@@ -389,6 +389,10 @@ impl Gate {
             .is_some_and(|a| a.settings.include_bodies)
         {
             caller.texts = jsonrpc::message_texts(&bytes, parsed.batch);
+        }
+        // Who called, in place of a session: read only for the audit log.
+        if self.audit.is_some() && stateless(&parts.headers) {
+            caller.client_name = client_name(&bytes);
         }
         self.check_rules(&caller, &parsed)?;
         self.check_tools(&caller, &parsed, &bytes, &parts.headers)?;

@@ -17,7 +17,7 @@ use tracing::warn;
 use super::audit::{AuditLog, Decision, Record};
 use super::caller::Caller;
 use super::jsonrpc::{Body, Kind};
-use super::mcp_headers::param_mismatch;
+use super::mcp_headers::{param_mismatch, stateless};
 use super::metrics::GateMetrics;
 use super::reason::RefusalReason;
 use super::refusal::Refusal;
@@ -26,9 +26,6 @@ use super::{Gate, Refused, HEADER_MISMATCH, POLICY_REFUSED};
 
 /// JSON-RPC invalid params.
 const INVALID_PARAMS: i64 = -32602;
-
-/// The first protocol revision without sessions, whose servers answer -32602 with 400.
-const STATELESS_REVISION: &str = "2026-07-28";
 
 impl Gate {
     /// Refuses the body when a `tools/call` in it is to a tool the registry refuses.
@@ -217,17 +214,6 @@ fn detail(r: &CallRefused) -> Value {
             "path": invalid.path,
         }),
     }
-}
-
-/// Whether the request is of MCP 2026-07-28 or later (whose `MCP-Protocol-Version` it
-/// carries): stateless, with mirrored headers, and -32602 answered with 400.
-fn stateless(headers: &HeaderMap) -> bool {
-    let version = headers
-        .get("mcp-protocol-version")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    // Revisions are dates: later ones sort after.
-    version.len() == STATELESS_REVISION.len() && version >= STATELESS_REVISION
 }
 
 /// The `params` of each message of a body [`super::jsonrpc::parse`] accepted; `Err` when

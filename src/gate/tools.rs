@@ -26,8 +26,8 @@ pub use self::registry::{
     CallRefused, Observation, OnChange, PinsError, Registry, ToolsSettings, UnknownTools,
 };
 pub use self::schema::{
-    ArgumentSchema, InvalidArguments, SchemaError, MAX_SCHEMA_BYTES, MAX_SCHEMA_DEPTH,
-    MAX_SUBSCHEMAS,
+    ArgumentSchema, InvalidArguments, SchemaError, MAX_PATTERNS, MAX_PATTERN_BYTES,
+    MAX_SCHEMA_BYTES, MAX_SCHEMA_DEPTH, MAX_SUBSCHEMAS,
 };
 
 /// The fields of a tool that its digest covers, in the order a diff lists them.
