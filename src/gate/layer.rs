@@ -259,8 +259,8 @@ pin_project_lite::pin_project! {
     #[project = KindProj]
     enum Kind<B> {
         Inner { #[pin] body: B },
-        // Read by the gate on its way (tools/list answers, legacy streams); boxed: rare,
-        // and these bodies nest. In a `Mutex` (only ever `get_mut`, never contended) so that
+        // Read by the gate on its way (every answer with `[tools]`, legacy streams); boxed,
+        // as these bodies nest. In a `Mutex` (only ever `get_mut`, never contended) so that
         // the body is `Sync` whenever the inner one is not required to be (axum's is not).
         Wrapped { body: Mutex<UnsyncBoxBody<Bytes, BoxError>> },
         Refused { body: Full<Bytes> },

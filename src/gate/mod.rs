@@ -1,8 +1,10 @@
 //! The MCP-aware gate of the server sidecar: bearer tokens ([`auth`]), per-method rules
-//! ([`rules`]), rate limits ([`rate`]) and an audit log ([`audit`]), each off unless
-//! configured. It reads request bodies only (JSON-RPC, bounded by `max-body-bytes`); a
-//! refused request never reaches the upstream, and responses, SSE streams included, pass by
-//! untouched.
+//! ([`rules`]), rate limits ([`rate`]), an audit log ([`audit`]) and tool pinning with
+//! argument validation ([`tools`]), each off unless configured. It reads request bodies
+//! (JSON-RPC, bounded by `max-body-bytes`); a refused request never reaches the upstream.
+//! Responses pass by untouched, except with `[tools]`, whose judge reads each answer (SSE
+//! event by event) for `tools/list` results, and on legacy HTTP+SSE streams, where refusals
+//! of their POSTs are delivered between events.
 //!
 //! Order of the checks: an address (IPv6: its prefix) over `refusals-per-ip-per-minute` is
 //! refused unread (429); a connection with `max-inflight-per-connection` requests in the
