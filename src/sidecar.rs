@@ -467,7 +467,7 @@ struct Reload {
 
 impl Reload {
     /// Reloads everything on SIGHUP and, every `interval`, what changed on disk (by
-    /// modification time). Whatever does not load or validate is refused and logged, and
+    /// modification time, inode and size). Whatever does not load or validate is refused and logged, and
     /// the old stays in use.
     async fn run(self, mut hangups: Hangups, interval: Option<Duration>) {
         let pins = self.gate.as_ref().and_then(|g| g.pin_file());
@@ -573,6 +573,14 @@ impl Reload {
     }
 }
 
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+/// What tells a file changed: its modification time, and (Unix) its inode and size. A file
+/// replaced by rename, as deploy tools and Kubernetes's symlink swap do, is a new inode even
+/// when the clock's coarse granularity gives it the old one's modification time.
+fn modified(path: &Path) -> Option<(SystemTime, u64, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    let ino = std::os::unix::fs::MetadataExt::ino(&m);
+    #[cfg(not(unix))]
+    let ino = 0;
+    Some((m.modified().ok()?, ino, m.len()))
 }
