@@ -188,8 +188,9 @@ impl Gate {
     /// Who a legacy stream or POST belongs to: the mTLS identity, else the bearer token (its
     /// SHA-256: a stream and the POSTs of its client carry the same one), else the address.
     fn legacy_owner<B>(&self, req: &Request<B>, peer: SocketAddr) -> String {
-        let caller = Caller::new(req, peer, self.budgets.ipv6_prefix);
-        if let Some(id) = &caller.identity {
+        let identity = crate::tls::ConnectionInfo::of(req.extensions())
+            .and_then(|i| i.client_identity.as_deref());
+        if let Some(id) = identity {
             return format!("id:{id}");
         }
         let token = req
@@ -198,8 +199,11 @@ impl Gate {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         match token {
-            Some(t) => format!("token:{}", digest_hex(t.as_bytes())),
-            None => format!("addr:{}", caller.addr_key),
+            Some(t) => format!("token:{}", tools::Digest::of(t.as_bytes())),
+            None => format!(
+                "addr:{}",
+                rate::address_key(peer.ip(), self.budgets.ipv6_prefix)
+            ),
         }
     }
 
@@ -550,12 +554,6 @@ impl Gate {
             .insert("retry-after", HeaderValue::from(limited.retry_after_secs()));
         Err(response)
     }
-}
-
-/// SHA-256 of `bytes`, hex: a token stands for its holder without being kept.
-fn digest_hex(bytes: &[u8]) -> String {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
-    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// One request counted against its connection's `max-inflight-per-connection`.

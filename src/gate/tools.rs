@@ -143,10 +143,17 @@ impl ToolDefinition {
             name: self.name.clone(),
             source,
         })?;
-        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &canonical);
+        Ok(Digest::of(&canonical))
+    }
+}
+
+impl Digest {
+    /// SHA-256 of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
         let mut out = [0u8; 32];
         out.copy_from_slice(d.as_ref());
-        Ok(Digest(out))
+        Digest(out)
     }
 }
 
