@@ -24,7 +24,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::gate::{GateMetrics, GateSnapshot};
+use crate::gate::{Gate, GateMetrics, GateSnapshot};
 use crate::groups::Group;
 use crate::metrics::{HistogramSnapshot, Metrics, MetricsSnapshot};
 use crate::proxy::{ProxyMetrics, ProxySnapshot};
@@ -41,6 +41,9 @@ pub struct AdminState {
     pub proxy: Arc<ProxyMetrics>,
     /// Gate counters, when the gate is on.
     pub gate: Option<Arc<GateMetrics>>,
+    /// The gate whose held calls `/approvals` lists and decides (a rule has
+    /// `require-approval`).
+    pub approvals: Option<Arc<Gate>>,
     /// Serving and not draining: `/readyz` says 200.
     pub ready: AtomicBool,
     /// Certificate reloads that took effect.
@@ -54,7 +57,18 @@ pub struct AdminState {
 }
 
 impl AdminState {
-    /// Answers one admin request.
+    /// Answers one admin request: `/approvals` by the gate, the rest here.
+    pub async fn serve(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = req.uri().path();
+        if path == "/approvals" || path.starts_with("/approvals/") {
+            if let Some(gate) = &self.approvals {
+                return gate.serve_approvals(req).await;
+            }
+        }
+        self.respond(&req)
+    }
+
+    /// Answers one admin request but `/approvals`.
     pub fn respond(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         let (status, ctype, body) = match req.uri().path() {
             "/metrics" => match self.render() {
@@ -331,6 +345,25 @@ fn encode_gate(out: &mut DescriptorEncoder, g: &GateSnapshot) -> fmt::Result {
         "kind",
         g.tool_changes.iter().copied(),
     )?;
+    gauge(
+        out,
+        "gate_approvals_pending",
+        "Calls held for approval now.",
+        g.approvals_pending,
+    )?;
+    counters(
+        out,
+        "gate_approval_decisions",
+        "Calls held for approval that closed, by outcome (approved, denied, expired, cancelled).",
+        "outcome",
+        g.approval_outcomes.iter().map(|(o, n)| (o.label(), *n)),
+    )?;
+    histogram(
+        out,
+        "gate_approval_wait",
+        "How long calls held for approval waited, however they closed.",
+        &g.approval_wait,
+    )?;
     for (name, help, v) in [
         (
             "gate_tokens_verified",
@@ -351,6 +384,11 @@ fn encode_gate(out: &mut DescriptorEncoder, g: &GateSnapshot) -> fmt::Result {
             "gate_audit_write_failures",
             "Audit log writes that failed; their records are kept and written again every second.",
             g.audit_write_failures,
+        ),
+        (
+            "gate_approval_decisions_refused",
+            "Approval decisions refused: not an approver, an unknown or closed id, other arguments.",
+            g.approval_decisions_refused,
         ),
     ] {
         counter(out, name, help, v)?;

@@ -231,19 +231,37 @@ pub const LATENCY_BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 
-/// A fixed-bucket latency histogram (Prometheus semantics: cumulative on export).
-#[derive(Debug, Default)]
+/// A fixed-bucket histogram (Prometheus semantics: cumulative on export); by default over
+/// [`LATENCY_BUCKETS`].
+#[derive(Debug)]
 pub struct Histogram {
-    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    bounds: &'static [f64],
+    buckets: Box<[AtomicU64]>,
     count: AtomicU64,
     sum_micros: AtomicU64,
 }
 
+impl Default for Histogram {
+    fn default() -> Self {
+        Self::with_bounds(&LATENCY_BUCKETS)
+    }
+}
+
 impl Histogram {
+    /// A histogram over these upper bounds (seconds, ascending).
+    pub fn with_bounds(bounds: &'static [f64]) -> Self {
+        Self {
+            bounds,
+            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
     /// Records one observation.
     pub fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
-        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
+        if let Some(i) = self.bounds.iter().position(|b| secs <= *b) {
             self.buckets[i].fetch_add(1, Relaxed);
         }
         self.count.fetch_add(1, Relaxed);
@@ -255,9 +273,10 @@ impl Histogram {
     pub fn snapshot(&self) -> HistogramSnapshot {
         let mut cumulative = 0;
         HistogramSnapshot {
-            buckets: LATENCY_BUCKETS
+            buckets: self
+                .bounds
                 .iter()
-                .zip(&self.buckets)
+                .zip(self.buckets.iter())
                 .map(|(b, c)| {
                     cumulative += c.load(Relaxed);
                     (*b, cumulative)

@@ -73,6 +73,8 @@ pub struct ServerSidecar {
     /// The config file groups and policy are reloaded from (see [`Sidecar::reloading`]);
     /// `None`: flags only, nothing to reload but the certificate.
     pub source: Option<ConfigSource>,
+    /// Serve the admin listener over TLS with `acceptor` (`admin-tls`).
+    pub admin_tls: bool,
     /// The shared sidecar parts.
     pub common: Common,
 }
@@ -188,9 +190,12 @@ impl Sidecar {
                     tls: acceptor.metrics().clone(),
                     proxy: proxy.metrics().clone(),
                     gate: gate.as_ref().map(|g| g.metrics().clone()),
+                    approvals: gate.clone().filter(|g| g.takes_approvals()),
                     ..AdminState::default()
                 });
-                let admin = start_admin(s.common.admin, &state).await?;
+                let admin_tls = s.admin_tls.then(|| acceptor.clone());
+                let admin_scheme = if s.admin_tls { "https" } else { "http" };
+                let admin = start_admin(s.common.admin, &state, admin_tls).await?;
                 let cert = acceptor.certificate();
                 let (policy, groups) = (acceptor.policy(), acceptor.groups());
                 let summary = format!(
@@ -202,7 +207,7 @@ impl Sidecar {
                     cert.subject,
                     cert.key_algorithm,
                     cert.not_after,
-                    admin.map(|a| format!("; admin http://{a}")).unwrap_or_default(),
+                    admin.map(|a| format!("; admin {admin_scheme}://{a}")).unwrap_or_default(),
                     gate_summary.unwrap_or_default(),
                 );
                 let info = Started {
@@ -276,7 +281,7 @@ impl Sidecar {
                     proxy: proxy.metrics().clone(),
                     ..AdminState::default()
                 });
-                let admin = start_admin(s.common.admin, &state).await?;
+                let admin = start_admin(s.common.admin, &state, None).await?;
                 if s.insecure {
                     warn_insecure(&s.upstream);
                 }
@@ -422,6 +427,7 @@ async fn bind(addr: SocketAddr, field: &'static str) -> Result<TcpListener, Side
 async fn start_admin(
     addr: Option<SocketAddr>,
     state: &Arc<AdminState>,
+    tls: Option<PqAcceptor>,
 ) -> Result<Option<SocketAddr>, SidecarError> {
     let Some(addr) = addr else { return Ok(None) };
     let listener = bind(addr, "admin").await?;
@@ -429,7 +435,7 @@ async fn start_admin(
     let state = state.clone();
     let service = hyper::service::service_fn(move |req| {
         let state = state.clone();
-        async move { Ok::<_, std::convert::Infallible>(state.respond(&req)) }
+        async move { Ok::<_, std::convert::Infallible>(state.serve(req).await) }
     });
     // The admin listener lives as long as the process: it answers /readyz (503) while
     // the main listener drains.
@@ -445,8 +451,11 @@ async fn start_admin(
         ..crate::ServeOptions::default()
     };
     tokio::spawn(async move {
-        crate::Server::builder(listener)
-            .options(options)
+        let mut server = crate::Server::builder(listener).options(options);
+        if let Some(acceptor) = tls {
+            server = server.tls(acceptor);
+        }
+        server
             .serve_hyper(service, std::future::pending::<()>())
             .await
     });

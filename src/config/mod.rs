@@ -16,8 +16,8 @@ use serde::Deserialize;
 
 use crate::certs::CertError;
 use crate::gate::config::{
-    AuditSection, AuthSection, GateConfigError, OneOrMany, RateLimitSection, RuleSection,
-    ToolsSection,
+    ApprovalsSection, AuditSection, AuthSection, GateConfigError, OneOrMany, RateLimitSection,
+    RuleSection, ToolsSection,
 };
 use crate::groups::GroupList;
 use crate::policy::{FallbackRule, PolicyMode};
@@ -71,8 +71,11 @@ pub struct SidecarConfig {
     pub listen: Option<SocketAddr>,
     /// Server mode: `http://HOST:PORT` or `unix:/PATH`; client mode: `https://HOST:PORT`.
     pub upstream: Option<String>,
-    /// Admin listener (`/metrics`, `/healthz`, `/readyz`); off when unset.
+    /// Admin listener (`/metrics`, `/healthz`, `/readyz`, `/approvals`); off when unset.
     pub admin: Option<SocketAddr>,
+    /// Server: serve the admin listener over TLS with the sidecar's certificate, groups and
+    /// `client-ca` (approvers by `id:PATTERN`).
+    pub admin_tls: Option<bool>,
     /// Server: PEM certificate chain.
     pub cert: Option<PathBuf>,
     /// Server: PEM private key.
@@ -159,6 +162,8 @@ pub struct SidecarConfig {
     pub audit: Option<AuditSection>,
     /// Server: `[tools]`, tool pinning and argument validation.
     pub tools: Option<ToolsSection>,
+    /// Server: `[approvals]`, how many calls may wait for approval.
+    pub approvals: Option<ApprovalsSection>,
 }
 
 /// Calls `$apply!` with every field of [`SidecarConfig`], so that per-field code cannot
@@ -170,6 +175,7 @@ macro_rules! sidecar_fields {
             listen,
             upstream,
             admin,
+            admin_tls,
             cert,
             key,
             client_ca,
@@ -212,7 +218,8 @@ macro_rules! sidecar_fields {
             rules,
             rate_limit,
             audit,
-            tools
+            tools,
+            approvals
         )
     };
 }

@@ -11,8 +11,10 @@ use http::header::{
 use http::StatusCode;
 use tracing::warn;
 
+use super::approval::Decided;
 use super::audit::{ms, AuditLog, Decision, Record, Reservation};
 use super::caller::Caller;
+use super::held::Holding;
 use super::jsonrpc::{self, Body, Message};
 use super::reason::RefusalReason;
 use super::tools::{Answers, Judge, Listing};
@@ -78,6 +80,7 @@ impl Gate {
             strip_authorization,
             ticket,
             listing,
+            approval: None,
             _inflight: inflight,
         })
     }
@@ -176,6 +179,8 @@ pub struct Admitted {
     ticket: Option<Ticket>,
     /// `[tools]`: which answers are `tools/list` results, and their judge.
     listing: Option<(Answers, Arc<dyn Judge>)>,
+    /// `require-approval`: the call on the desk, then what became of it.
+    approval: Option<(Holding, Option<Decided>)>,
     _inflight: Option<Inflight>,
 }
 
@@ -214,6 +219,41 @@ impl Admitted {
         Ok(Listing::new(body, status, headers, answers, judge))
     }
 
+    pub(super) fn hold(&mut self, holding: Holding) {
+        self.approval = Some((holding, None));
+    }
+
+    /// The call held for approval, if it is.
+    pub(super) fn holding(&self) -> Option<&Holding> {
+        self.approval.as_ref().map(|(h, _)| h)
+    }
+
+    /// Whether the call is held for approval: [`Admitted::approval`] decides whether it is sent.
+    pub fn is_held(&self) -> bool {
+        self.approval.is_some()
+    }
+
+    /// Waits for the approvers' decision on a held call (none if it is not held).
+    pub async fn approval(&mut self) -> Option<Decided> {
+        let (holding, decided) = self.approval.as_mut()?;
+        let d = holding.hold.wait().await;
+        *decided = Some(d.clone());
+        Some(d)
+    }
+
+    /// Writes the audit records of a held call that was not approved: refused, by `rule`,
+    /// with `status`.
+    pub fn refuse(mut self, status: StatusCode, rule: &str, reason: &str) {
+        if let Some(t) = &mut self.ticket {
+            for r in &mut t.records {
+                r.decision = Decision::Refused;
+                r.rule = Some(rule.to_owned());
+                r.reason = Some(reason.to_owned());
+            }
+        }
+        self.write_records(status.as_u16());
+    }
+
     /// Writes the audit records with the status the client got (at the response head:
     /// a stream's body is never waited for).
     pub fn finish(mut self, status: StatusCode) {
@@ -221,6 +261,11 @@ impl Admitted {
     }
 
     fn write_records(&mut self, status: u16) {
+        // Written while still held: the client left, which cancels it.
+        let approval = self.approval.as_mut().map(|(h, decided)| match decided {
+            Some(d) => d.clone(),
+            None => h.hold.cancel(),
+        });
         let Some(mut t) = self.ticket.take() else {
             return;
         };
@@ -229,6 +274,7 @@ impl Admitted {
             let r = Record {
                 status,
                 duration_ms,
+                approval: approval.clone(),
                 ..r
             };
             match &mut t.reservation {

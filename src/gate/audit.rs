@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::approval::Decided;
 use super::metrics::GateMetrics;
 use crate::throttle::LogThrottle;
 
@@ -87,6 +88,9 @@ pub struct Record {
     pub status: u16,
     /// Time from the request to the response head, in milliseconds.
     pub duration_ms: f64,
+    /// What became of a call held for approval (`require-approval`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Decided>,
     /// The JSON-RPC message as compact JSON text, with `include-bodies` only; written as
     /// the record's last key, `body`, as JSON (not as a string).
     #[serde(skip)]

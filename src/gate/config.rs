@@ -10,6 +10,7 @@ use std::sync::Arc;
 use http::Uri;
 use serde::Deserialize;
 
+use super::approval::{self, ApprovalLimits, ApprovalRule, Approver};
 use super::audit::AuditSettings;
 use super::auth::{AuthSettings, JwksSource, KeySet, DEFAULT_JWKS_REFRESH, DEFAULT_LEEWAY};
 use super::rate::{KeyKind, Limit};
@@ -71,6 +72,24 @@ pub struct RuleSection {
     pub allow_subjects: Option<Vec<String>>,
     /// Scopes the token must carry.
     pub scopes: Option<Vec<String>>,
+    /// Hold each matching call until an approver approves it. Default is false.
+    pub require_approval: Option<bool>,
+    /// Who may approve: `scope:NAME` (a token scope), `id:PATTERN` (a client identity).
+    pub approvers: Option<Vec<String>>,
+    /// How long a held call waits before it is denied. Default is 5m.
+    pub approval_timeout: Option<Dur>,
+}
+
+/// `[approvals]` as written: how many calls may wait for approval.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ApprovalsSection {
+    /// Calls held at once, all callers. Default is 64.
+    pub max_pending: Option<usize>,
+    /// Calls held at once for one caller. Default is 4.
+    pub max_pending_per_caller: Option<usize>,
+    /// How often a held SSE response gets a keep-alive comment. Default is 15s.
+    pub keepalive: Option<Dur>,
 }
 
 /// One `[[rate-limit]]` entry as written.
@@ -167,6 +186,8 @@ pub struct Sections<'a> {
     pub audit: Option<&'a AuditSection>,
     /// `[tools]`.
     pub tools: Option<&'a ToolsSection>,
+    /// `[approvals]`.
+    pub approvals: Option<&'a ApprovalsSection>,
 }
 
 /// The gate, validated: what [`super::Gate::new`] runs.
@@ -183,6 +204,8 @@ pub struct GateConfig {
     pub audit: Option<AuditSettings>,
     /// Tool pinning and argument validation.
     pub tools: Option<ToolsSettings>,
+    /// How many calls may wait for approval (`require-approval` rules).
+    pub approvals: ApprovalLimits,
     /// Largest request body the gate reads (the sidecar's `max-body-bytes`).
     pub max_body_bytes: u64,
     /// What the gate may hold and how long it waits, whatever the sections say.
@@ -239,6 +262,7 @@ impl GateConfig {
             && s.rate_limit.is_none()
             && s.audit.is_none()
             && s.tools.is_none()
+            && s.approvals.is_none()
         {
             return Ok(None);
         }
@@ -262,12 +286,14 @@ impl GateConfig {
         let auth = s.auth.map(|a| auth(a, &rules)).transpose()?;
         let audit = s.audit.map(audit).transpose()?;
         let tools = s.tools.map(tools).transpose()?;
+        let approvals = approvals(s.approvals)?;
         Ok(Some(Self {
             auth,
             rules,
             limits,
             audit,
             tools,
+            approvals,
             max_body_bytes,
             budgets: GateBudgets::default(),
         }))
@@ -281,6 +307,10 @@ impl GateConfig {
         }
         if !self.rules.is_empty() {
             parts.push(format!("{} rules", self.rules.len()));
+        }
+        let held = self.rules.iter().filter(|r| r.approval.is_some()).count();
+        if held > 0 {
+            parts.push(format!("{held} rules requiring approval"));
         }
         if !self.limits.is_empty() {
             parts.push(format!("{} rate limits", self.limits.len()));
@@ -410,6 +440,7 @@ fn rule(i: usize, r: &RuleSection, has_auth: bool, mtls: bool) -> Result<Rule, G
     if !mtls && !allow_identities.is_empty() {
         return Err(field(at("allow-identities"), "client identities come from client certificates: set client-ca, or remove allow-identities"));
     }
+    let approval = approval(i, r, has_auth, mtls, r.deny.unwrap_or(false), &method)?;
     Ok(Rule {
         name: name(at("name"), &r.name, format!("rules[{i}]"))?,
         method,
@@ -419,6 +450,94 @@ fn rule(i: usize, r: &RuleSection, has_auth: bool, mtls: bool) -> Result<Rule, G
         allow_identities,
         allow_subjects,
         scopes,
+        approval,
+    })
+}
+
+fn approval(
+    i: usize,
+    r: &RuleSection,
+    has_auth: bool,
+    mtls: bool,
+    deny: bool,
+    method: &Glob,
+) -> Result<Option<ApprovalRule>, GateConfigError> {
+    let at = |k: &str| format!("rules[{i}].{k}");
+    if !r.require_approval.unwrap_or(false) {
+        for (key, set) in [
+            ("approvers", r.approvers.is_some()),
+            ("approval-timeout", r.approval_timeout.is_some()),
+        ] {
+            if set {
+                return Err(field(at(key), "only a rule with require-approval = true has approvers; set it, or remove this key"));
+            }
+        }
+        return Ok(None);
+    }
+    if deny {
+        return Err(field(
+            at("require-approval"),
+            "a deny rule refuses every call; remove deny or require-approval",
+        ));
+    }
+    if !method.matches("tools/call") || method.to_string() != "tools/call" {
+        return Err(field(at("require-approval"), "approval holds tools/call only (a person decides a tool call, with its arguments); set tool, or method = \"tools/call\""));
+    }
+    let written = r.approvers.as_deref().unwrap_or_default();
+    if written.is_empty() {
+        return Err(field(at("approvers"), "say who may approve: [\"scope:NAME\"] (a bearer token from the gate's JWKS with that scope) or [\"id:PATTERN\"] (an mTLS client identity)"));
+    }
+    let approvers = written
+        .iter()
+        .map(|a| Approver::parse(a).map_err(|e| field(at("approvers"), e.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+    for a in &approvers {
+        match a {
+            Approver::Scope(_) if !has_auth => return Err(field(at("approvers"), format!("`{a}`: approvers' scopes come from bearer tokens verified with the gate's JWKS: add an [auth] section, or use id:PATTERN"))),
+            Approver::Identity(_) if !mtls => return Err(field(at("approvers"), format!("`{a}`: approvers' identities come from client certificates: set client-ca (and admin-tls), or use scope:NAME"))),
+            _ => {}
+        }
+    }
+    let timeout = r
+        .approval_timeout
+        .map_or(approval::DEFAULT_TIMEOUT, |d| d.0);
+    if timeout.is_zero() || timeout > std::time::Duration::from_secs(24 * 3600) {
+        return Err(field(
+            at("approval-timeout"),
+            "must be more than 0s and at most 24h: a held call holds a connection",
+        ));
+    }
+    Ok(Some(ApprovalRule { approvers, timeout }))
+}
+
+fn approvals(a: Option<&ApprovalsSection>) -> Result<ApprovalLimits, GateConfigError> {
+    let d = ApprovalLimits::default();
+    let Some(a) = a else { return Ok(d) };
+    let positive = |v: Option<usize>, default: usize, key: &str| {
+        match v {
+        Some(0) => Err(field(
+            format!("approvals.{key}"),
+            "must be at least 1 (no calls at all can be held otherwise); remove require-approval from the rules instead",
+        )),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    }
+    };
+    let keepalive = a.keepalive.map_or(d.keepalive, |k| k.0);
+    if keepalive < std::time::Duration::from_secs(1) {
+        return Err(field(
+            "approvals.keepalive",
+            "must be at least 1s (a comment a second keeps any proxy's idle timer from firing)",
+        ));
+    }
+    Ok(ApprovalLimits {
+        max_pending: positive(a.max_pending, d.max_pending, "max-pending")?,
+        max_pending_per_caller: positive(
+            a.max_pending_per_caller,
+            d.max_pending_per_caller,
+            "max-pending-per-caller",
+        )?,
+        keepalive,
     })
 }
 

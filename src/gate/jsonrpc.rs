@@ -15,6 +15,10 @@ use serde_json::Value;
 pub const PARSE_ERROR: i64 = -32700;
 /// JSON-RPC 2.0 invalid request: JSON, but not a JSON-RPC message (or batch of them).
 pub const INVALID_REQUEST: i64 = -32600;
+/// JSON-RPC 2.0: invalid method parameters.
+pub const INVALID_PARAMS: i64 = -32602;
+/// JSON-RPC 2.0: internal error.
+pub const INTERNAL_ERROR: i64 = -32603;
 
 /// What one JSON-RPC message is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -139,7 +139,7 @@ impl<S> GateService<S> {
             } else {
                 String::new()
             };
-            let (mut req, mut admitted) = match gate.admit(req, peer).await {
+            let (mut req, admitted) = match gate.admit(req, peer).await {
                 Ok(admitted) => admitted,
                 Err(refused) => {
                     let refused = match &legacy {
@@ -150,36 +150,59 @@ impl<S> GateService<S> {
                 }
             };
             admitted.apply(req.headers_mut());
-            let result = async {
-                std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
-                boxed(inner.call(req)).await
+            if admitted.is_held() {
+                return super::held::respond(gate, inner, req, admitted, legacy_stream, owner)
+                    .await;
             }
-            .await;
-            let response = match result {
-                Ok(r) => r,
-                Err(e) => {
-                    // An inner error leaves the client without a response (hyper closes
-                    // the stream); the call may have run, so it is audited, as a 500.
-                    admitted.finish(StatusCode::INTERNAL_SERVER_ERROR);
-                    return Err(e);
-                }
-            };
-            let (mut parts, body) = response.into_parts();
-            let mut body = match admitted.listing(parts.status, &mut parts.headers, body) {
-                Ok(listing) => GateResponseBody::wrapped(listing.boxed_unsync()),
-                Err(body) => GateResponseBody::inner(body),
-            };
-            if legacy_stream && parts.status == StatusCode::OK && is_sse(&parts.headers) {
-                let stream = LegacyStream::new(body, gate.legacy_streams(), owner.clone());
-                body = GateResponseBody::wrapped(stream.boxed_unsync());
-            }
-            admitted.finish(parts.status);
-            Ok(Response::from_parts(parts, body))
+            forward(&gate, inner, req, admitted, legacy_stream, owner).await
         })
     }
 }
 
-fn is_sse(headers: &HeaderMap) -> bool {
+/// Sends an admitted request to `inner`; its answer goes back judged (`[tools]`), legacy
+/// streams carry the gate's refusals, and the audit records are written at the head.
+pub(super) async fn forward<S, ResB>(
+    gate: &Gate,
+    mut inner: S,
+    req: Request<GateBody>,
+    mut admitted: super::Admitted,
+    legacy_stream: bool,
+    owner: String,
+) -> Result<Response<GateResponseBody<ResB>>, S::Error>
+where
+    S: tower_service::Service<Request<GateBody>, Response = Response<ResB>> + Send + 'static,
+    S::Future: Send + 'static,
+    ResB: Body<Data = Bytes> + Send + 'static,
+    ResB::Error: Into<BoxError>,
+{
+    let result = async {
+        std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
+        boxed(inner.call(req)).await
+    }
+    .await;
+    let response = match result {
+        Ok(r) => r,
+        Err(e) => {
+            // An inner error leaves the client without a response (hyper closes the
+            // stream); the call may have run, so it is audited, as a 500.
+            admitted.finish(StatusCode::INTERNAL_SERVER_ERROR);
+            return Err(e);
+        }
+    };
+    let (mut parts, body) = response.into_parts();
+    let mut body = match admitted.listing(parts.status, &mut parts.headers, body) {
+        Ok(listing) => GateResponseBody::wrapped(listing.boxed_unsync()),
+        Err(body) => GateResponseBody::inner(body),
+    };
+    if legacy_stream && parts.status == StatusCode::OK && is_sse(&parts.headers) {
+        let stream = LegacyStream::new(body, gate.legacy_streams(), owner);
+        body = GateResponseBody::wrapped(stream.boxed_unsync());
+    }
+    admitted.finish(parts.status);
+    Ok(Response::from_parts(parts, body))
+}
+
+pub(super) fn is_sse(headers: &HeaderMap) -> bool {
     headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -268,13 +291,13 @@ pin_project_lite::pin_project! {
 }
 
 impl<B> GateResponseBody<B> {
-    fn inner(body: B) -> Self {
+    pub(super) fn inner(body: B) -> Self {
         Self {
             kind: Kind::Inner { body },
         }
     }
 
-    fn wrapped(body: UnsyncBoxBody<Bytes, BoxError>) -> Self {
+    pub(super) fn wrapped(body: UnsyncBoxBody<Bytes, BoxError>) -> Self {
         Self {
             kind: Kind::Wrapped {
                 body: Mutex::new(body),
@@ -282,7 +305,7 @@ impl<B> GateResponseBody<B> {
         }
     }
 
-    fn refused(body: Full<Bytes>) -> Self {
+    pub(super) fn refused(body: Full<Bytes>) -> Self {
         Self {
             kind: Kind::Refused { body },
         }

@@ -3,7 +3,14 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use super::approval::Outcome;
 use super::reason::{RefusalReason, TokenFailure};
+use crate::metrics::{Histogram, HistogramSnapshot};
+
+/// Upper bounds (seconds) of `gate_approval_wait_seconds`: a person takes seconds to minutes.
+pub const APPROVAL_WAIT_BUCKETS: [f64; 10] = [
+    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
 
 /// Counters of one gate.
 #[derive(Debug)]
@@ -21,6 +28,10 @@ pub struct GateMetrics {
     pub(super) audit_dropped: AtomicU64,
     pub(super) audit_write_failures: AtomicU64,
     tool_changes: [AtomicU64; TOOL_CHANGE_KINDS.len()],
+    approvals_pending: AtomicU64,
+    approval_outcomes: [AtomicU64; Outcome::COUNT],
+    approval_decisions_refused: AtomicU64,
+    approval_wait: Histogram,
 }
 
 /// The `kind` labels of `gate_tool_changes_total`.
@@ -43,7 +54,25 @@ impl GateMetrics {
             audit_dropped: AtomicU64::new(0),
             audit_write_failures: AtomicU64::new(0),
             tool_changes: Default::default(),
+            approvals_pending: AtomicU64::new(0),
+            approval_outcomes: Default::default(),
+            approval_decisions_refused: AtomicU64::new(0),
+            approval_wait: Histogram::with_bounds(&APPROVAL_WAIT_BUCKETS),
         }
+    }
+
+    pub(super) fn set_approvals_pending(&self, n: usize) {
+        self.approvals_pending
+            .store(n.try_into().unwrap_or(u64::MAX), Relaxed);
+    }
+
+    pub(super) fn approval_closed(&self, outcome: Outcome, waited: std::time::Duration) {
+        self.approval_outcomes[outcome as usize].fetch_add(1, Relaxed);
+        self.approval_wait.observe(waited);
+    }
+
+    pub(super) fn approval_decision_refused(&self) {
+        self.approval_decisions_refused.fetch_add(1, Relaxed);
     }
 
     pub(super) fn tool_change(&self, kind: &str) {
@@ -100,6 +129,10 @@ impl GateMetrics {
             audit_dropped: self.audit_dropped.load(Relaxed),
             audit_write_failures: self.audit_write_failures.load(Relaxed),
             tool_changes: pairs(&TOOL_CHANGE_KINDS, &self.tool_changes),
+            approvals_pending: self.approvals_pending.load(Relaxed),
+            approval_outcomes: pairs(&Outcome::ALL, &self.approval_outcomes),
+            approval_decisions_refused: self.approval_decisions_refused.load(Relaxed),
+            approval_wait: self.approval_wait.snapshot(),
         }
     }
 }
@@ -132,4 +165,12 @@ pub struct GateSnapshot {
     /// Listed tools that differ from their pins, each distinct change once, by kind (every
     /// one of [`TOOL_CHANGE_KINDS`]).
     pub tool_changes: Vec<(&'static str, u64)>,
+    /// Calls held for approval now.
+    pub approvals_pending: u64,
+    /// Held calls closed, by outcome (every one of [`Outcome::ALL`]).
+    pub approval_outcomes: Vec<(Outcome, u64)>,
+    /// Decisions refused: not an approver, closed, expired, unknown id or other arguments.
+    pub approval_decisions_refused: u64,
+    /// How long held calls waited, however they closed.
+    pub approval_wait: HistogramSnapshot,
 }

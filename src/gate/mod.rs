@@ -19,12 +19,15 @@
 //! in them are quoted and escaped.
 
 mod admitted;
+pub mod approval;
+mod approvals_api;
 pub mod audit;
 pub mod auth;
 mod body;
 mod budget;
 mod caller;
 pub mod config;
+mod held;
 pub mod jsonrpc;
 mod layer;
 mod legacy;
@@ -120,6 +123,8 @@ pub struct Gate {
     tools: Option<Arc<tools::Registry>>,
     /// Legacy HTTP+SSE streams, where refusals of their POSTs are delivered.
     legacy: Arc<legacy::Streams>,
+    /// Calls held for approval, when a rule says `require-approval`.
+    desk: Option<Arc<approval::Desk>>,
 }
 
 /// Why a gate cannot start.
@@ -156,7 +161,13 @@ impl Gate {
             .as_ref()
             .map(|a| a.metadata_paths())
             .unwrap_or_default();
+        let desk = config
+            .rules
+            .iter()
+            .any(|r| r.approval.is_some())
+            .then(|| approval::Desk::new(config.approvals.clone(), metrics.clone()));
         Ok(Self {
+            desk,
             auth: config
                 .auth
                 .map(|a| Arc::new(TokenVerifier::new(a, metrics.clone()))),
@@ -396,15 +407,23 @@ impl Gate {
         {
             caller.texts = jsonrpc::message_texts(&bytes, parsed.batch);
         }
-        // Who called, in place of a session: read only for the audit log.
-        if self.audit.is_some() && stateless(&parts.headers) {
+        // Who called, in place of a session: read only for the audit log and approvers.
+        if (self.audit.is_some() || self.desk.is_some()) && stateless(&parts.headers) {
             caller.client_name = client_name(&bytes);
         }
-        self.check_rules(&caller, &parsed)?;
+        let held = self.check_rules(&caller, &parsed)?;
         self.check_tools(&caller, &parsed, &bytes, &parts.headers)?;
         self.charge(&caller, Some(&parsed))?;
+        // Approval is the last step before the upstream: every other check has passed.
+        let holding = match held {
+            Some(held) => Some(self.hold(&caller, &parsed, &bytes, held)?),
+            None => None,
+        };
         let answers = self.answers(Some(&parsed), Some(&bytes));
-        let admitted = self.admitted(&caller, Some(parsed), inflight, answers)?;
+        let mut admitted = self.admitted(&caller, Some(parsed), inflight, answers)?;
+        if let Some(holding) = holding {
+            admitted.hold(holding);
+        }
         let body = Buffered {
             data: Some(bytes),
             _hold: hold,
@@ -444,24 +463,44 @@ impl Gate {
         Err(r)
     }
 
-    fn check_rules(&self, caller: &Caller, body: &Body) -> Result<(), Refused> {
+    /// Decides each message by the rules; `Ok(Some)`: the message a rule holds for approval.
+    fn check_rules<'r>(
+        &'r self,
+        caller: &Caller,
+        body: &Body,
+    ) -> Result<Option<held::Held<'r>>, Refused> {
         if self.rules.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
+        let mut held = None;
         let verdicts: Vec<Option<Refusal>> = body
             .messages
             .iter()
-            .map(|m| {
-                rules::check(&self.rules, &caller.summary(m)?)
-                    .err()
-                    .map(|d| {
+            .enumerate()
+            .map(
+                |(i, m)| match rules::check(&self.rules, &caller.summary(m)?) {
+                    Ok(allowed) => {
+                        if let (Some(rule), Some(approval)) = (allowed.rule, allowed.approval) {
+                            held.get_or_insert(held::Held {
+                                index: i,
+                                rule,
+                                approval,
+                            });
+                        }
+                        None
+                    }
+                    Err(d) => {
                         self.metrics.rule_refusal(&d.rule);
-                        Refusal::denied(d)
-                    })
-            })
+                        Some(Refusal::denied(d))
+                    }
+                },
+            )
             .collect();
         if verdicts.iter().all(Option::is_none) {
-            return Ok(());
+            return match held {
+                Some(h) if body.batch => Err(self.held_in_batch(caller, body, h)),
+                held => Ok(held),
+            };
         }
         let missing: Vec<String> = verdicts
             .iter()

@@ -44,6 +44,12 @@ label_enum! {
         /// -32602: `tools/call` arguments that fail the tool's inputSchema, or a tool whose
         /// schema the gate will not compile (`validate-arguments`).
         InvalidArguments => "invalid_arguments",
+        /// 503: `[approvals] max-pending` (or `max-pending-per-caller`) calls are held.
+        ApprovalsFull => "approvals_full",
+        /// -32010: an approver denied a held call.
+        ApprovalDenied => "approval_denied",
+        /// -32010: no approver decided a held call within its `approval-timeout`.
+        ApprovalExpired => "approval_expired",
     }
 }
 
@@ -55,7 +61,13 @@ impl RefusalReason {
     pub(super) fn counts_against_address(self) -> bool {
         !matches!(
             self,
-            Self::BodyBudget | Self::AuditFull | Self::Inflight | Self::RateLimited
+            Self::BodyBudget
+                | Self::AuditFull
+                | Self::Inflight
+                | Self::RateLimited
+                | Self::ApprovalsFull
+                | Self::ApprovalDenied
+                | Self::ApprovalExpired
         )
     }
 }

@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use super::approval::ApprovalRule;
+
 /// Why a pattern is not a [`Glob`].
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -95,6 +97,8 @@ pub struct Rule {
     pub allow_subjects: Vec<Glob>,
     /// Scopes the token must carry (all of them).
     pub scopes: Vec<String>,
+    /// `require-approval`: a call the rule allows is held until an approver decides it.
+    pub approval: Option<ApprovalRule>,
 }
 
 /// What a rule decides on: one message, and who sent it over what.
@@ -123,6 +127,8 @@ pub struct Summary<'a> {
 pub struct Allowed<'r> {
     /// The rule that matched and allowed it.
     pub rule: Option<&'r str>,
+    /// The rule holds it for approval (the last step before the upstream).
+    pub approval: Option<&'r ApprovalRule>,
 }
 
 /// A message refused by a rule.
@@ -206,7 +212,10 @@ impl Rule {
 /// Decides one message: the first rule that matches it decides (see [`Rule`]).
 pub fn check<'r>(rules: &'r [Rule], m: &Summary<'_>) -> Result<Allowed<'r>, Denied> {
     let Some(rule) = rules.iter().find(|r| r.matches(m)) else {
-        return Ok(Allowed { rule: None });
+        return Ok(Allowed {
+            rule: None,
+            approval: None,
+        });
     };
     let deny = |reason| {
         Err(Denied {
@@ -240,6 +249,7 @@ pub fn check<'r>(rules: &'r [Rule], m: &Summary<'_>) -> Result<Allowed<'r>, Deni
     }
     Ok(Allowed {
         rule: Some(&rule.name),
+        approval: rule.approval.as_ref(),
     })
 }
 
@@ -261,6 +271,7 @@ mod tests {
             allow_identities: vec![],
             allow_subjects: vec![],
             scopes: vec![],
+            approval: None,
         }
     }
 
@@ -329,7 +340,13 @@ mod tests {
     #[test]
     fn no_matching_rule_allows() {
         let rules = [rule("r", "resources/*")];
-        assert_eq!(check(&rules, &call("x")), Ok(Allowed { rule: None }));
+        assert_eq!(
+            check(&rules, &call("x")),
+            Ok(Allowed {
+                rule: None,
+                approval: None
+            })
+        );
     }
 
     #[test]
@@ -342,7 +359,8 @@ mod tests {
         assert_eq!(
             check(&rules, &call("echo")),
             Ok(Allowed {
-                rule: Some("allow-echo")
+                rule: Some("allow-echo"),
+                approval: None
             })
         );
         let denied = check(&rules, &call("delete_file")).unwrap_err();

@@ -24,8 +24,7 @@ use super::refusal::Refusal;
 use super::tools::{Answers, CallRefused, Change, Judge, OnChange, Registry};
 use super::{Gate, Refused, HEADER_MISMATCH, POLICY_REFUSED};
 
-/// JSON-RPC invalid params.
-const INVALID_PARAMS: i64 = -32602;
+use super::jsonrpc::INVALID_PARAMS;
 
 impl Gate {
     /// Refuses the body when a `tools/call` in it is to a tool the registry refuses.
@@ -219,7 +218,10 @@ fn detail(r: &CallRefused) -> Value {
 /// The `params` of each message of a body [`super::jsonrpc::parse`] accepted; `Err` when
 /// the tree cannot be built (the loose reader skips values it does not keep, so a lone
 /// surrogate or a deep nesting in `arguments` passes it and fails here).
-fn params_of(bytes: &[u8], batch: bool) -> Result<Vec<Option<Value>>, serde_json::Error> {
+pub(super) fn params_of(
+    bytes: &[u8],
+    batch: bool,
+) -> Result<Vec<Option<Value>>, serde_json::Error> {
     let value = serde_json::from_slice::<Value>(bytes)?;
     let mut take = |mut m: Value| m.get_mut("params").map(Value::take);
     Ok(match (value, batch) {

@@ -64,6 +64,7 @@ impl SidecarConfig {
                         rate_limit: self.rate_limit.as_ref().map(|r| r.0.as_slice()),
                         audit: self.audit.as_ref(),
                         tools: self.tools.as_ref(),
+                        approvals: self.approvals.as_ref(),
                     },
                     self.client_ca.is_some(),
                     common.http.max_body_bytes,
@@ -71,6 +72,8 @@ impl SidecarConfig {
                 if let Some(g) = &mut gate {
                     g.budgets = self.gate_budgets(&common)?;
                 }
+                let admin_tls = self.admin_tls.unwrap_or(false);
+                self.approval_desk(gate.as_ref(), admin_tls)?;
                 let cert = require(self.cert, "cert", mode)?;
                 let key = require(self.key, "key", mode)?;
                 let options = ServerTlsOptions {
@@ -91,6 +94,7 @@ impl SidecarConfig {
                     key,
                     gate,
                     source: None,
+                    admin_tls,
                     common,
                 }))
             }
@@ -108,6 +112,8 @@ impl SidecarConfig {
                     ("rate-limit", self.rate_limit.is_some()),
                     ("audit", self.audit.is_some()),
                     ("tools", self.tools.is_some()),
+                    ("approvals", self.approvals.is_some()),
+                    ("admin-tls", self.admin_tls.is_some()),
                     (
                         "max-buffered-body-bytes",
                         self.max_buffered_body_bytes.is_some(),
@@ -148,6 +154,34 @@ impl SidecarConfig {
                 }))
             }
         }
+    }
+
+    /// Rules that hold calls for approval need the admin listener, where approvers decide;
+    /// approvers by identity need it over TLS, where their certificates are verified.
+    fn approval_desk(&self, gate: Option<&GateConfig>, admin_tls: bool) -> Result<(), ConfigError> {
+        let held: Vec<_> = gate
+            .map(|g| g.rules.iter().filter_map(|r| r.approval.as_ref()).collect())
+            .unwrap_or_default();
+        if held.is_empty() {
+            return Ok(());
+        }
+        if self.admin.is_none() {
+            return Err(ConfigError::Field {
+                field: "admin",
+                error: "rules with require-approval are decided on the admin listener: set admin = \"127.0.0.1:PORT\"".to_owned(),
+            });
+        }
+        let by_identity = held
+            .iter()
+            .flat_map(|a| &a.approvers)
+            .any(|a| matches!(a, crate::gate::approval::Approver::Identity(_)));
+        if by_identity && !admin_tls {
+            return Err(ConfigError::Field {
+                field: "admin-tls",
+                error: "approvers named by id:PATTERN prove their identity with a client certificate on the admin listener: set admin-tls = true".to_owned(),
+            });
+        }
+        Ok(())
     }
 
     fn gate_budgets(&self, common: &Common) -> Result<GateBudgets, ConfigError> {

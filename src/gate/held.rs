@@ -1,0 +1,371 @@
+//! A call held for approval, from the client's side: put on the [`Desk`](super::approval::Desk)
+//! once every other check has passed, and how the client waits for it.
+//!
+//! When the request's `Accept` allows `text/event-stream`, the client gets an SSE response at
+//! once: a comment now and every `keepalive` (so that no proxy's idle timer closes it), then
+//! the upstream's answer (its events as they come, or its JSON answer as one `message`
+//! event), or the refusal. Otherwise the POST waits for the decision. Either way a client
+//! that leaves cancels the approval: its SSE body is dropped, which the waiting task sees at
+//! once, or its request future is.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::{Body as HttpBody, Frame};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use super::admitted::Admitted;
+use super::approval::{ApprovalRule, CallerView, Decided, HeldCall, Hold, Outcome, TlsView};
+use super::caller::Caller;
+use super::jsonrpc::{self, Body};
+use super::layer::{forward, GateResponseBody};
+use super::rate::KeyKind;
+use super::reason::RefusalReason;
+use super::refusal::{json_response, Refusal};
+use super::tool_checks::params_of;
+use super::tools::Digest;
+use super::{BoxError, Gate, GateBody, Refused, POLICY_REFUSED};
+
+/// The largest JSON answer of an approved call carried as one event (a stream is relayed
+/// as it comes, unbounded).
+const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+
+/// The message of a body that a rule holds for approval.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Held<'r> {
+    pub(super) index: usize,
+    pub(super) rule: &'r str,
+    pub(super) approval: &'r ApprovalRule,
+}
+
+/// A held call, as [`Admitted`] keeps it: what to wait for and whom to answer.
+#[derive(Debug)]
+pub(super) struct Holding {
+    pub(super) hold: Hold,
+    pub(super) id: Option<Value>,
+    pub(super) rule: String,
+    pub(super) keepalive: Duration,
+}
+
+impl Gate {
+    /// Puts message `held.index` of `body` on the desk: refused (503) when the desk is full,
+    /// (400) when its arguments cannot be shown to an approver exactly as they are sent.
+    pub(super) fn hold(
+        &self,
+        caller: &Caller,
+        body: &Body,
+        bytes: &[u8],
+        held: Held<'_>,
+    ) -> Result<Holding, Refused> {
+        let refuse = |status, reason, code, message: String| {
+            let mut verdicts = vec![None; body.messages.len()];
+            verdicts[held.index] = Some(Refusal::new(held.rule, code, message));
+            self.refuse_messages(caller, body, verdicts, status, reason, None)
+        };
+        let Some(desk) = &self.desk else {
+            // A rule holds calls only when the gate has a desk (see `Gate::new`).
+            return Err(refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                RefusalReason::ApprovalsFull,
+                jsonrpc::INTERNAL_ERROR,
+                "this gate takes no approvals".to_owned(),
+            ));
+        };
+        let m = &body.messages[held.index];
+        let arguments = params_of(bytes, body.batch)
+            .ok()
+            .and_then(|p| p.into_iter().nth(held.index).flatten())
+            .map(|mut p| {
+                p.get_mut("arguments")
+                    .map(Value::take)
+                    .unwrap_or(Value::Null)
+            });
+        let canonical = arguments.as_ref().and_then(|a| serde_jcs::to_vec(a).ok());
+        let (Some(arguments), Some(canonical)) = (arguments, canonical) else {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                RefusalReason::InvalidRequest,
+                jsonrpc::INVALID_PARAMS,
+                "the arguments of a call that needs approval must be JSON an approver can be shown exactly"
+                    .to_owned(),
+            ));
+        };
+        let call = HeldCall {
+            id: String::new(),
+            tool: m.tool().unwrap_or_default().to_owned(),
+            arguments,
+            arguments_digest: Digest::of(&canonical).to_string(),
+            rule: held.rule.to_owned(),
+            approvers: held
+                .approval
+                .approvers
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            caller: CallerView {
+                identity: caller.identity.clone(),
+                subject: caller.subject().map(str::to_owned),
+                addr: caller.addr.to_string(),
+                client_name: caller.client_name.clone(),
+                protocol_version: caller.protocol_version.clone(),
+                session_id: caller.session_id.clone(),
+            },
+            tls: TlsView {
+                group: caller.group.clone(),
+                pq: caller.pq,
+                cipher_suite: caller.suite.clone(),
+                version: caller.tls_version.clone(),
+            },
+            created: String::new(),
+            expires: String::new(),
+            age_ms: 0,
+            expires_in_ms: 0,
+        };
+        match desk.hold(call, held.approval, caller.key(KeyKind::Identity)) {
+            Ok(hold) => Ok(Holding {
+                hold,
+                id: m.id.clone(),
+                rule: held.rule.to_owned(),
+                keepalive: desk.limits().keepalive,
+            }),
+            Err(e) => {
+                let mut r = refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    RefusalReason::ApprovalsFull,
+                    POLICY_REFUSED,
+                    e.to_string(),
+                );
+                r.headers_mut()
+                    .insert("retry-after", HeaderValue::from_static("5"));
+                Err(r)
+            }
+        }
+    }
+
+    /// A batch with a member a rule holds: refused whole, as a held call waits alone.
+    pub(super) fn held_in_batch(&self, caller: &Caller, body: &Body, held: Held<'_>) -> Refused {
+        let mut verdicts = vec![None; body.messages.len()];
+        verdicts[held.index] = Some(Refusal::new(
+            held.rule,
+            POLICY_REFUSED,
+            format!(
+                "rule `{}` holds this call for approval: send it alone, not in a batch",
+                held.rule
+            ),
+        ));
+        self.refuse_messages(
+            caller,
+            body,
+            verdicts,
+            StatusCode::BAD_REQUEST,
+            RefusalReason::Rule,
+            None,
+        )
+    }
+
+    /// The JSON-RPC error of a held call that was not approved; its records are written
+    /// (refused, 403) and the refusal counted.
+    fn not_approved(&self, admitted: Admitted, decided: &Decided) -> Value {
+        let (id, rule) = admitted
+            .holding()
+            .map(|h| (h.id.clone(), h.rule.clone()))
+            .unwrap_or_default();
+        let (reason, message) = match decided.decision {
+            Outcome::Denied => (
+                RefusalReason::ApprovalDenied,
+                format!(
+                    "denied by {}{}",
+                    decided.approver.as_deref().unwrap_or("an approver"),
+                    decided
+                        .reason
+                        .as_deref()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default()
+                ),
+            ),
+            _ => (
+                RefusalReason::ApprovalExpired,
+                format!(
+                    "not approved within its approval-timeout ({} s of waiting): denied",
+                    decided.waited_ms / 1000
+                ),
+            ),
+        };
+        let message = format!("rule `{rule}` holds this call for approval; {message}");
+        self.metrics.refusal(reason);
+        admitted.refuse(StatusCode::FORBIDDEN, &rule, &message);
+        json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "error": {
+                "code": POLICY_REFUSED,
+                "message": message,
+                "data": {"rule": rule, "approval": decided},
+            },
+        })
+    }
+}
+
+/// Answers a held call: at once with an SSE response when the client accepts one, else when
+/// it is decided. Approved, it goes upstream unchanged by [`forward`].
+pub(super) async fn respond<S, ResB>(
+    gate: Arc<Gate>,
+    inner: S,
+    req: Request<GateBody>,
+    mut admitted: Admitted,
+    legacy_stream: bool,
+    owner: String,
+) -> Result<Response<GateResponseBody<ResB>>, S::Error>
+where
+    S: tower_service::Service<Request<GateBody>, Response = Response<ResB>> + Send + 'static,
+    S::Future: Send + 'static,
+    ResB: HttpBody<Data = Bytes> + Send + 'static,
+    ResB::Error: Into<BoxError>,
+{
+    if !accepts_sse(req.headers()) || is_legacy_post(&req) {
+        return match admitted.approval().await {
+            Some(d) if d.decision != Outcome::Approved => {
+                let error = gate.not_approved(admitted, &d);
+                let r = json_response(StatusCode::FORBIDDEN, error.to_string().into_bytes());
+                Ok(r.map(GateResponseBody::refused))
+            }
+            _ => forward(&gate, inner, req, admitted, legacy_stream, owner).await,
+        };
+    }
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    tokio::spawn(async move {
+        let Some((approval_id, id, keepalive)) = admitted
+            .holding()
+            .map(|h| (h.hold.id().to_owned(), h.id.clone(), h.keepalive))
+        else {
+            return;
+        };
+        let mut tick = tokio::time::interval(keepalive);
+        let waiting = Bytes::from(format!(": waiting for approval {approval_id}\n\n"));
+        let decided = loop {
+            tokio::select! {
+                d = admitted.approval() => break d,
+                _ = tick.tick() => {
+                    if tx.send(waiting.clone()).await.is_err() {
+                        return; // the client left: dropping `admitted` cancels
+                    }
+                }
+                _ = tx.closed() => return,
+            }
+        };
+        let Some(decided) = decided.filter(|d| d.decision != Outcome::Approved) else {
+            let answer = tokio::select! {
+                r = forward(&gate, inner, req, admitted, legacy_stream, owner) => r,
+                _ = tx.closed() => return,
+            };
+            match answer.ok() {
+                Some(r) => relay(r, id, &tx).await,
+                None => {
+                    let error = jsonrpc_error(
+                        id,
+                        jsonrpc::INTERNAL_ERROR,
+                        "the approved call failed upstream",
+                    );
+                    let _ = tx.send(event(&error)).await;
+                }
+            }
+            return;
+        };
+        let error = gate.not_approved(admitted, &decided);
+        let _ = tx.send(event(&error)).await;
+    });
+    let mut r = Response::new(GateResponseBody::wrapped(Events { rx }.boxed_unsync()));
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(r)
+}
+
+/// A legacy HTTP+SSE POST (`?session_id=`), answered on its session's stream: it waits.
+fn is_legacy_post<B>(req: &Request<B>) -> bool {
+    super::legacy::legacy_session(req.method(), req.uri(), req.headers()).is_some()
+}
+
+fn accepts_sse(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            let t = t.split(';').next().unwrap_or_default().trim();
+            t.eq_ignore_ascii_case("text/event-stream")
+        })
+}
+
+/// The upstream's answer to an approved call, onto the held SSE response: a stream's events
+/// as they come, a JSON answer (of any status) as one `message` event.
+async fn relay<B>(response: Response<B>, id: Option<Value>, tx: &mpsc::Sender<Bytes>)
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let (parts, body) = response.into_parts();
+    if parts.status.is_success() && super::layer::is_sse(&parts.headers) {
+        let mut body = std::pin::pin!(body);
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame.map(|f| f.into_data()) else {
+                return;
+            };
+            if let Ok(data) = data {
+                if tx.send(data).await.is_err() {
+                    return;
+                }
+            }
+        }
+        return;
+    }
+    let status = parts.status;
+    let answer = Limited::new(body, MAX_ANSWER_BYTES)
+        .collect()
+        .await
+        .ok()
+        .and_then(|c| serde_json::from_slice::<Value>(&c.to_bytes()).ok())
+        .filter(|v| v.get("jsonrpc").is_some());
+    let message = answer.unwrap_or_else(|| {
+        jsonrpc_error(
+            id,
+            jsonrpc::INTERNAL_ERROR,
+            &format!("the upstream answered the approved call with HTTP {status} and no JSON-RPC message"),
+        )
+    });
+    let _ = tx.send(event(&message)).await;
+}
+
+fn jsonrpc_error(id: Option<Value>, code: i64, message: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
+}
+
+/// One SSE `message` event (compact JSON has no line breaks: strings escape them).
+fn event(message: &Value) -> Bytes {
+    Bytes::from(format!("event: message\ndata: {message}\n\n"))
+}
+
+/// The held SSE response's body: what the waiting task sends.
+struct Events {
+    rx: mpsc::Receiver<Bytes>,
+}
+
+impl HttpBody for Events {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.rx.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+    }
+}
