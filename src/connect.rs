@@ -68,6 +68,78 @@ pub(crate) async fn post_limited(
     request_limited(connector, req, limit).await
 }
 
+/// What [`request`] got back.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Answer {
+    /// The response status.
+    pub status: StatusCode,
+    /// The response headers.
+    pub headers: HeaderMap,
+    /// The response body.
+    pub body: Bytes,
+}
+
+/// Sends `req` over one new connection: `https://` through `connector` (PQ TLS, h2 or
+/// HTTP/1.1 by ALPN), `http://` in the clear over HTTP/1.1 (an admin listener on loopback).
+/// The response body is refused past `limit` bytes as it arrives.
+pub async fn request(
+    connector: &PqConnector,
+    req: Request<http_body_util::Full<Bytes>>,
+    limit: usize,
+) -> Result<Answer, ClientError> {
+    if req.uri().scheme_str() == Some("https") {
+        let f = request_limited(connector, req, limit).await?;
+        return Ok(Answer {
+            status: f.status,
+            headers: f.headers,
+            body: f.body,
+        });
+    }
+    let url = req.uri().clone();
+    let (Some("http"), Some(authority)) = (url.scheme_str(), url.authority()) else {
+        return Err(ClientError::Scheme(url.to_string()));
+    };
+    let addr = match authority.port_u16() {
+        Some(_) => authority.as_str().to_owned(),
+        None => format!("{}:80", authority.host()),
+    };
+    let tcp = tokio::net::TcpStream::connect(&addr)
+        .await
+        .map_err(|error| ClientError::Connect {
+            addr: addr.clone(),
+            error,
+        })?;
+    let (mut sender, conn) = http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .map_err(ClientError::Http)?;
+    let conn = tokio::spawn(conn);
+    let (mut parts, body) = req.into_parts();
+    parts.uri = url
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| ClientError::Request(http::Error::from(e)))?;
+    if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+        parts.headers.insert(header::HOST, host);
+    }
+    let sent = sender.send_request(Request::from_parts(parts, body)).await;
+    let resp = or_connection_error(sent, conn)
+        .await
+        .map_err(ClientError::Http)?;
+    let (parts, body) = resp.into_parts();
+    let body = http_body_util::Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|source| ClientError::Body { limit, source })?
+        .to_bytes();
+    Ok(Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    })
+}
+
 /// Sends `req` (its URI absolute: `https://host:port/path`) over one new connection
 /// (HTTP/1.1 or h2, as ALPN decides).
 async fn request_limited<B>(

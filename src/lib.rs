@@ -134,7 +134,7 @@ pub use serve::{serve, ConnectionId, PeerAddr, ServeOptions, Server, ServerBuild
 pub use tls::{ClientTlsConfig, ConnectionInfo, PqAcceptor, PqConnector, ServerTlsConfig};
 
 // Debugging helpers: the `reflect` server and a one-shot GET through a connector.
-pub use connect::{get, Fetched};
+pub use connect::{get, request, Answer, Fetched};
 pub use reflect::reflect;
 
 /// Groups used when none are configured, in order of preference: the hybrid every major

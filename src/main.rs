@@ -92,6 +92,7 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
         Command::Probe(args) => cli::probe::run(args).await,
         Command::Bench { command } => cli::bench::run(command).await,
         Command::Tools { command } => cli::tools::run(command).await,
+        Command::Approvals { command } => cli::approvals::run(command).await,
         Command::Demo { key_alg, .. } => {
             let mut out = std::io::stdout();
             mcp_pqtls::demo::run(key_alg, &mut out)

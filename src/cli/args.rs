@@ -81,6 +81,11 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: ToolsCommand,
     },
+    /// Calls the gate holds for approval (`require-approval` rules): list, show, decide.
+    Approvals {
+        #[command(subcommand)]
+        command: ApprovalsCommand,
+    },
     /// The whole tunnel on one machine: dev certificates, an MCP echo server, a server and a
     /// client sidecar, and MCP requests through them, with what each hop negotiated.
     Demo {
@@ -304,6 +309,73 @@ pub(crate) enum ToolsCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+}
+
+/// `approvals` subcommands. `list` and `show` print a table on a terminal, JSON otherwise.
+#[derive(Subcommand)]
+pub(crate) enum ApprovalsCommand {
+    /// The held calls you may decide, oldest first.
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// table or json (default: table on a terminal, json when piped).
+        #[arg(long)]
+        format: Option<ProbeFormat>,
+    },
+    /// One held call: caller, TLS, tool, arguments.
+    Show {
+        /// The approval id.
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// table or json (default: table on a terminal, json when piped).
+        #[arg(long)]
+        format: Option<ProbeFormat>,
+    },
+    /// Approve a held call: it goes upstream unchanged.
+    Approve {
+        /// The approval id.
+        id: String,
+        /// Why (shown in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Deny a held call: its client gets an error naming you and the reason.
+    Deny {
+        /// The approval id.
+        id: String,
+        /// Why (shown to the client and in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// Where the admin listener is, and who you are to it.
+#[derive(Args)]
+pub(crate) struct AdminArgs {
+    /// The server sidecar's admin listener: http://127.0.0.1:PORT (https:// with admin-tls).
+    #[arg(long)]
+    pub(crate) admin: http::Uri,
+    /// A bearer token with an approver scope (visible to other local users in the process
+    /// list: prefer --token-file).
+    #[arg(long, conflicts_with = "token_file")]
+    pub(crate) token: Option<String>,
+    /// A file holding the bearer token.
+    #[arg(long)]
+    pub(crate) token_file: Option<PathBuf>,
+    /// https: trust the admin listener's certificate under these CAs.
+    #[arg(long)]
+    pub(crate) ca: Option<PathBuf>,
+    /// https: your client certificate (an `id:PATTERN` approver).
+    #[arg(long, requires = "client_key")]
+    pub(crate) client_cert: Option<PathBuf>,
+    /// https: its key.
+    #[arg(long, requires = "client_cert")]
+    pub(crate) client_key: Option<PathBuf>,
 }
 
 /// `certs` subcommands.

@@ -2,6 +2,7 @@
 //! call into the library ([`bench`], [`probe`], [`sidecar`]), and the one error they end
 //! with ([`CliError`]). Private to the binary: the library knows nothing of it.
 
+pub(crate) mod approvals;
 pub(crate) mod args;
 pub(crate) mod bench;
 mod error;

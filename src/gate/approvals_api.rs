@@ -203,22 +203,23 @@ where
         Limited::new(req.into_body(), MAX_DECISION_BYTES).collect(),
     )
     .await;
-    let bytes =
-        match read {
-            Ok(Ok(c)) => c.to_bytes(),
-            Ok(Err(e)) => return Err(problem(
+    let bytes = match read {
+        Ok(Ok(c)) => c.to_bytes(),
+        Ok(Err(e)) => {
+            return Err(problem(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 &format!(
                     "the decision body cannot be read (at most {MAX_DECISION_BYTES} bytes): {e}"
                 ),
-            )),
-            Err(_) => {
-                return Err(problem(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "the decision body did not arrive within 5 s",
-                ))
-            }
-        };
+            ))
+        }
+        Err(_) => {
+            return Err(problem(
+                StatusCode::REQUEST_TIMEOUT,
+                "the decision body did not arrive within 5 s",
+            ))
+        }
+    };
     let body: DecisionBody = if bytes.iter().all(u8::is_ascii_whitespace) {
         DecisionBody::default()
     } else {
