@@ -4,78 +4,15 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::process::Command;
 
 use mcp_pqtls::certs::KeyAlg;
 use serde_json::{json, Value};
 use support::jwt::{jwks, keys, token, AUDIENCE, ISSUER};
 use support::process::Proc;
+use support::python::{gate_client, python, python_server, python_server_with, repo};
 use support::{KillOnDrop, Pki};
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The venv's python, installing the SDK if needed. `None` (test skipped) only outside CI.
-fn python() -> Option<&'static PathBuf> {
-    static PYTHON: OnceLock<Option<PathBuf>> = OnceLock::new();
-    PYTHON
-        .get_or_init(|| {
-            let out = Command::new("bash")
-                .arg(repo().join("interop/install-python-mcp.sh"))
-                .stderr(Stdio::inherit())
-                .output()
-                .expect("bash");
-            let path = String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .last()
-                .map(|l| PathBuf::from(l.trim()));
-            match path {
-                Some(p) if out.status.success() && p.exists() => Some(p),
-                _ if std::env::var_os("CI").is_some() => {
-                    panic!("interop/install-python-mcp.sh failed in CI")
-                }
-                _ => {
-                    eprintln!("SKIPPED: the Python MCP SDK could not be installed (see above)");
-                    None
-                }
-            }
-        })
-        .as_ref()
-}
-
-/// The SDK's server on 127.0.0.1, with its port.
-fn python_server(python: &Path, transport: &str) -> (KillOnDrop, u16) {
-    python_server_with(python, transport, &[])
-}
-
-/// As [`python_server`], with more server.py flags.
-fn python_server_with(python: &Path, transport: &str, extra: &[&str]) -> (KillOnDrop, u16) {
-    let mut child = KillOnDrop(
-        Command::new(python)
-            .arg(repo().join("tests/mcp/server.py"))
-            .args(["--transport", transport])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    );
-    let mut line = String::new();
-    BufReader::new(child.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port = line
-        .trim()
-        .strip_prefix("listening on 127.0.0.1:")
-        .unwrap_or_else(|| panic!("server.py said {line:?}"))
-        .parse()
-        .unwrap();
-    (child, port)
-}
 
 /// Runs the SDK's client scenario against `url` (`extra`: more client.py flags); returns
 /// its JSON report.
@@ -131,6 +68,7 @@ fn assert_scenario(report: &Value, upstream_port: u16) {
         report["tools"],
         serde_json::json!([
             "countdown",
+            "delete_file",
             "echo",
             "executions",
             "get_inventory_level",
@@ -399,30 +337,6 @@ fn tools_pin_then_diff_against_a_live_server_and_a_changed_one() {
     );
 }
 
-/// Runs tests/mcp/gate_client.py against `url` under `protocol`; returns its JSON report.
-fn gate_client(
-    python: &Path,
-    url: &str,
-    protocol: &str,
-    lists: u32,
-    calls: &[(&str, Value)],
-) -> Value {
-    let mut cmd = Command::new(python);
-    cmd.arg(repo().join("tests/mcp/gate_client.py"))
-        .arg(url)
-        .args(["--protocol", protocol, "--list", &lists.to_string()]);
-    for (name, arguments) in calls {
-        cmd.arg("--call").arg(name).arg(arguments.to_string());
-    }
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "gate_client.py {url} ({protocol}) failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 /// A server sidecar with `[tools]` (and an audit log) in front of the SDK server started
 /// with `server_flags`, and a client sidecar: the URL the SDK clients use, the pin file and
 /// the audit log.
@@ -546,7 +460,7 @@ fn a_bad_sku_never_reaches_the_upstream_and_both_sdk_clients_see_invalid_params(
     // Pinned on first use, by rename, private.
     let pins: Value =
         serde_json::from_str(&std::fs::read_to_string(&gate.pin_file).unwrap()).unwrap();
-    assert_eq!(pins["tools"].as_object().unwrap().len(), 5, "{pins}");
+    assert_eq!(pins["tools"].as_object().unwrap().len(), 6, "{pins}");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

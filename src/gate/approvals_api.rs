@@ -91,6 +91,9 @@ impl Gate {
             .filter_map(|r| r.approval.as_ref())
             .any(|a| may_decide(&a.approvers, &who));
         if !approver_somewhere {
+            if method == Method::POST {
+                self.metrics.approval_decision_refused();
+            }
             warn!(approver = %who.name(), path = %path, "Approvals API refused: not an approver of any rule");
             return problem(
                 StatusCode::FORBIDDEN,

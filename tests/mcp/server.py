@@ -59,6 +59,13 @@ def echo(text: str) -> str:
     return text
 
 
+@mcp.tool()
+def delete_file(path: str) -> str:
+    """Pretend to delete `path` (a high-stakes call: the approval tests hold it for a person)."""
+    executed("delete_file")
+    return f"deleted {path}"
+
+
 def get_inventory_level(sku: str) -> str:
     """Inventory level for a SKU."""
     executed("get_inventory_level")

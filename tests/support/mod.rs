@@ -3,6 +3,7 @@
 
 pub mod jwt;
 pub mod process;
+pub mod python;
 pub mod sidecar;
 pub mod upstream;
 

@@ -112,7 +112,8 @@ impl Proc {
                     log.lock().unwrap()
                 )
             });
-        let admin = port_after("admin http://127.0.0.1:");
+        let admin = port_after("admin http://127.0.0.1:")
+            .or_else(|| port_after("admin https://127.0.0.1:"));
         Self {
             child,
             port,

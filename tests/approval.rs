@@ -1,0 +1,723 @@
+//! Human approval at the gate, with real peers: the official Python SDK's client (2026-07-28
+//! and 2025-11-25) calls a tool a rule holds, through the full tunnel (client sidecar, PQ TLS,
+//! server sidecar with the gate, the SDK's server), and an approver decides through the admin
+//! listener's API, the `approvals` CLI or the page in Chromium.
+
+mod support;
+
+use std::io::{BufRead, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use mcp_pqtls::certs::KeyAlg;
+use serde_json::{json, Value};
+use support::jwt::{claims, jwks, keys, sign, token, with, AUDIENCE, ISSUER};
+use support::process::{bin, Proc};
+use support::python::{gate_client_with, python, python_server, repo};
+use support::{KillOnDrop, Pki};
+
+/// How long a test waits for something that should happen at once.
+const GUARD: Duration = Duration::from_secs(30);
+
+/// A token from the gate's JWKS with the approver scope.
+fn approver(sub: &str) -> String {
+    let c = with(claims(sub), "scope", json!("approve"));
+    sign(jsonwebtoken::Algorithm::ES256, "es", &keys().es, &c)
+}
+
+/// The SDK's server behind a gate whose rule `approve-deletes` holds `delete_*` calls for
+/// `scope:approve`, and a client sidecar in front.
+struct Held {
+    _upstream: KillOnDrop,
+    server: Proc,
+    client: Proc,
+    audit: PathBuf,
+    pki: Pki,
+}
+
+impl Held {
+    fn start(python: &Path, timeout: &str, approvals: &str) -> Self {
+        let pki = Pki::new(KeyAlg::EcdsaP256);
+        let k = keys();
+        let jwks_path = pki.path("jwks.json");
+        std::fs::write(&jwks_path, jwks(&[&k.es_jwk])).unwrap();
+        let audit = pki.path("audit.jsonl");
+        let config = pki.path("gate.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[auth]
+jwks-file = {jwks_path:?}
+issuer = "{ISSUER}"
+audience = "{AUDIENCE}"
+required-scopes = ["mcp"]
+
+[[rules]]
+name = "approve-deletes"
+tool = "delete_*"
+require-approval = true
+approvers = ["scope:approve"]
+approval-timeout = "{timeout}"
+
+[approvals]
+keepalive = "1s"
+{approvals}
+
+[audit]
+path = {audit:?}
+"#
+            ),
+        )
+        .unwrap();
+        let (upstream, port) = python_server(python, "streamable-http");
+        let upstream_url = format!("http://127.0.0.1:{port}");
+        let server = Proc::server_sidecar(
+            pki.dir.path(),
+            &upstream_url,
+            &["--config", config.to_str().unwrap()],
+        );
+        let client = Proc::spawn(&[
+            "client",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &format!("https://localhost:{}", server.port),
+            "--ca",
+            pki.path("ca.pem").to_str().unwrap(),
+        ]);
+        Self {
+            _upstream: upstream,
+            server,
+            client,
+            audit,
+            pki,
+        }
+    }
+
+    fn mcp_url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.client.port)
+    }
+
+    fn admin(&self) -> String {
+        format!("http://127.0.0.1:{}", self.server.admin.unwrap())
+    }
+
+    /// One request to the admin listener: status and JSON body.
+    fn api(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let (status, text) = http(
+            self.server.admin.unwrap(),
+            method,
+            path,
+            token,
+            body.map(|b| ("application/json", b.to_string())),
+        );
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// Waits until `n` calls are held (as an approver sees them), and returns them.
+    fn wait_pending(&self, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + GUARD;
+        loop {
+            let (status, body) = self.api("GET", "/approvals", Some(&approver("alice")), None);
+            assert_eq!(status, 200, "{body}");
+            let calls = body["approvals"].as_array().unwrap().clone();
+            if calls.len() == n {
+                return calls;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} held, not {n}: {body}",
+                calls.len()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn records(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.audit)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// The audit records of `delete_file` calls, once there are `n`.
+    fn held_records(&self, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + GUARD;
+        loop {
+            let r: Vec<Value> = self
+                .records()
+                .into_iter()
+                .filter(|r| r["tool"] == "delete_file")
+                .collect();
+            if r.len() >= n {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} records, not {n}: {r:?}",
+                r.len()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn metrics(&self) -> String {
+        http(self.server.admin.unwrap(), "GET", "/metrics", None, None).1
+    }
+
+    /// What the upstream ran, by tool (a call of `executions`, which the rule does not hold).
+    fn executions(&self, python: &Path) -> Value {
+        let r = gate_client_with(
+            python,
+            &self.mcp_url(),
+            "2026-07-28",
+            1,
+            &[],
+            &["--bearer", &token("agent")],
+        );
+        r["executions"].clone()
+    }
+}
+
+/// A minimal HTTP/1.1 exchange over a plain socket (the admin listener is plain on loopback).
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<(&str, String)>,
+) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(GUARD)).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n");
+    if let Some(t) = token {
+        req += &format!("authorization: Bearer {t}\r\n");
+    }
+    let (ctype, body) = body.unwrap_or(("", String::new()));
+    if !ctype.is_empty() {
+        req += &format!("content-type: {ctype}\r\n");
+    }
+    req += &format!("content-length: {}\r\n\r\n{body}", body.len());
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out[9..12].parse().unwrap();
+    let text = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, text)
+}
+
+/// gate_client.py in a thread: the call it makes is held until the test decides.
+fn call_in_background(
+    python: &Path,
+    url: String,
+    protocol: &'static str,
+    arguments: Value,
+    extra: &'static [&'static str],
+) -> std::thread::JoinHandle<Value> {
+    let python = python.to_owned();
+    std::thread::spawn(move || {
+        let agent = token("agent");
+        let mut flags = vec!["--bearer", &agent, "--timeout", "60"];
+        flags.extend_from_slice(extra);
+        gate_client_with(
+            &python,
+            &url,
+            protocol,
+            1,
+            &[("delete_file", arguments)],
+            &flags,
+        )
+    })
+}
+
+/// The one call's outcome in a gate_client.py report.
+fn outcome(report: &Value) -> &Value {
+    &report["calls"][0]
+}
+
+#[test]
+fn approved_through_the_api_and_the_cli_and_an_id_decides_once() {
+    let Some(python) = python() else { return };
+    let gate = Held::start(python, "5m", "");
+    let alice = approver("alice");
+
+    // 2026-07-28 (mcp.Client), approved through the API.
+    let client = call_in_background(
+        python,
+        gate.mcp_url(),
+        "2026-07-28",
+        json!({"path": "/srv/a"}),
+        &[],
+    );
+    let held = gate.wait_pending(1).remove(0);
+    assert_eq!(held["tool"], "delete_file", "{held}");
+    assert_eq!(held["arguments"], json!({"path": "/srv/a"}));
+    assert_eq!(held["rule"], "approve-deletes");
+    assert_eq!(held["caller"]["subject"], "agent");
+    assert_eq!(
+        held["caller"]["client_name"], "mcp",
+        "the SDK's clientInfo name: {held}"
+    );
+    assert_eq!(held["caller"]["protocol_version"], "2026-07-28");
+    assert_eq!(held["tls"]["pq"], true, "{held}");
+    assert!(
+        held["tls"]["group"].as_str().unwrap().contains("MLKEM"),
+        "{held}"
+    );
+    assert!(held["arguments_digest"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+    let id = held["id"].as_str().unwrap().to_owned();
+    assert_eq!(id.len(), 32, "128 random bits: {id}");
+    gate.server.wait_log(&["Call held for approval", &id]);
+
+    // Not an approver: neither sees nor decides it, and is logged.
+    let mallory = token("mallory");
+    let (status, body) = gate.api("GET", "/approvals", Some(&mallory), None);
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = gate.api(
+        "POST",
+        &format!("/approvals/{id}/approve"),
+        Some(&mallory),
+        Some(json!({})),
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("sub:mallory"),
+        "{body}"
+    );
+    gate.server
+        .wait_log(&["WARN", "Approvals API refused", "sub:mallory"]);
+    // No credentials at all, a forged token, and a decision sent as a form: refused.
+    assert_eq!(gate.api("GET", "/approvals", None, None).0, 401);
+    assert_eq!(
+        gate.api("GET", "/approvals", Some("not.a.jwt"), None).0,
+        401
+    );
+    let (status, _) = http(
+        gate.server.admin.unwrap(),
+        "POST",
+        &format!("/approvals/{id}/approve"),
+        Some(&alice),
+        Some((
+            "application/x-www-form-urlencoded",
+            "reason=csrf".to_owned(),
+        )),
+    );
+    assert_eq!(status, 415, "a cross-site form must not decide");
+    // A decision for other arguments than the ones held: refused.
+    let (status, body) = gate.api(
+        "POST",
+        &format!("/approvals/{id}/approve"),
+        Some(&alice),
+        Some(json!({"arguments_digest": "sha256:00"})),
+    );
+    assert_eq!(status, 409, "{body}");
+
+    let (status, body) = gate.api(
+        "POST",
+        &format!("/approvals/{id}/approve"),
+        Some(&alice),
+        Some(json!({"reason": "ticket OPS-1", "arguments_digest": held["arguments_digest"]})),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["approver"], "sub:alice");
+    let report = client.join().unwrap();
+    assert_eq!(outcome(&report)["result"], "deleted /srv/a", "{report}");
+    // Replayed: the id decided its call, once.
+    let (status, body) = gate.api(
+        "POST",
+        &format!("/approvals/{id}/approve"),
+        Some(&alice),
+        Some(json!({})),
+    );
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("approved by sub:alice"),
+        "{body}"
+    );
+
+    // 2025-11-25 (ClientSession), approved with the CLI.
+    let client = call_in_background(
+        python,
+        gate.mcp_url(),
+        "2025-11-25",
+        json!({"path": "/srv/b"}),
+        &[],
+    );
+    gate.wait_pending(1);
+    let token_file = gate.pki.path("alice.token");
+    std::fs::write(&token_file, &alice).unwrap();
+    let cli = |args: &[&str]| {
+        let out = bin()
+            .arg("approvals")
+            .args(args)
+            .args([
+                "--admin",
+                &gate.admin(),
+                "--token-file",
+                token_file.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "approvals {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // Piped: JSON, with each approval's id, tool and arguments.
+    let listed: Value = serde_json::from_str(&cli(&["list"])).unwrap();
+    let call = &listed["approvals"][0];
+    assert_eq!(call["tool"], "delete_file", "{listed}");
+    assert_eq!(call["arguments"]["path"], "/srv/b");
+    assert_eq!(
+        call["caller"]["session_id"].as_str().map(|s| !s.is_empty()),
+        Some(true),
+        "{call}"
+    );
+    let id2 = call["id"].as_str().unwrap().to_owned();
+    let table = cli(&["list", "--format", "table"]);
+    assert!(
+        table.contains(&id2) && table.contains("delete_file") && table.contains("/srv/b"),
+        "{table}"
+    );
+    let shown = cli(&["show", &id2, "--format", "table"]);
+    assert!(
+        shown.contains("approve-deletes") && shown.contains("\"path\": \"/srv/b\""),
+        "{shown}"
+    );
+    let decided = cli(&["approve", &id2, "--reason", "looks fine"]);
+    assert!(
+        decided.contains("approved") && decided.contains("sub:alice"),
+        "{decided}"
+    );
+    let report = client.join().unwrap();
+    assert_eq!(outcome(&report)["result"], "deleted /srv/b", "{report}");
+    // The CLI fails with the listener's reason on a replay.
+    let out = bin()
+        .args([
+            "approvals",
+            "deny",
+            &id2,
+            "--admin",
+            &gate.admin(),
+            "--token",
+            &alice,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("HTTP 409"),
+        "{out:?}"
+    );
+
+    // Each ran once upstream, and the audit says who approved it, why, and how long it waited.
+    assert_eq!(gate.executions(python)["delete_file"], 2);
+    let records = gate.held_records(2);
+    for (r, reason) in records.iter().zip(["ticket OPS-1", "looks fine"]) {
+        assert_eq!(r["decision"], "allowed", "{r}");
+        assert_eq!(r["status"], 200, "{r}");
+        let a = &r["approval"];
+        assert_eq!(a["decision"], "approved", "{r}");
+        assert_eq!(a["approver"], "sub:alice");
+        assert_eq!(a["reason"], reason);
+        assert!(a["waited_ms"].as_u64().is_some(), "{r}");
+    }
+    let m = gate.metrics();
+    assert!(
+        m.contains("mcp_pqtls_gate_approval_decisions_total{outcome=\"approved\"} 2"),
+        "{m}"
+    );
+    assert!(m.contains("mcp_pqtls_gate_approvals_pending 0"), "{m}");
+    assert!(
+        m.contains("mcp_pqtls_gate_approval_wait_seconds_count 2"),
+        "{m}"
+    );
+    // Mallory's, the other digest's, and the two replays.
+    assert!(
+        m.contains("mcp_pqtls_gate_approval_decisions_refused_total 4"),
+        "{m}"
+    );
+}
+
+#[test]
+fn denied_expired_and_abandoned_calls_never_reach_the_upstream() {
+    let Some(python) = python() else { return };
+    let gate = Held::start(python, "3s", "");
+    let alice = approver("alice");
+
+    // Denied (2026-07-28): the client's error names who and why.
+    let client = call_in_background(
+        python,
+        gate.mcp_url(),
+        "2026-07-28",
+        json!({"path": "/etc"}),
+        &[],
+    );
+    let id = gate.wait_pending(1)[0]["id"].as_str().unwrap().to_owned();
+    let (status, body) = gate.api(
+        "POST",
+        &format!("/approvals/{id}/deny"),
+        Some(&alice),
+        Some(json!({"reason": "not /etc"})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let report = client.join().unwrap();
+    let error = &outcome(&report)["error"];
+    assert_eq!(error["code"], -32010, "{report}");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("denied by sub:alice: not /etc"),
+        "{message}"
+    );
+    assert_eq!(error["data"]["approval"]["decision"], "denied", "{error}");
+    gate.server.wait_log(&["Approval decided", &id, "denied"]);
+
+    // Nobody decides (2025-11-25): denied at the timeout.
+    let report = call_in_background(
+        python,
+        gate.mcp_url(),
+        "2025-11-25",
+        json!({"path": "/var"}),
+        &[],
+    )
+    .join()
+    .unwrap();
+    let error = &outcome(&report)["error"];
+    assert_eq!(error["code"], -32010, "{report}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("not approved within"),
+        "{error}"
+    );
+    gate.server.wait_log(&["WARN", "Approval expired"]);
+
+    // The client leaves while held: cancelled, at once, and its place freed.
+    let report = call_in_background(
+        python,
+        gate.mcp_url(),
+        "2026-07-28",
+        json!({"path": "/tmp"}),
+        &["--leave-after", "1"],
+    )
+    .join()
+    .unwrap();
+    assert_eq!(outcome(&report)["left"], true, "{report}");
+    gate.server
+        .wait_log(&["Approval cancelled: the client left"]);
+    gate.wait_pending(0);
+
+    assert_eq!(
+        gate.executions(python).get("delete_file"),
+        None,
+        "nothing ran upstream"
+    );
+    let records = gate.held_records(3);
+    let by = |d: &str| {
+        records
+            .iter()
+            .find(|r| r["approval"]["decision"] == d)
+            .unwrap_or_else(|| panic!("no {d} record: {records:?}"))
+    };
+    let denied = by("denied");
+    assert_eq!(
+        (denied["decision"].as_str(), denied["status"].as_u64()),
+        (Some("refused"), Some(403)),
+        "{denied}"
+    );
+    assert_eq!(denied["approval"]["reason"], "not /etc");
+    assert_eq!(by("expired")["status"], 403);
+    assert_eq!(by("cancelled")["status"], 499, "the client left first");
+    let m = gate.metrics();
+    for outcome in ["denied", "expired", "cancelled"] {
+        assert!(
+            m.contains(&format!(
+                "mcp_pqtls_gate_approval_decisions_total{{outcome=\"{outcome}\"}} 1"
+            )),
+            "{outcome}: {m}"
+        );
+    }
+    assert!(
+        m.contains("mcp_pqtls_gate_refusals_total{reason=\"approval_denied\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("mcp_pqtls_gate_refusals_total{reason=\"approval_expired\"} 1"),
+        "{m}"
+    );
+}
+
+/// An attack over sockets: one caller floods calls that need approval. The desk holds
+/// `max-pending-per-caller` (here 2) and refuses the rest at once (503), and the held ones are
+/// freed when their clients go.
+#[test]
+fn a_flood_of_calls_needing_approval_is_capped_per_caller() {
+    let Some(python) = python() else { return };
+    let gate = Held::start(python, "5m", "max-pending-per-caller = 2\nmax-pending = 3");
+    let port = gate.client.port;
+    let body = |id: u32| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "delete_file", "arguments": {"path": format!("/{id}")}}})
+        .to_string()
+    };
+    let post = |id: u32, who: &str| {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(GUARD)).unwrap();
+        let b = body(id);
+        let req = format!(
+            "POST /mcp HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\naccept: application/json\r\ncontent-length: {}\r\n\r\n{b}",
+            token(who),
+            b.len()
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        s
+    };
+    let held: Vec<TcpStream> = (1..=2).map(|i| post(i, "flood")).collect();
+    gate.wait_pending(2);
+    // The third from the same caller: refused at once, never held.
+    let mut third = post(3, "flood");
+    let mut answer = String::new();
+    third.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("max-pending-per-caller"), "{answer}");
+    // Another caller still gets a place, until the desk as a whole is full.
+    let _other = post(4, "someone-else");
+    gate.wait_pending(3);
+    let mut fourth = post(5, "another-one");
+    let mut answer = String::new();
+    fourth.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 503") && answer.contains("approvals.max-pending"),
+        "{answer}"
+    );
+    // The flood's clients go: their calls are cancelled and their places freed.
+    drop(held);
+    gate.wait_pending(1);
+    assert_eq!(gate.executions(python).get("delete_file"), None);
+}
+
+/// The page in a real browser (Debian's Chromium driven by playwright-core): it shows the
+/// held call live, its hostile arguments as text, and Approve runs the call; Deny refuses the
+/// next. The screenshot in docs/ is the one this test takes.
+#[test]
+fn the_page_in_chromium_approves_one_call_and_denies_another() {
+    let Some(python) = python() else { return };
+    let Some(modules) = browser() else { return };
+    let gate = Held::start(python, "5m", "");
+    let hostile =
+        "<img src=x onerror=\"document.title='pwned'\"><script>document.title='pwned'</script>";
+    for (verb, path) in [("approve", "/srv/report.pdf"), ("deny", "/srv/keep")] {
+        let shot = gate.pki.path(&format!("page-{verb}.png"));
+        let mut page = KillOnDrop(
+            Command::new("node")
+                .arg(repo().join("tests/browser/approvals_page.cjs"))
+                .args([
+                    &format!("{}/approvals/ui", gate.admin()),
+                    &approver("alice"),
+                    verb,
+                    path,
+                ])
+                .arg(&shot)
+                .env("NODE_PATH", &modules)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        // The page is open and signed in before the call exists: it must appear live.
+        let mut line = String::new();
+        std::io::BufReader::new(page.0.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let arguments = json!({"path": path, "note": hostile});
+        let client = call_in_background(python, gate.mcp_url(), "2026-07-28", arguments, &[]);
+        let out = page.0.wait_with_output_ref();
+        assert!(
+            line.trim() == "signed-in" && out.0.success(),
+            "approvals_page.cjs {verb}: {line}{}",
+            out.1
+        );
+        let report = client.join().unwrap();
+        match verb {
+            "approve" => {
+                assert_eq!(
+                    outcome(&report)["result"],
+                    format!("deleted {path}"),
+                    "{report}"
+                );
+                // The page as the docs show it.
+                std::fs::copy(&shot, repo().join("docs/approvals-page.png")).unwrap();
+            }
+            _ => assert!(
+                outcome(&report)["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("denied by sub:alice: not this one"),
+                "{report}"
+            ),
+        }
+    }
+    assert_eq!(gate.executions(python)["delete_file"], 1);
+}
+
+/// Waits for a child whose stdout was taken: its status and its stderr.
+trait WaitRef {
+    fn wait_with_output_ref(&mut self) -> (std::process::ExitStatus, String);
+}
+
+impl WaitRef for std::process::Child {
+    fn wait_with_output_ref(&mut self) -> (std::process::ExitStatus, String) {
+        let mut err = String::new();
+        if let Some(mut e) = self.stderr.take() {
+            e.read_to_string(&mut err).unwrap();
+        }
+        (self.wait().unwrap(), err)
+    }
+}
+
+/// The node_modules holding playwright-core, with Chromium installed: `None` (test skipped)
+/// only outside CI.
+fn browser() -> Option<PathBuf> {
+    let out = Command::new("bash")
+        .arg(repo().join("interop/install-browser.sh"))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .unwrap();
+    let path = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .map(|l| PathBuf::from(l.trim()));
+    match path {
+        Some(p) if out.status.success() && p.exists() => Some(p),
+        _ if std::env::var_os("CI").is_some() => panic!("interop/install-browser.sh failed in CI"),
+        _ => {
+            eprintln!("SKIPPED: Chromium and playwright-core could not be installed (see above)");
+            None
+        }
+    }
+}
