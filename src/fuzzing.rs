@@ -267,6 +267,7 @@ pub fn jsonrpc_body(data: &[u8]) {
             allow_identities: vec![g.clone()],
             allow_subjects: vec![],
             scopes: vec![],
+            approval: None,
         })
         .collect();
     for m in &parsed.messages {

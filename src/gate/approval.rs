@@ -818,13 +818,13 @@ mod tests {
         assert!(desk.pending(&token("alice", &["approve"])).is_empty());
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn the_deadline_denies_and_a_late_approval_does_nothing() {
         let desk = desk(ApprovalLimits::default());
         let mut hold = desk
             .hold(
                 call("delete_file", "{}"),
-                &rule(Duration::from_secs(2)),
+                &rule(Duration::from_millis(50)),
                 "k".into(),
             )
             .unwrap();

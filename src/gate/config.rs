@@ -762,6 +762,7 @@ mod tests {
             rate_limit: Option<OneOrMany<RateLimitSection>>,
             audit: Option<AuditSection>,
             tools: Option<ToolsSection>,
+            approvals: Option<ApprovalsSection>,
         }
         let f: File = toml::from_str(toml_text).map_err(|e| e.to_string())?;
         GateConfig::resolve(
@@ -771,6 +772,7 @@ mod tests {
                 rate_limit: f.rate_limit.as_ref().map(|r| r.0.as_slice()),
                 audit: f.audit.as_ref(),
                 tools: f.tools.as_ref(),
+                approvals: f.approvals.as_ref(),
             },
             false,
             1024,
@@ -824,6 +826,33 @@ mod tests {
             let e = parse(text).err().unwrap_or_else(|| panic!("accepted: {text}"));
             assert!(e.contains(expected), "{text}\nexpected `{expected}` in: {e}");
         }
+    }
+
+    #[test]
+    fn approval_errors_name_the_field_and_the_fix() {
+        let auth = "[auth]\nissuer = \"https://idp\"\naudience = \"https://mcp/mcp\"\njwks-url = \"https://idp/jwks\"\n";
+        for (text, expected) in [
+            ("[[rules]]\ntool = \"x\"\napprovers = [\"scope:a\"]\n", "rules[0].approvers: only a rule with require-approval = true has approvers"),
+            ("[[rules]]\ntool = \"x\"\nrequire-approval = true\n", "rules[0].approvers: say who may approve"),
+            ("[[rules]]\nmethod = \"resources/read\"\nrequire-approval = true\napprovers = [\"id:*\"]\n", "rules[0].require-approval: approval holds tools/call only"),
+            ("[[rules]]\ntool = \"x\"\ndeny = true\nrequire-approval = true\napprovers = [\"id:*\"]\n", "rules[0].require-approval: a deny rule refuses every call"),
+            ("[[rules]]\ntool = \"x\"\nrequire-approval = true\napprovers = [\"scope:approve\"]\n", "rules[0].approvers: `scope:approve`: approvers' scopes come from bearer tokens"),
+            ("[[rules]]\ntool = \"x\"\nrequire-approval = true\napprovers = [\"id:spiffe://ops/*\"]\n", "rules[0].approvers: `id:spiffe://ops/*`: approvers' identities come from client certificates"),
+            ("[[rules]]\ntool = \"x\"\nrequire-approval = true\napprovers = [\"alice\"]\n", "rules[0].approvers: `alice`: write \"scope:NAME\""),
+            ("[approvals]\nmax-pending = 0\n", "approvals.max-pending: must be at least 1"),
+            ("[approvals]\nkeepalive = \"0s\"\n", "approvals.keepalive: must be at least 1s"),
+        ] {
+            let e = parse(text).err().unwrap_or_else(|| panic!("accepted: {text}"));
+            assert!(e.contains(expected), "{text}\nexpected `{expected}` in: {e}");
+        }
+        let timeout = format!("{auth}[[rules]]\ntool = \"x\"\nrequire-approval = true\napprovers = [\"scope:a\"]\napproval-timeout = \"2d\"\n");
+        assert!(parse(&timeout).unwrap_err().contains("rules[0].approval-timeout: must be more than 0s and at most 24h"));
+        let ok = parse(&format!("{auth}[[rules]]\ntool = \"delete_*\"\nrequire-approval = true\napprovers = [\"scope:approve\"]\n")).unwrap().unwrap();
+        let a = ok.rules[0].approval.as_ref().unwrap();
+        assert_eq!(a.timeout, approval::DEFAULT_TIMEOUT);
+        assert_eq!(a.approvers, vec![Approver::Scope("approve".into())]);
+        assert_eq!(ok.approvals, ApprovalLimits::default());
+        assert!(ok.summary().contains("1 rules requiring approval"), "{}", ok.summary());
     }
 
     #[test]
