@@ -305,12 +305,11 @@ impl GateConfig {
         if let Some(a) = &self.auth {
             parts.push(format!("auth (audience {})", a.audience));
         }
-        if !self.rules.is_empty() {
-            parts.push(format!("{} rules", self.rules.len()));
-        }
         let held = self.rules.iter().filter(|r| r.approval.is_some()).count();
-        if held > 0 {
-            parts.push(format!("{held} rules requiring approval"));
+        match (self.rules.len(), held) {
+            (0, _) => {}
+            (n, 0) => parts.push(format!("{n} rules")),
+            (n, held) => parts.push(format!("{n} rules ({held} requiring approval)")),
         }
         if !self.limits.is_empty() {
             parts.push(format!("{} rate limits", self.limits.len()));
@@ -852,7 +851,7 @@ mod tests {
         assert_eq!(a.timeout, approval::DEFAULT_TIMEOUT);
         assert_eq!(a.approvers, vec![Approver::Scope("approve".into())]);
         assert_eq!(ok.approvals, ApprovalLimits::default());
-        assert!(ok.summary().contains("1 rules requiring approval"), "{}", ok.summary());
+        assert!(ok.summary().contains("1 rules (1 requiring approval)"), "{}", ok.summary());
     }
 
     #[test]
