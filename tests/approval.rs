@@ -38,16 +38,14 @@ struct Held {
 }
 
 impl Held {
+    /// Approvers by token scope (`scope:approve`), calls held for `timeout`; `approvals`: more
+    /// `[approvals]` keys.
     fn start(python: &Path, timeout: &str, approvals: &str) -> Self {
-        let pki = Pki::new(KeyAlg::EcdsaP256);
-        let k = keys();
-        let jwks_path = pki.path("jwks.json");
-        std::fs::write(&jwks_path, jwks(&[&k.es_jwk])).unwrap();
-        let audit = pki.path("audit.jsonl");
-        let config = pki.path("gate.toml");
-        std::fs::write(
-            &config,
-            format!(
+        Self::with(python, |pki| {
+            let k = keys();
+            let jwks_path = pki.path("jwks.json");
+            std::fs::write(&jwks_path, jwks(&[&k.es_jwk])).unwrap();
+            let gate = format!(
                 r#"
 [auth]
 jwks-file = {jwks_path:?}
@@ -65,31 +63,42 @@ approval-timeout = "{timeout}"
 [approvals]
 keepalive = "1s"
 {approvals}
-
-[audit]
-path = {audit:?}
 "#
-            ),
-        )
-        .unwrap();
-        let (upstream, port) = python_server(python, "streamable-http");
+            );
+            (gate, false)
+        })
+    }
+
+    /// `gate(pki)`: the config's gate sections (its `[audit]` is added), and whether mTLS is
+    /// on (`client-ca` on the server sidecar, the dev client certificate on the client's).
+    fn with(python: &Path, gate: impl FnOnce(&Pki) -> (String, bool)) -> Self {
+        let pki = Pki::new(KeyAlg::EcdsaP256);
+        let audit = pki.path("audit.jsonl");
+        let config = pki.path("gate.toml");
+        let (text, mtls) = gate(&pki);
+        std::fs::write(&config, format!("{text}\n[audit]\npath = {audit:?}\n")).unwrap();
+        let (mcp, port) = python_server(python, "streamable-http");
         let upstream_url = format!("http://127.0.0.1:{port}");
-        let server = Proc::server_sidecar(
-            pki.dir.path(),
-            &upstream_url,
-            &["--config", config.to_str().unwrap()],
+        let (ca, cert, key) = (
+            pki.path("ca.pem"),
+            pki.path("client.pem"),
+            pki.path("client.key"),
         );
-        let client = Proc::spawn(&[
-            "client",
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &format!("https://localhost:{}", server.port),
-            "--ca",
-            pki.path("ca.pem").to_str().unwrap(),
-        ]);
+        let mut server_flags = vec!["--config", config.to_str().unwrap()];
+        if mtls {
+            server_flags.extend(["--client-ca", ca.to_str().unwrap()]);
+        }
+        let server = Proc::server_sidecar(pki.dir.path(), &upstream_url, &server_flags);
+        let upstream = format!("https://localhost:{}", server.port);
+        let mut client_flags = vec!["client", "--listen", "127.0.0.1:0", "--upstream", &upstream];
+        client_flags.extend(["--ca", ca.to_str().unwrap()]);
+        if mtls {
+            client_flags.extend(["--client-cert", cert.to_str().unwrap()]);
+            client_flags.extend(["--client-key", key.to_str().unwrap()]);
+        }
+        let client = Proc::spawn(&client_flags);
         Self {
-            _upstream: upstream,
+            _upstream: mcp,
             server,
             client,
             audit,
@@ -619,6 +628,129 @@ fn a_flood_of_calls_needing_approval_is_capped_per_caller() {
     drop(held);
     gate.wait_pending(1);
     assert_eq!(gate.executions(python).get("delete_file"), None);
+}
+
+/// Approvers by client certificate: with `admin-tls` the admin listener speaks the sidecar's
+/// TLS with its `client-ca`, and an `id:PATTERN` approver decides with the CLI's certificate.
+/// Without one, the admin handshake is refused; without `admin-tls`, such a rule does not start.
+#[test]
+fn an_mtls_approver_decides_over_admin_tls() {
+    let Some(python) = python() else { return };
+    let rule = "[[rules]]\nname = \"approve-deletes\"\ntool = \"delete_*\"\nrequire-approval = true\napprovers = [\"id:spiffe://mcp-pqtls.dev/*\"]\n";
+    let gate = Held::with(python, |_| (format!("admin-tls = true\n{rule}"), true));
+    let admin = format!("https://localhost:{}", gate.server.admin.unwrap());
+    let ca = gate.pki.path("ca.pem");
+    // `who`: the certificate the CLI presents (`approver`, or `client`: the caller's own).
+    let cli = |verb: &[&str], who: Option<&str>| {
+        let mut cmd = bin();
+        cmd.arg("approvals")
+            .args(verb)
+            .args(["--admin", &admin, "--ca", ca.to_str().unwrap()]);
+        if let Some(who) = who {
+            let (cert, key) = (
+                gate.pki.path(&format!("{who}.pem")),
+                gate.pki.path(&format!("{who}.key")),
+            );
+            cmd.arg("--client-cert")
+                .arg(cert)
+                .arg("--client-key")
+                .arg(key);
+        }
+        cmd.output().unwrap()
+    };
+    let python = python.to_owned();
+    let url = gate.mcp_url();
+    let client = std::thread::spawn(move || {
+        gate_client_with(
+            &python,
+            &url,
+            "2026-07-28",
+            1,
+            &[("delete_file", json!({"path": "/m"}))],
+            &["--timeout", "60"],
+        )
+    });
+    let deadline = Instant::now() + GUARD;
+    let id = loop {
+        let out = cli(&["list"], Some("approver"));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+        if let Some(id) = listed["approvals"][0]["id"].as_str() {
+            assert_eq!(
+                listed["approver"], "id:spiffe://mcp-pqtls.dev/approver",
+                "{listed}"
+            );
+            assert_eq!(
+                listed["approvals"][0]["caller"]["identity"],
+                "spiffe://mcp-pqtls.dev/client"
+            );
+            break id.to_owned();
+        }
+        assert!(Instant::now() < deadline, "never held: {listed}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // No certificate: the admin listener's handshake refuses it.
+    let out = cli(&["approve", &id], None);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    // The caller's own certificate matches the approvers too: nobody approves their own call.
+    let out = cli(&["list"], Some("client"));
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed["approvals"], json!([]), "{listed}");
+    let out = cli(&["approve", &id], Some("client"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("may not decide their own call"),
+        "{out:?}"
+    );
+    let out = cli(&["approve", &id, "--reason", "mtls"], Some("approver"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = client.join().unwrap();
+    assert_eq!(outcome(&report)["result"], "deleted /m", "{report}");
+    let r = &gate.held_records(1)[0];
+    assert_eq!(
+        r["approval"]["approver"], "id:spiffe://mcp-pqtls.dev/approver",
+        "{r}"
+    );
+
+    // The same rule without admin-tls: refused before anything listens, naming the fix.
+    let bad = gate.pki.path("bad.toml");
+    std::fs::write(&bad, rule).unwrap();
+    let out = bin()
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--upstream",
+            "http://127.0.0.1:9",
+        ])
+        .args([
+            "--cert",
+            gate.pki.path("server.pem").to_str().unwrap(),
+            "--key",
+            gate.pki.path("server.key").to_str().unwrap(),
+        ])
+        .args([
+            "--client-ca",
+            ca.to_str().unwrap(),
+            "--config",
+            bad.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("set admin-tls = true"),
+        "{out:?}"
+    );
 }
 
 /// The page in a real browser (Debian's Chromium driven by playwright-core): it shows the

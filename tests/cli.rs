@@ -52,11 +52,13 @@ fn certs_init_writes_the_dev_pki_with_private_keys_0600() {
         "server.key",
         "client.pem",
         "client.key",
+        "approver.pem",
+        "approver.key",
     ] {
         assert!(dir.path().join(f).is_file(), "{f}");
     }
     use std::os::unix::fs::PermissionsExt;
-    for key in ["server.key", "client.key"] {
+    for key in ["server.key", "client.key", "approver.key"] {
         let mode = std::fs::metadata(dir.path().join(key))
             .unwrap()
             .permissions()

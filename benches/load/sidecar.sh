@@ -122,6 +122,19 @@ trust-on-first-use = true
 validate-arguments = true
 CONF
 } >"$work/tools.toml"
+# The gate over mTLS, with and without a require-approval rule for a tool the load never
+# calls: what calls that need no approval pay for the feature being configured.
+approval_admin='admin = "127.0.0.1:0"
+admin-tls = true'
+{ echo 'mode = "server"'; echo "$approval_admin"; tail -n +2 "$work/gate.toml"; } >"$work/mtls.toml"
+{ echo 'mode = "server"'; echo "$approval_admin"; cat <<CONF
+[[rules]]
+name = "approve-deletes"
+tool = "delete_*"
+require-approval = true
+approvers = ["id:spiffe://*"]
+CONF
+  tail -n +2 "$work/gate.toml"; } >"$work/approval.toml"
 
 # ---------------------------------------------------------------------------------------------
 requests_section() {
@@ -129,10 +142,12 @@ requests_section() {
   up="$(free_port)"; srv="$(free_port)"; cli="$(free_port)"; ngx="$(free_port)"
   start_upstream "$up"; pu=$!
   start_server "$srv" "$up"; ps=$!
-  local gsrv pg tsrv pt
-  gsrv="$(free_port)"; tsrv="$(free_port)"
+  local gsrv pg tsrv pt msrv pm asrv pa
+  gsrv="$(free_port)"; tsrv="$(free_port)"; msrv="$(free_port)"; asrv="$(free_port)"
   start_server "$gsrv" "$up" --config "$work/gate.toml"; pg=$!
   start_server "$tsrv" "$up" --config "$work/tools.toml"; pt=$!
+  start_server "$msrv" "$up" --config "$work/mtls.toml" --client-ca "$work/pki/ca.pem"; pm=$!
+  start_server "$asrv" "$up" --config "$work/approval.toml" --client-ca "$work/pki/ca.pem"; pa=$!
   start_client "$cli" "$srv"; pc=$!
   start_nginx "$ngx" "$up"; pn=$!
   declare -A url=(
@@ -142,17 +157,21 @@ requests_section() {
     [list]="https://127.0.0.1:$srv/mcp"
     [tools_list]="https://127.0.0.1:$tsrv/mcp"
     [tools]="https://127.0.0.1:$tsrv/mcp"
+    [gate_mtls]="https://127.0.0.1:$msrv/mcp"
+    [approval]="https://127.0.0.1:$asrv/mcp"
     [tunnel]="http://127.0.0.1:$cli/mcp"
     [nginx]="https://127.0.0.1:$ngx/mcp"
   )
   declare -A pids=([direct]="" [server]="$ps" [gate]="$pg" [list]="$ps" [tools_list]="$pt"
-    [tools]="$pt" [tunnel]="$ps $pc" [nginx]="$pn")
+    [tools]="$pt" [gate_mtls]="$pm" [approval]="$pa" [tunnel]="$ps $pc" [nginx]="$pn")
   local pq="--ca $work/pki/ca.pem --groups X25519MLKEM768"
   declare -A tls=([direct]="" [server]="$pq" [gate]="$pq" [list]="$pq --list"
     [tools_list]="$pq --list" [tools]="$pq"
+    [gate_mtls]="$pq --client-cert $work/pki/client.pem --client-key $work/pki/client.key"
+    [approval]="$pq --client-cert $work/pki/client.pem --client-key $work/pki/client.key"
     [tunnel]="" [nginx]="--ca $work/pki/ca.pem --groups X25519 --policy classical-allowed")
   # tools_list before tools: the first list pins echo, whose calls are then validated.
-  local order="direct server gate list tools_list tools tunnel nginx"
+  local order="direct server gate list tools_list tools gate_mtls approval tunnel nginx"
   for r in $(seq "$rounds"); do
     for how in $order; do
       local before=0 after=0 p json
@@ -171,7 +190,7 @@ requests_section() {
         >>"$work/$how.cpu"
     done
   done
-  stop "$pn" "$pc" "$pt" "$pg" "$ps" "$pu"
+  stop "$pn" "$pc" "$pa" "$pm" "$pt" "$pg" "$ps" "$pu"
   echo "| path | req/s | p50 µs | p99 µs | proxy CPU µs per request |"
   echo "|---|---|---|---|---|"
   local name
@@ -180,6 +199,8 @@ requests_section() {
     [list]="mcp-pqtls server, tools/list (~100 tools)"
     [tools_list]="… + gate with [tools]: tools/list judged against the pins"
     [tools]="… + gate with [tools]: tools/call arguments validated"
+    [gate_mtls]="mcp-pqtls server + MCP gate, mTLS clients, admin-tls"
+    [approval]="… + a require-approval rule (delete_*; these calls need none)"
     [tunnel]="full tunnel: mcp-pqtls client + server" [nginx]="nginx 1.22 (X25519)")
   for how in $order; do
     cpu="$(median <"$work/$how.cpu")"; [ "$how" = direct ] && cpu="–"
@@ -199,6 +220,10 @@ requests_section() {
     -v l="$(median <"$work/list.rps")" -v tl="$(median <"$work/tools_list.rps")" \
     -v cl="$(median <"$work/list.cpu")" -v ctl="$(median <"$work/tools_list.cpu")" \
     'BEGIN { printf "[tools]: a validated tools/call: req/s %.2f×, CPU per request %.2f× the gate without [tools]; a judged tools/list: req/s %.2f×, CPU per request %.2f× the ungated server.\n", t / g, ct / cg, tl / l, ctl / cl }'
+  awk -v m="$(median <"$work/gate_mtls.rps")" -v a="$(median <"$work/approval.rps")" \
+    -v cm="$(median <"$work/gate_mtls.cpu")" -v ca="$(median <"$work/approval.cpu")" \
+    -v pm="$(median <"$work/gate_mtls.p99")" -v pa="$(median <"$work/approval.p99")" \
+    'BEGIN { printf "Human approval configured, calls that need none: req/s %.2f×, p99 %.2f×, CPU per request %.2f× the same gate without the rule.\n", a / m, pa / pm, ca / cm }'
   [ "$(wc -l <"$work/audit.jsonl")" -gt 0 ] || { echo "sidecar.sh: the gate wrote no audit records" >&2; exit 1; }
   python3 -c 'import json,sys; t=json.load(open(sys.argv[1]))["tools"]; sys.exit(0 if "echo" in t and len(t) > 50 else 1)' "$work/tools.pin.json" ||
     { echo "sidecar.sh: [tools] did not pin the listed tools" >&2; exit 1; }

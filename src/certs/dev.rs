@@ -116,10 +116,18 @@ pub struct DevPki {
     pub client_pem: String,
     /// Client private key (PKCS#8).
     pub client_key: String,
+    /// A second client certificate, identity `spiffe://mcp-pqtls.dev/approver`: a person who
+    /// decides held calls (`approvers = ["id:..."]`), who is not the client that made them.
+    pub approver_pem: String,
+    /// Its private key (PKCS#8).
+    pub approver_key: String,
 }
 
 /// The SPIFFE ID in the dev client certificate.
 pub const DEV_CLIENT_ID: &str = "spiffe://mcp-pqtls.dev/client";
+
+/// The SPIFFE ID in the dev approver certificate.
+pub const DEV_APPROVER_ID: &str = "spiffe://mcp-pqtls.dev/approver";
 
 impl DevPki {
     /// Generates a CA, a server and a client certificate, all with keys of `alg`.
@@ -151,32 +159,46 @@ impl DevPki {
             .signed_by(&server_key, &issuer)
             .map_err(gen("server certificate"))?;
 
-        let client_key = alg.generate().map_err(gen("client key"))?;
-        let mut client = CertificateParams::new(vec!["client.mcp-pqtls.dev".to_owned()])
-            .map_err(gen("client certificate"))?;
-        client.subject_alt_names.insert(
-            0,
-            SanType::URI(DEV_CLIENT_ID.try_into().map_err(gen("client SPIFFE ID"))?),
-        );
-        client
-            .distinguished_name
-            .push(DnType::CommonName, "mcp-pqtls dev client");
-        client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        validity(&mut client);
-        let client_cert = client
-            .signed_by(&client_key, &issuer)
-            .map_err(gen("client certificate"))?;
+        let client = |id: &str, dns: &str, name: &str| -> Result<(String, String), CertError> {
+            let key = alg.generate().map_err(gen("client key"))?;
+            let mut params =
+                CertificateParams::new(vec![dns.to_owned()]).map_err(gen("client certificate"))?;
+            params.subject_alt_names.insert(
+                0,
+                SanType::URI(id.try_into().map_err(gen("client SPIFFE ID"))?),
+            );
+            params.distinguished_name.push(DnType::CommonName, name);
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            validity(&mut params);
+            let cert = params
+                .signed_by(&key, &issuer)
+                .map_err(gen("client certificate"))?;
+            Ok((cert.pem(), key.serialize_pem()))
+        };
+        let (client_pem, client_key) = client(
+            DEV_CLIENT_ID,
+            "client.mcp-pqtls.dev",
+            "mcp-pqtls dev client",
+        )?;
+        let (approver_pem, approver_key) = client(
+            DEV_APPROVER_ID,
+            "approver.mcp-pqtls.dev",
+            "mcp-pqtls dev approver",
+        )?;
 
         Ok(Self {
             ca_pem: ca_cert.pem(),
             server_pem: format!("{}{}", server_cert.pem(), ca_cert.pem()),
             server_key: server_key.serialize_pem(),
-            client_pem: client_cert.pem(),
-            client_key: client_key.serialize_pem(),
+            client_pem,
+            client_key,
+            approver_pem,
+            approver_key,
         })
     }
 
-    /// Writes `ca.pem`, `server.pem`, `server.key`, `client.pem`, `client.key` into `dir`
+    /// Writes `ca.pem`, `server.pem`, `server.key`, `client.pem`, `client.key`,
+    /// `approver.pem`, `approver.key` into `dir`
     /// (created if missing); keys are written mode 0600.
     pub fn write(&self, dir: &Path) -> Result<(), CertError> {
         std::fs::create_dir_all(dir).map_err(|error| CertError::Write {
@@ -189,6 +211,8 @@ impl DevPki {
             ("server.key", &self.server_key, true),
             ("client.pem", &self.client_pem, false),
             ("client.key", &self.client_key, true),
+            ("approver.pem", &self.approver_pem, false),
+            ("approver.key", &self.approver_key, true),
         ] {
             let path = dir.join(name);
             write_file(&path, pem.as_bytes(), secret)

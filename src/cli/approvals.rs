@@ -175,11 +175,13 @@ async fn call(
     Ok(value)
 }
 
-/// `text` with its control characters escaped (`\u{1b}`), for a terminal.
+/// `text` with its control characters escaped (`\u{1b}`), and the characters that change how
+/// text reads without showing (bidi overrides and isolates, zero-width marks), for a terminal.
 fn clean(text: &str) -> String {
+    let hidden = |c: char| matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}');
     text.chars()
         .map(|c| match c {
-            c if c.is_control() => c.escape_unicode().to_string(),
+            c if c.is_control() || hidden(c) => c.escape_unicode().to_string(),
             c => c.to_string(),
         })
         .collect()
@@ -339,7 +341,7 @@ mod tests {
     fn tables_escape_what_a_model_wrote() {
         let call = json!({
             "id": "ab12", "tool": "delete\u{1b}[2Jfile", "rule": "r",
-            "arguments": {"path": "/x\u{1b}]0;pwned\u{7}"},
+            "arguments": {"path": "/x\u{1b}]0;pwned\u{7}", "shown": "/etc/\u{202e}txt.dwssap"},
             "caller": {"subject": "alice", "addr": "127.0.0.1:1"},
             "tls": {"group": "X25519MLKEM768", "pq": true},
             "age_ms": 2000, "expires_in_ms": 298000
@@ -354,6 +356,10 @@ mod tests {
             "{list}"
         );
         assert!(show.contains("\\u{1b}[2J"), "{show}");
+        assert!(
+            show.contains("\\u{202e}") && !show.contains('\u{202e}'),
+            "{show}"
+        );
     }
 
     #[test]

@@ -81,6 +81,7 @@ impl Gate {
             ticket,
             listing,
             approval: None,
+            sent: false,
             _inflight: inflight,
         })
     }
@@ -181,6 +182,8 @@ pub struct Admitted {
     listing: Option<(Answers, Arc<dyn Judge>)>,
     /// `require-approval`: the call on the desk, then what became of it.
     approval: Option<(Holding, Option<Decided>)>,
+    /// Sent upstream (it may have run).
+    sent: bool,
     _inflight: Option<Inflight>,
 }
 
@@ -228,6 +231,17 @@ impl Admitted {
         self.approval.as_ref().map(|(h, _)| h)
     }
 
+    /// Drops the call unrecorded: it was refused after all, and its refusal is its record.
+    pub(super) fn discard(mut self) {
+        self.ticket = None;
+    }
+
+    /// The call is being sent upstream: from here its client leaving does not mean it did
+    /// not run.
+    pub(super) fn sending(&mut self) {
+        self.sent = true;
+    }
+
     /// Whether the call is held for approval: [`Admitted::approval`] decides whether it is sent.
     pub fn is_held(&self) -> bool {
         self.approval.is_some()
@@ -262,21 +276,36 @@ impl Admitted {
 
     fn write_records(&mut self, status: u16) {
         // Written while still held: the client left, which cancels it.
-        let approval = self.approval.as_mut().map(|(h, decided)| match decided {
-            Some(d) => d.clone(),
-            None => h.hold.cancel(),
+        let approval = self.approval.as_mut().map(|(h, decided)| {
+            let d = match decided {
+                Some(d) => d.clone(),
+                None => h.hold.cancel(),
+            };
+            (d, h.rule.clone())
         });
+        // A held call that was never sent did not run, whatever was decided.
+        let unsent = approval.as_ref().filter(|_| !self.sent);
         let Some(mut t) = self.ticket.take() else {
             return;
         };
         let duration_ms = ms(t.started);
         for r in std::mem::take(&mut t.records) {
-            let r = Record {
+            let mut r = Record {
                 status,
                 duration_ms,
-                approval: approval.clone(),
+                approval: approval.as_ref().map(|(d, _)| d.clone()),
                 ..r
             };
+            if let Some((d, rule)) = unsent {
+                r.decision = Decision::Refused;
+                r.rule = Some(rule.clone());
+                r.reason.get_or_insert_with(|| match d.decision {
+                    super::approval::Outcome::Approved => {
+                        "approved, but the client left before it was sent".to_owned()
+                    }
+                    _ => "the client left while the call was held for approval".to_owned(),
+                });
+            }
             match &mut t.reservation {
                 Some(held) => t.audit.write_reserved(&r, held),
                 None => t.audit.write(&r),

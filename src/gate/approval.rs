@@ -51,9 +51,9 @@ pub enum ApproverError {
     /// Neither `scope:` nor `id:`.
     #[error("`{0}`: write \"scope:NAME\" (a token scope) or \"id:PATTERN\" (a client identity)")]
     Kind(String),
-    /// `scope:` with nothing after it.
-    #[error("`{0}`: the scope is empty")]
-    EmptyScope(String),
+    /// `scope:` with nothing after it, or with whitespace in it.
+    #[error("`{0}`: a scope is one non-empty word (token scopes are space-separated)")]
+    BadScope(String),
     /// `id:` with a pattern that is not a glob.
     #[error("`{0}`: {1}")]
     Pattern(String, GlobError),
@@ -64,7 +64,7 @@ impl Approver {
     pub fn parse(s: &str) -> Result<Self, ApproverError> {
         if let Some(scope) = s.strip_prefix("scope:") {
             if scope.is_empty() || scope.contains(char::is_whitespace) {
-                return Err(ApproverError::EmptyScope(s.to_owned()));
+                return Err(ApproverError::BadScope(s.to_owned()));
             }
             return Ok(Self::Scope(scope.to_owned()));
         }
@@ -113,6 +113,28 @@ pub struct Approving {
 }
 
 impl Approving {
+    /// The approver as `approvers` admitted them: `id:IDENTITY` when a client-identity entry
+    /// did, else `sub:SUBJECT` (a scope entry), else [`Approving::name`].
+    pub fn name_for(&self, approvers: &[Approver]) -> String {
+        let by = |identity: bool| {
+            approvers
+                .iter()
+                .filter(|a| matches!(a, Approver::Identity(_)) == identity)
+                .any(|a| a.admits(self))
+        };
+        match (&self.identity, &self.subject) {
+            (Some(i), _) if by(true) => format!("id:{i}"),
+            (_, Some(s)) if by(false) => format!("sub:{s}"),
+            _ => self.name(),
+        }
+    }
+
+    /// Whether this approver is who made `call`: nobody decides their own call.
+    pub fn made(&self, call: &CallerView) -> bool {
+        let same = |a: &Option<String>, b: &Option<String>| a.is_some() && a == b;
+        same(&self.identity, &call.identity) || same(&self.subject, &call.subject)
+    }
+
     /// The approver as the audit log and the client see them: `id:IDENTITY` or `sub:SUBJECT`.
     pub fn name(&self) -> String {
         match (&self.identity, &self.subject) {
@@ -265,6 +287,9 @@ pub enum HoldError {
     /// `max-pending-per-caller` calls of this caller are held.
     #[error("this client has {0} calls waiting for approval (approvals.max-pending-per-caller); wait for them to be decided")]
     CallerFull(usize),
+    /// The system RNG failed: no unguessable id can be made.
+    #[error("no approval id can be made: the system's random number generator failed")]
+    NoRandom,
 }
 
 /// Why a decision was not taken.
@@ -292,6 +317,9 @@ pub enum DecideError {
         /// The rule's approvers.
         approvers: String,
     },
+    /// The decider made the call: nobody approves their own.
+    #[error("{0} made this call: an approver may not decide their own call")]
+    OwnCall(String),
     /// The decision names other arguments than the held call's.
     #[error("the decision is for arguments {given}, the call held under this id has {held}: reload and decide what is held")]
     DigestMismatch {
@@ -308,7 +336,7 @@ impl DecideError {
         match self {
             Self::Unknown(_) => http::StatusCode::NOT_FOUND,
             Self::Closed { .. } | Self::DigestMismatch { .. } => http::StatusCode::CONFLICT,
-            Self::NotApprover { .. } => http::StatusCode::FORBIDDEN,
+            Self::NotApprover { .. } | Self::OwnCall(_) => http::StatusCode::FORBIDDEN,
         }
     }
 }
@@ -377,7 +405,7 @@ impl Desk {
         let created = Instant::now();
         let deadline = created + rule.timeout;
         let (tx, rx) = oneshot::channel();
-        let id = new_id();
+        let id = new_id().ok_or(HoldError::NoRandom)?;
         {
             let mut s = self.lock();
             if s.pending.len() >= self.limits.max_pending {
@@ -424,19 +452,23 @@ impl Desk {
         let mut calls: Vec<(&Instant, HeldCall)> = s
             .pending
             .values()
-            .filter(|e| may_decide(&e.approvers, who))
+            .filter(|e| authorize(e, who).is_ok())
             .map(|e| (&e.created, view(e)))
             .collect();
         calls.sort_by_key(|(created, _)| **created);
         calls.into_iter().map(|(_, c)| c).collect()
     }
 
-    /// One held call, if `who` may decide it.
+    /// One held call, if `who` may decide it (else it is unknown to them: an id they may not
+    /// decide is not confirmed to exist).
     pub fn get(&self, id: &str, who: &Approving) -> Result<HeldCall, DecideError> {
         let s = self.lock();
         let entry = open_entry(&s, id)?;
-        authorize(entry, who)?;
-        Ok(view(entry))
+        match authorize(entry, who) {
+            Ok(()) => Ok(view(entry)),
+            Err(DecideError::NotApprover { .. }) => Err(DecideError::Unknown(id.to_owned())),
+            Err(e) => Err(e),
+        }
     }
 
     /// Decides the call held under `id`. `digest`, when given, must be the held call's
@@ -477,14 +509,15 @@ impl Desk {
         } else {
             Outcome::Denied
         };
-        let Some(entry) = close(&mut s, &self.metrics, id, outcome, Some(who.name())) else {
+        let approver = who.name_for(&entry.approvers);
+        let Some(entry) = close(&mut s, &self.metrics, id, outcome, Some(approver.clone())) else {
             return Err(refused(DecideError::Unknown(id.to_owned())));
         };
         let call = entry.call.clone();
         // The holder may have gone between the lock and here: it is then cancelled.
         let _ = entry.tx.send(Verdict {
             approve,
-            approver: who.name(),
+            approver,
             reason,
         });
         Ok(call)
@@ -513,6 +546,9 @@ fn open_entry<'s>(s: &'s State, id: &str) -> Result<&'s Entry, DecideError> {
 
 fn authorize(entry: &Entry, who: &Approving) -> Result<(), DecideError> {
     if may_decide(&entry.approvers, who) {
+        if who.made(&entry.call.caller) {
+            return Err(DecideError::OwnCall(who.name()));
+        }
         return Ok(());
     }
     Err(DecideError::NotApprover {
@@ -565,19 +601,12 @@ fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-/// 128 random bits, hex: an id nobody can guess (it is not a credential, but a guessed id
-/// would let an approver decide a call they were never shown).
-fn new_id() -> String {
+/// 128 random bits from the system RNG, hex: an id nobody can guess (it is not a
+/// credential, but a guessed id would let an approver decide a call they were never shown).
+fn new_id() -> Option<String> {
     let mut bytes = [0u8; 16];
-    // aws-lc-rs's system RNG; it only fails if the OS has none, and then nothing here works.
-    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
-        let nanos = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        bytes = nanos.to_le_bytes();
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    aws_lc_rs::rand::fill(&mut bytes).ok()?;
+    Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// A call on the desk, owned by the request that waits for it. Dropped undecided (the client
@@ -836,6 +865,38 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("expired"), "{e}");
         assert_eq!(hold.wait().await.decision, Outcome::Expired);
+    }
+
+    #[tokio::test]
+    async fn nobody_approves_their_own_call() {
+        let desk = desk(ApprovalLimits::default());
+        let mut own = call("delete_file", "{}");
+        own.caller.subject = Some("alice".into());
+        own.caller.identity = Some("spiffe://ops/alice".into());
+        let hold = desk.hold(own, &rule(DEFAULT_TIMEOUT), "k".into()).unwrap();
+        for who in [token("alice", &["approve"]), mtls("spiffe://ops/alice")] {
+            assert!(desk.pending(&who).is_empty(), "{who:?} sees its own call");
+            let e = desk.decide(hold.id(), &who, true, None, None).unwrap_err();
+            assert!(matches!(e, DecideError::OwnCall(_)), "{e}");
+        }
+        // Named by what admitted them: the identity entry, not the token's subject.
+        let both = Approving {
+            identity: Some("spiffe://ops/carol".into()),
+            ..token("carol", &["mcp"])
+        };
+        assert_eq!(
+            both.name_for(&rule(DEFAULT_TIMEOUT).approvers),
+            "id:spiffe://ops/carol"
+        );
+        let scoped = Approving {
+            identity: Some("spiffe://dev/dave".into()),
+            ..token("dave", &["approve"])
+        };
+        assert_eq!(
+            scoped.name_for(&rule(DEFAULT_TIMEOUT).approvers),
+            "sub:dave"
+        );
+        desk.decide(hold.id(), &scoped, false, None, None).unwrap();
     }
 
     #[tokio::test]

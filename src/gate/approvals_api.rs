@@ -71,9 +71,15 @@ impl Gate {
             );
         };
         let path = req.uri().path().to_owned();
-        let rest = path
-            .trim_start_matches("/approvals")
-            .trim_start_matches('/');
+        // `/approvals` or `/approvals/REST`, once: `//` or a repeated prefix is not a route.
+        let rest = match path.strip_prefix("/approvals") {
+            Some("") => "",
+            Some(r) => match r.strip_prefix('/') {
+                Some(r) if !r.is_empty() => r,
+                _ => return problem(StatusCode::NOT_FOUND, "no such approvals route"),
+            },
+            None => return problem(StatusCode::NOT_FOUND, "no such approvals route"),
+        };
         let method = req.method().clone();
         match (&method, rest) {
             (&Method::GET, "ui") => return asset("text/html; charset=utf-8", PAGE),
@@ -144,6 +150,9 @@ impl Gate {
         let has_token = req.headers().contains_key(http::header::AUTHORIZATION);
         if has_token {
             let Some(auth) = &self.auth else {
+                if who.identity.is_some() {
+                    return Ok(who); // the certificate says who; there is no token to check
+                }
                 return Err(problem(
                     StatusCode::UNAUTHORIZED,
                     "this gate has no [auth]: approvers prove who they are with a client certificate",

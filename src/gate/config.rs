@@ -845,13 +845,19 @@ mod tests {
             assert!(e.contains(expected), "{text}\nexpected `{expected}` in: {e}");
         }
         let timeout = format!("{auth}[[rules]]\ntool = \"x\"\nrequire-approval = true\napprovers = [\"scope:a\"]\napproval-timeout = \"2d\"\n");
-        assert!(parse(&timeout).unwrap_err().contains("rules[0].approval-timeout: must be more than 0s and at most 24h"));
+        assert!(parse(&timeout)
+            .unwrap_err()
+            .contains("rules[0].approval-timeout: must be more than 0s and at most 24h"));
         let ok = parse(&format!("{auth}[[rules]]\ntool = \"delete_*\"\nrequire-approval = true\napprovers = [\"scope:approve\"]\n")).unwrap().unwrap();
         let a = ok.rules[0].approval.as_ref().unwrap();
         assert_eq!(a.timeout, approval::DEFAULT_TIMEOUT);
         assert_eq!(a.approvers, vec![Approver::Scope("approve".into())]);
         assert_eq!(ok.approvals, ApprovalLimits::default());
-        assert!(ok.summary().contains("1 rules (1 requiring approval)"), "{}", ok.summary());
+        assert!(
+            ok.summary().contains("1 rules (1 requiring approval)"),
+            "{}",
+            ok.summary()
+        );
     }
 
     #[test]

@@ -37,6 +37,31 @@ use super::{BoxError, Gate, GateBody, Refused, POLICY_REFUSED};
 /// as it comes, unbounded).
 const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
 
+/// Why arguments that are not JSON cannot be shown.
+const ARGUMENTS_UNREADABLE: &str = "they are not readable JSON";
+
+/// The largest integer JSON numbers keep exactly everywhere an approver reads them (the page's
+/// `JSON.parse`, the digest's RFC 8785 form): 2^53.
+const EXACT_INTEGER: f64 = 9_007_199_254_740_992.0;
+
+/// Whether `v` reads the same to an approver as to the upstream: integers within ±2^53 and
+/// other numbers that are not integers beyond it (those are rounded by every IEEE-double
+/// reader, so the upstream could run a number the approver never saw).
+fn exact(v: &Value) -> Result<(), &'static str> {
+    match v {
+        Value::Number(n) => {
+            let f = n.as_f64().unwrap_or(f64::INFINITY);
+            if f.abs() > EXACT_INTEGER {
+                return Err("a number beyond ±2^53 reads differently in a browser, the digest and the upstream; send it as a string");
+            }
+            Ok(())
+        }
+        Value::Array(items) => items.iter().try_for_each(exact),
+        Value::Object(map) => map.values().try_for_each(exact),
+        _ => Ok(()),
+    }
+}
+
 /// The message of a body that a rule holds for approval.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Held<'r> {
@@ -55,29 +80,15 @@ pub(super) struct Holding {
 }
 
 impl Gate {
-    /// Puts message `held.index` of `body` on the desk: refused (503) when the desk is full,
-    /// (400) when its arguments cannot be shown to an approver exactly as they are sent.
-    pub(super) fn hold(
+    /// What approvers will be shown of message `held.index` of `body`: refused (400) when its
+    /// arguments cannot be shown exactly as they are sent.
+    pub(super) fn held_call(
         &self,
         caller: &Caller,
         body: &Body,
         bytes: &[u8],
         held: Held<'_>,
-    ) -> Result<Holding, Refused> {
-        let refuse = |status, reason, code, message: String| {
-            let mut verdicts = vec![None; body.messages.len()];
-            verdicts[held.index] = Some(Refusal::new(held.rule, code, message));
-            self.refuse_messages(caller, body, verdicts, status, reason, None)
-        };
-        let Some(desk) = &self.desk else {
-            // A rule holds calls only when the gate has a desk (see `Gate::new`).
-            return Err(refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                RefusalReason::ApprovalsFull,
-                jsonrpc::INTERNAL_ERROR,
-                "this gate takes no approvals".to_owned(),
-            ));
-        };
+    ) -> Result<HeldCall, Refused> {
         let m = &body.messages[held.index];
         let arguments = params_of(bytes, body.batch)
             .ok()
@@ -87,17 +98,21 @@ impl Gate {
                     .map(Value::take)
                     .unwrap_or(Value::Null)
             });
+        let shown = arguments.as_ref().map_or(Err(ARGUMENTS_UNREADABLE), exact);
         let canonical = arguments.as_ref().and_then(|a| serde_jcs::to_vec(a).ok());
-        let (Some(arguments), Some(canonical)) = (arguments, canonical) else {
-            return Err(refuse(
+        let (Some(arguments), Ok(()), Some(canonical)) = (arguments, shown, canonical) else {
+            let why = shown.err().unwrap_or(ARGUMENTS_UNREADABLE);
+            return Err(self.refuse_held(
+                caller,
+                body,
+                held,
                 StatusCode::BAD_REQUEST,
                 RefusalReason::InvalidRequest,
                 jsonrpc::INVALID_PARAMS,
-                "the arguments of a call that needs approval must be JSON an approver can be shown exactly"
-                    .to_owned(),
+                format!("the arguments of a call that needs approval must be shown to an approver exactly as they are sent: {why}"),
             ));
         };
-        let call = HeldCall {
+        Ok(HeldCall {
             id: String::new(),
             tool: m.tool().unwrap_or_default().to_owned(),
             arguments,
@@ -127,16 +142,50 @@ impl Gate {
             expires: String::new(),
             age_ms: 0,
             expires_in_ms: 0,
+        })
+    }
+
+    /// Puts `call` on the desk, once the call is admitted (the last step before the
+    /// upstream); a full desk refuses it (503) and `admitted` is discarded unrecorded (the
+    /// refusal is the call's record).
+    pub(super) fn hold(
+        &self,
+        caller: &Caller,
+        body: &Body,
+        call: HeldCall,
+        held: Held<'_>,
+        mut admitted: Admitted,
+    ) -> Result<Admitted, Refused> {
+        let Some(desk) = &self.desk else {
+            // A rule holds calls only when the gate has a desk (see `Gate::new`).
+            admitted.discard();
+            return Err(self.refuse_held(
+                caller,
+                body,
+                held,
+                StatusCode::SERVICE_UNAVAILABLE,
+                RefusalReason::ApprovalsFull,
+                jsonrpc::INTERNAL_ERROR,
+                "this gate takes no approvals".to_owned(),
+            ));
         };
+        let id = body.messages[held.index].id.clone();
         match desk.hold(call, held.approval, caller.key(KeyKind::Identity)) {
-            Ok(hold) => Ok(Holding {
-                hold,
-                id: m.id.clone(),
-                rule: held.rule.to_owned(),
-                keepalive: desk.limits().keepalive,
-            }),
+            Ok(hold) => {
+                admitted.hold(Holding {
+                    hold,
+                    id,
+                    rule: held.rule.to_owned(),
+                    keepalive: desk.limits().keepalive,
+                });
+                Ok(admitted)
+            }
             Err(e) => {
-                let mut r = refuse(
+                admitted.discard();
+                let mut r = self.refuse_held(
+                    caller,
+                    body,
+                    held,
                     StatusCode::SERVICE_UNAVAILABLE,
                     RefusalReason::ApprovalsFull,
                     POLICY_REFUSED,
@@ -147,6 +196,22 @@ impl Gate {
                 Err(r)
             }
         }
+    }
+
+    #[allow(clippy::too_many_arguments)] // one refusal, said in full at each of its three sites
+    fn refuse_held(
+        &self,
+        caller: &Caller,
+        body: &Body,
+        held: Held<'_>,
+        status: StatusCode,
+        reason: RefusalReason,
+        code: i64,
+        message: String,
+    ) -> Refused {
+        let mut verdicts = vec![None; body.messages.len()];
+        verdicts[held.index] = Some(Refusal::new(held.rule, code, message));
+        self.refuse_messages(caller, body, verdicts, status, reason, None)
     }
 
     /// A batch with a member a rule holds: refused whole, as a held call waits alone.
@@ -229,11 +294,17 @@ where
     ResB: HttpBody<Data = Bytes> + Send + 'static,
     ResB::Error: Into<BoxError>,
 {
-    if !accepts_sse(req.headers()) || is_legacy_post(&req) {
+    let legacy = super::legacy::legacy_session(req.method(), req.uri(), req.headers());
+    if !accepts_sse(req.headers()) || legacy.is_some() {
         return match admitted.approval().await {
             Some(d) if d.decision != Outcome::Approved => {
                 let error = gate.not_approved(admitted, &d);
                 let r = json_response(StatusCode::FORBIDDEN, error.to_string().into_bytes());
+                // A legacy HTTP+SSE client reads answers on its session's stream only.
+                let r = match &legacy {
+                    Some(session) => gate.to_legacy_stream(session, &owner, r).await,
+                    None => r,
+                };
                 Ok(r.map(GateResponseBody::refused))
             }
             _ => forward(&gate, inner, req, admitted, legacy_stream, owner).await,
@@ -261,11 +332,26 @@ where
             }
         };
         let Some(decided) = decided.filter(|d| d.decision != Outcome::Approved) else {
-            let answer = tokio::select! {
-                r = forward(&gate, inner, req, admitted, legacy_stream, owner) => r,
-                _ = tx.closed() => return,
+            // The comments go on until the upstream's answer starts: a slow tool must not
+            // look idle to a proxy either.
+            // `.ok()`: the inner service's error need not be `Send` (it ends the call anyway).
+            let mut sent = std::pin::pin!(async {
+                forward(&gate, inner, req, admitted, legacy_stream, owner)
+                    .await
+                    .ok()
+            });
+            let answer = loop {
+                tokio::select! {
+                    r = &mut sent => break r,
+                    _ = tick.tick() => {
+                        if tx.send(waiting.clone()).await.is_err() {
+                            return;
+                        }
+                    }
+                    _ = tx.closed() => return,
+                }
             };
-            match answer.ok() {
+            match answer {
                 Some(r) => relay(r, id, &tx).await,
                 None => {
                     let error = jsonrpc_error(
@@ -286,11 +372,6 @@ where
     h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     Ok(r)
-}
-
-/// A legacy HTTP+SSE POST (`?session_id=`), answered on its session's stream: it waits.
-fn is_legacy_post<B>(req: &Request<B>) -> bool {
-    super::legacy::legacy_session(req.method(), req.uri(), req.headers()).is_some()
 }
 
 fn accepts_sse(headers: &HeaderMap) -> bool {
@@ -315,7 +396,13 @@ where
     let (parts, body) = response.into_parts();
     if parts.status.is_success() && super::layer::is_sse(&parts.headers) {
         let mut body = std::pin::pin!(body);
-        while let Some(frame) = body.frame().await {
+        loop {
+            // The client leaving ends the relay (and, dropping the body, the upstream stream).
+            let frame = tokio::select! {
+                f = body.frame() => f,
+                _ = tx.closed() => return,
+            };
+            let Some(frame) = frame else { return };
             let Ok(data) = frame.map(|f| f.into_data()) else {
                 return;
             };
@@ -325,7 +412,6 @@ where
                 }
             }
         }
-        return;
     }
     let status = parts.status;
     let answer = Limited::new(body, MAX_ANSWER_BYTES)

@@ -175,6 +175,7 @@ where
     ResB: Body<Data = Bytes> + Send + 'static,
     ResB::Error: Into<BoxError>,
 {
+    admitted.sending();
     let result = async {
         std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
         boxed(inner.call(req)).await

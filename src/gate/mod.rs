@@ -414,15 +414,19 @@ impl Gate {
         let held = self.check_rules(&caller, &parsed)?;
         self.check_tools(&caller, &parsed, &bytes, &parts.headers)?;
         self.charge(&caller, Some(&parsed))?;
-        // Approval is the last step before the upstream: every other check has passed.
-        let holding = match held {
-            Some(held) => Some(self.hold(&caller, &parsed, &bytes, held)?),
+        let held = match held {
+            Some(h) => Some((
+                self.held_call(&caller, &parsed, &bytes, h)?,
+                h,
+                parsed.clone(),
+            )),
             None => None,
         };
         let answers = self.answers(Some(&parsed), Some(&bytes));
         let mut admitted = self.admitted(&caller, Some(parsed), inflight, answers)?;
-        if let Some(holding) = holding {
-            admitted.hold(holding);
+        // Approval is the last step before the upstream: every other check has passed.
+        if let Some((call, h, parsed)) = held {
+            admitted = self.hold(&caller, &parsed, call, h, admitted)?;
         }
         let body = Buffered {
             data: Some(bytes),

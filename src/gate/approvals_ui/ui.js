@@ -14,8 +14,15 @@
     return h;
   }
 
+  // Characters that change how text reads without showing themselves (bidi overrides and
+  // isolates, zero-width marks): shown as \u{XXXX}, so that a path cannot pass for another.
+  const HIDDEN = /[\u200B-\u200F\u202A-\u202E\u2060-\u2069\uFEFF]/g;
+  function visible(value) {
+    return String(value).replace(HIDDEN, (c) => "\\u{" + c.charCodeAt(0).toString(16).toUpperCase() + "}");
+  }
+
   function text(el, selector, value) {
-    el.querySelector(selector).textContent = value;
+    el.querySelector(selector).textContent = visible(value);
   }
 
   function seconds(ms) {
