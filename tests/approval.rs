@@ -35,13 +35,20 @@ struct Held {
     client: Proc,
     audit: PathBuf,
     pki: Pki,
+    /// The MCP endpoint's path (`/sse` for legacy HTTP+SSE).
+    path: &'static str,
 }
 
 impl Held {
     /// Approvers by token scope (`scope:approve`), calls held for `timeout`; `approvals`: more
     /// `[approvals]` keys.
     fn start(python: &Path, timeout: &str, approvals: &str) -> Self {
-        Self::with(python, |pki| {
+        Self::start_on(python, "streamable-http", timeout, approvals)
+    }
+
+    /// As [`Held::start`], the upstream serving `transport` (`sse`: legacy HTTP+SSE).
+    fn start_on(python: &Path, transport: &'static str, timeout: &str, approvals: &str) -> Self {
+        Self::with(python, transport, |pki| {
             let k = keys();
             let jwks_path = pki.path("jwks.json");
             std::fs::write(&jwks_path, jwks(&[&k.es_jwk])).unwrap();
@@ -71,13 +78,17 @@ keepalive = "1s"
 
     /// `gate(pki)`: the config's gate sections (its `[audit]` is added), and whether mTLS is
     /// on (`client-ca` on the server sidecar, the dev client certificate on the client's).
-    fn with(python: &Path, gate: impl FnOnce(&Pki) -> (String, bool)) -> Self {
+    fn with(
+        python: &Path,
+        transport: &'static str,
+        gate: impl FnOnce(&Pki) -> (String, bool),
+    ) -> Self {
         let pki = Pki::new(KeyAlg::EcdsaP256);
         let audit = pki.path("audit.jsonl");
         let config = pki.path("gate.toml");
         let (text, mtls) = gate(&pki);
         std::fs::write(&config, format!("{text}\n[audit]\npath = {audit:?}\n")).unwrap();
-        let (mcp, port) = python_server(python, "streamable-http");
+        let (mcp, port) = python_server(python, transport);
         let upstream_url = format!("http://127.0.0.1:{port}");
         let (ca, cert, key) = (
             pki.path("ca.pem"),
@@ -103,11 +114,12 @@ keepalive = "1s"
             client,
             audit,
             pki,
+            path: if transport == "sse" { "/sse" } else { "/mcp" },
         }
     }
 
     fn mcp_url(&self) -> String {
-        format!("http://127.0.0.1:{}/mcp", self.client.port)
+        format!("http://127.0.0.1:{}{}", self.client.port, self.path)
     }
 
     fn admin(&self) -> String {
@@ -189,10 +201,15 @@ keepalive = "1s"
 
     /// What the upstream ran, by tool (a call of `executions`, which the rule does not hold).
     fn executions(&self, python: &Path) -> Value {
+        let protocol = if self.path == "/sse" {
+            "sse"
+        } else {
+            "2026-07-28"
+        };
         let r = gate_client_with(
             python,
             &self.mcp_url(),
-            "2026-07-28",
+            protocol,
             1,
             &[],
             &["--bearer", &token("agent")],
@@ -229,6 +246,20 @@ fn http(
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, text)
+}
+
+/// One JSON POST to the MCP endpoint through the client sidecar, answered at once.
+fn plain_post(port: u16, token: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(GUARD)).unwrap();
+    let req = format!(
+        "POST /mcp HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\naccept: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    (out[9..12].parse().unwrap(), out)
 }
 
 /// gate_client.py in a thread: the call it makes is held until the test decides.
@@ -581,6 +612,38 @@ fn denied_expired_and_abandoned_calls_never_reach_the_upstream() {
     );
 }
 
+/// The deprecated HTTP+SSE transport: its client reads answers on its session's GET stream
+/// only, so an approved call's answer and a denial both arrive there.
+#[test]
+fn legacy_http_sse_clients_wait_and_hear_the_decision_on_their_stream() {
+    let Some(python) = python() else { return };
+    let gate = Held::start_on(python, "sse", "5m", "");
+    let alice = approver("alice");
+    for (verb, path) in [("approve", "/srv/legacy"), ("deny", "/srv/no")] {
+        let client = call_in_background(python, gate.mcp_url(), "sse", json!({"path": path}), &[]);
+        let held = gate.wait_pending(1).remove(0);
+        assert!(held["caller"]["session_id"].as_str().is_some(), "{held}");
+        let id = held["id"].as_str().unwrap();
+        let (status, body) = gate.api(
+            "POST",
+            &format!("/approvals/{id}/{verb}"),
+            Some(&alice),
+            Some(json!({"reason": "legacy"})),
+        );
+        assert_eq!(status, 200, "{body}");
+        let report = client.join().unwrap();
+        match verb {
+            "approve" => assert_eq!(
+                outcome(&report)["result"],
+                format!("deleted {path}"),
+                "{report}"
+            ),
+            _ => assert_eq!(outcome(&report)["error"]["code"], -32010, "{report}"),
+        }
+    }
+    assert_eq!(gate.executions(python)["delete_file"], 1);
+}
+
 /// An attack over sockets: one caller floods calls that need approval. The desk holds
 /// `max-pending-per-caller` (here 2) and refuses the rest at once (503), and the held ones are
 /// freed when their clients go.
@@ -599,7 +662,7 @@ fn a_flood_of_calls_needing_approval_is_capped_per_caller() {
         s.set_read_timeout(Some(GUARD)).unwrap();
         let b = body(id);
         let req = format!(
-            "POST /mcp HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\naccept: application/json\r\ncontent-length: {}\r\n\r\n{b}",
+            "POST /mcp HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\naccept: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{b}",
             token(who),
             b.len()
         );
@@ -624,6 +687,16 @@ fn a_flood_of_calls_needing_approval_is_capped_per_caller() {
         answer.starts_with("HTTP/1.1 503") && answer.contains("approvals.max-pending"),
         "{answer}"
     );
+    // A held call is never smuggled in a batch, nor with a number an approver would see
+    // rounded: both refused at once.
+    let batch = format!("[{},{}]", body(6), body(7));
+    let (status, text) = plain_post(port, &token("flood2"), &batch);
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("send it alone, not in a batch"), "{text}");
+    let big = r#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"delete_file","arguments":{"path":"/x","amount":12345678901234567890}}}"#;
+    let (status, text) = plain_post(port, &token("flood2"), big);
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("beyond ±2^53"), "{text}");
     // The flood's clients go: their calls are cancelled and their places freed.
     drop(held);
     gate.wait_pending(1);
@@ -637,7 +710,9 @@ fn a_flood_of_calls_needing_approval_is_capped_per_caller() {
 fn an_mtls_approver_decides_over_admin_tls() {
     let Some(python) = python() else { return };
     let rule = "[[rules]]\nname = \"approve-deletes\"\ntool = \"delete_*\"\nrequire-approval = true\napprovers = [\"id:spiffe://mcp-pqtls.dev/*\"]\n";
-    let gate = Held::with(python, |_| (format!("admin-tls = true\n{rule}"), true));
+    let gate = Held::with(python, "streamable-http", |_| {
+        (format!("admin-tls = true\n{rule}"), true)
+    });
     let admin = format!("https://localhost:{}", gate.server.admin.unwrap());
     let ca = gate.pki.path("ca.pem");
     // `who`: the certificate the CLI presents (`approver`, or `client`: the caller's own).
