@@ -10,6 +10,7 @@
 //! byte, as soon as its blank line arrives.
 
 use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
 
 /// One event: its bytes as they came (up to and including the blank line that ended it),
 /// and its fields.
@@ -217,6 +218,14 @@ impl EventParser {
         self.line_start = 0;
         (!self.pending.is_empty()).then(|| Event::parse(self.pending.split().freeze()))
     }
+}
+
+/// Whether a response's `Content-Type` is `text/event-stream`.
+pub(crate) fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("text/event-stream"))
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use mcp_pqtls::certs::KeyAlg;
 use serde_json::{json, Value};
 use support::jwt::{claims, jwks, keys, sign, token, with, AUDIENCE, ISSUER};
-use support::process::{bin, Proc};
+use support::process::{bin, install_or_skip, Proc};
 use support::python::{gate_client_with, python, python_server, repo};
 use support::{KillOnDrop, Pki};
 
@@ -796,31 +796,17 @@ fn an_mtls_approver_decides_over_admin_tls() {
 
     // The same rule without admin-tls: refused before anything listens, naming the fix.
     let bad = gate.pki.path("bad.toml");
-    std::fs::write(&bad, rule).unwrap();
-    let out = bin()
-        .args([
-            "server",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--upstream",
-            "http://127.0.0.1:9",
-        ])
-        .args([
-            "--cert",
-            gate.pki.path("server.pem").to_str().unwrap(),
-            "--key",
-            gate.pki.path("server.key").to_str().unwrap(),
-        ])
-        .args([
-            "--client-ca",
-            ca.to_str().unwrap(),
-            "--config",
-            bad.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let dir = gate.pki.dir.path();
+    std::fs::write(
+        &bad,
+        format!(
+            "mode = \"server\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nupstream = \"http://127.0.0.1:9\"\ncert = {:?}\nkey = {:?}\nclient-ca = {ca:?}\n{rule}",
+            dir.join("server.pem"),
+            dir.join("server.key"),
+        ),
+    )
+    .unwrap();
+    let out = bin().arg("check-config").arg(&bad).output().unwrap();
     assert_eq!(out.status.code(), Some(64), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("set admin-tls = true"),
@@ -910,21 +896,5 @@ impl WaitRef for std::process::Child {
 /// The node_modules holding playwright-core, with Chromium installed: `None` (test skipped)
 /// only outside CI.
 fn browser() -> Option<PathBuf> {
-    let out = Command::new("bash")
-        .arg(repo().join("interop/install-browser.sh"))
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .unwrap();
-    let path = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .map(|l| PathBuf::from(l.trim()));
-    match path {
-        Some(p) if out.status.success() && p.exists() => Some(p),
-        _ if std::env::var_os("CI").is_some() => panic!("interop/install-browser.sh failed in CI"),
-        _ => {
-            eprintln!("SKIPPED: Chromium and playwright-core could not be installed (see above)");
-            None
-        }
-    }
+    install_or_skip("interop/install-browser.sh", "Chromium and playwright-core")
 }

@@ -11,10 +11,9 @@ use http::header::{
 use http::StatusCode;
 use tracing::warn;
 
-use super::approval::Decided;
+use super::approval::{Decided, Hold};
 use super::audit::{ms, AuditLog, Decision, Record, Reservation};
 use super::caller::Caller;
-use super::held::Holding;
 use super::jsonrpc::{self, Body, Message};
 use super::reason::RefusalReason;
 use super::tools::{Answers, Judge, Listing};
@@ -185,6 +184,16 @@ pub struct Admitted {
     /// Sent upstream (it may have run).
     sent: bool,
     _inflight: Option<Inflight>,
+}
+
+/// A call held for approval (`require-approval`), as [`Admitted`] keeps it: what to wait for
+/// and whom to answer.
+#[derive(Debug)]
+pub(super) struct Holding {
+    pub(super) hold: Hold,
+    pub(super) id: Option<serde_json::Value>,
+    pub(super) rule: String,
+    pub(super) keepalive: std::time::Duration,
 }
 
 impl Admitted {

@@ -5,7 +5,8 @@
 //! limits, audit room), then is put on the [`Desk`] under a random id and not forwarded. The
 //! id names that one call: its caller, tool and arguments digest are fixed when it is held,
 //! the approvers of its rule decide it, once, before its deadline; the deadline passing is a
-//! denial. Whoever decides is authenticated by the admin listener ([`super::approvals_api`]).
+//! denial. Whoever decides is authenticated by the admin listener (`Gate::serve_approvals`,
+//! on `/approvals`); nobody decides their own call.
 //!
 //! The desk is bounded (`max-pending`, `max-pending-per-caller`): a flood of calls needing
 //! approval is refused (503) before it holds memory or connections. Held calls also keep
@@ -23,9 +24,9 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
+use super::glob::{Glob, GlobError};
 use super::metrics::GateMetrics;
-use super::rules::{Glob, GlobError};
-use crate::label::label_enum;
+pub use super::reason::Outcome;
 
 /// `approval-timeout` when a rule does not set it: what a held call waits before it is
 /// denied.
@@ -175,27 +176,6 @@ impl Default for ApprovalLimits {
             max_pending_per_caller: 4,
             keepalive: Duration::from_secs(15),
         }
-    }
-}
-
-label_enum! {
-    /// How a held call ended: the `outcome` label of `gate_approval_decisions_total`.
-    #[non_exhaustive]
-    pub enum Outcome {
-        /// An approver approved it: it went upstream.
-        Approved => "approved",
-        /// An approver denied it.
-        Denied => "denied",
-        /// Its deadline passed undecided: denied.
-        Expired => "expired",
-        /// Its client left while it was held.
-        Cancelled => "cancelled",
-    }
-}
-
-impl Serialize for Outcome {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.label())
     }
 }
 

@@ -1,5 +1,6 @@
 //! A call held for approval, from the client's side: put on the [`Desk`](super::approval::Desk)
-//! once every other check has passed, and how the client waits for it.
+//! once every other check has passed, and the pieces of its wait that the layer's `respond`
+//! puts together (the refusal, the SSE answer and its relay).
 //!
 //! When the request's `Accept` allows `text/event-stream`, the client gets an SSE response at
 //! once: a comment now and every `keepalive` (so that no proxy's idle timer closes it), then
@@ -9,29 +10,27 @@
 //! once, or its request future is.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::header::HeaderValue;
+use http::{HeaderMap, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as HttpBody, Frame};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use super::admitted::Admitted;
-use super::approval::{ApprovalRule, CallerView, Decided, HeldCall, Hold, Outcome, TlsView};
+use super::admitted::{Admitted, Holding};
+use super::approval::{ApprovalRule, CallerView, Decided, HeldCall, Outcome, TlsView};
 use super::caller::Caller;
 use super::jsonrpc::{self, Body};
-use super::layer::{forward, GateResponseBody};
 use super::rate::KeyKind;
 use super::reason::RefusalReason;
-use super::refusal::{json_response, Refusal};
+use super::refusal::Refusal;
 use super::tool_checks::params_of;
 use super::tools::Digest;
-use super::{BoxError, Gate, GateBody, Refused, POLICY_REFUSED};
+use super::{BoxError, Gate, Refused, POLICY_REFUSED};
+use crate::sse::is_event_stream;
 
 /// The largest JSON answer of an approved call carried as one event (a stream is relayed
 /// as it comes, unbounded).
@@ -68,15 +67,6 @@ pub(super) struct Held<'r> {
     pub(super) index: usize,
     pub(super) rule: &'r str,
     pub(super) approval: &'r ApprovalRule,
-}
-
-/// A held call, as [`Admitted`] keeps it: what to wait for and whom to answer.
-#[derive(Debug)]
-pub(super) struct Holding {
-    pub(super) hold: Hold,
-    pub(super) id: Option<Value>,
-    pub(super) rule: String,
-    pub(super) keepalive: Duration,
 }
 
 impl Gate {
@@ -237,7 +227,7 @@ impl Gate {
 
     /// The JSON-RPC error of a held call that was not approved; its records are written
     /// (refused, 403) and the refusal counted.
-    fn not_approved(&self, admitted: Admitted, decided: &Decided) -> Value {
+    pub(super) fn not_approved(&self, admitted: Admitted, decided: &Decided) -> Value {
         let (id, rule) = admitted
             .holding()
             .map(|h| (h.id.clone(), h.rule.clone()))
@@ -278,103 +268,7 @@ impl Gate {
     }
 }
 
-/// Answers a held call: at once with an SSE response when the client accepts one, else when
-/// it is decided. Approved, it goes upstream unchanged by [`forward`].
-pub(super) async fn respond<S, ResB>(
-    gate: Arc<Gate>,
-    inner: S,
-    req: Request<GateBody>,
-    mut admitted: Admitted,
-    legacy_stream: bool,
-    owner: String,
-) -> Result<Response<GateResponseBody<ResB>>, S::Error>
-where
-    S: tower_service::Service<Request<GateBody>, Response = Response<ResB>> + Send + 'static,
-    S::Future: Send + 'static,
-    ResB: HttpBody<Data = Bytes> + Send + 'static,
-    ResB::Error: Into<BoxError>,
-{
-    let legacy = super::legacy::legacy_session(req.method(), req.uri(), req.headers());
-    if !accepts_sse(req.headers()) || legacy.is_some() {
-        return match admitted.approval().await {
-            Some(d) if d.decision != Outcome::Approved => {
-                let error = gate.not_approved(admitted, &d);
-                let r = json_response(StatusCode::FORBIDDEN, error.to_string().into_bytes());
-                // A legacy HTTP+SSE client reads answers on its session's stream only.
-                let r = match &legacy {
-                    Some(session) => gate.to_legacy_stream(session, &owner, r).await,
-                    None => r,
-                };
-                Ok(r.map(GateResponseBody::refused))
-            }
-            _ => forward(&gate, inner, req, admitted, legacy_stream, owner).await,
-        };
-    }
-    let (tx, rx) = mpsc::channel::<Bytes>(16);
-    tokio::spawn(async move {
-        let Some((approval_id, id, keepalive)) = admitted
-            .holding()
-            .map(|h| (h.hold.id().to_owned(), h.id.clone(), h.keepalive))
-        else {
-            return;
-        };
-        let mut tick = tokio::time::interval(keepalive);
-        let waiting = Bytes::from(format!(": waiting for approval {approval_id}\n\n"));
-        let decided = loop {
-            tokio::select! {
-                d = admitted.approval() => break d,
-                _ = tick.tick() => {
-                    if tx.send(waiting.clone()).await.is_err() {
-                        return; // the client left: dropping `admitted` cancels
-                    }
-                }
-                _ = tx.closed() => return,
-            }
-        };
-        let Some(decided) = decided.filter(|d| d.decision != Outcome::Approved) else {
-            // The comments go on until the upstream's answer starts: a slow tool must not
-            // look idle to a proxy either.
-            // `.ok()`: the inner service's error need not be `Send` (it ends the call anyway).
-            let mut sent = std::pin::pin!(async {
-                forward(&gate, inner, req, admitted, legacy_stream, owner)
-                    .await
-                    .ok()
-            });
-            let answer = loop {
-                tokio::select! {
-                    r = &mut sent => break r,
-                    _ = tick.tick() => {
-                        if tx.send(waiting.clone()).await.is_err() {
-                            return;
-                        }
-                    }
-                    _ = tx.closed() => return,
-                }
-            };
-            match answer {
-                Some(r) => relay(r, id, &tx).await,
-                None => {
-                    let error = jsonrpc_error(
-                        id,
-                        jsonrpc::INTERNAL_ERROR,
-                        "the approved call failed upstream",
-                    );
-                    let _ = tx.send(event(&error)).await;
-                }
-            }
-            return;
-        };
-        let error = gate.not_approved(admitted, &decided);
-        let _ = tx.send(event(&error)).await;
-    });
-    let mut r = Response::new(GateResponseBody::wrapped(Events { rx }.boxed_unsync()));
-    let h = r.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    Ok(r)
-}
-
-fn accepts_sse(headers: &HeaderMap) -> bool {
+pub(super) fn accepts_sse(headers: &HeaderMap) -> bool {
     headers
         .get_all(http::header::ACCEPT)
         .iter()
@@ -388,13 +282,13 @@ fn accepts_sse(headers: &HeaderMap) -> bool {
 
 /// The upstream's answer to an approved call, onto the held SSE response: a stream's events
 /// as they come, a JSON answer (of any status) as one `message` event.
-async fn relay<B>(response: Response<B>, id: Option<Value>, tx: &mpsc::Sender<Bytes>)
+pub(super) async fn relay<B>(response: Response<B>, id: Option<Value>, tx: &mpsc::Sender<Bytes>)
 where
     B: HttpBody<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
     let (parts, body) = response.into_parts();
-    if parts.status.is_success() && super::layer::is_sse(&parts.headers) {
+    if parts.status.is_success() && is_event_stream(&parts.headers) {
         let mut body = std::pin::pin!(body);
         loop {
             // The client leaving ends the relay (and, dropping the body, the upstream stream).
@@ -430,18 +324,18 @@ where
     let _ = tx.send(event(&message)).await;
 }
 
-fn jsonrpc_error(id: Option<Value>, code: i64, message: &str) -> Value {
+pub(super) fn jsonrpc_error(id: Option<Value>, code: i64, message: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
 }
 
 /// One SSE `message` event (compact JSON has no line breaks: strings escape them).
-fn event(message: &Value) -> Bytes {
+pub(super) fn event(message: &Value) -> Bytes {
     Bytes::from(format!("event: message\ndata: {message}\n\n"))
 }
 
 /// The held SSE response's body: what the waiting task sends.
-struct Events {
-    rx: mpsc::Receiver<Bytes>,
+pub(super) struct Events {
+    pub(super) rx: mpsc::Receiver<Bytes>,
 }
 
 impl HttpBody for Events {

@@ -18,14 +18,20 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, SizeHint};
 
+use super::approval::Outcome;
+use super::held::{accepts_sse, event, jsonrpc_error, relay, Events};
+use super::jsonrpc;
 use super::legacy::{legacy_session, LegacyStream};
+use super::refusal::json_response;
 use super::{BoxError, Gate, GateBody};
 use crate::serve::PeerAddr;
+use crate::sse::is_event_stream;
 
 /// Puts a [`Gate`] in front of a service: `GateLayer::new(gate).layer(service)`.
 ///
@@ -151,8 +157,7 @@ impl<S> GateService<S> {
             };
             admitted.apply(req.headers_mut());
             if admitted.is_held() {
-                return super::held::respond(gate, inner, req, admitted, legacy_stream, owner)
-                    .await;
+                return respond(gate, inner, req, admitted, legacy_stream, owner).await;
             }
             forward(&gate, inner, req, admitted, legacy_stream, owner).await
         })
@@ -195,7 +200,7 @@ where
         Ok(listing) => GateResponseBody::wrapped(listing.boxed_unsync()),
         Err(body) => GateResponseBody::inner(body),
     };
-    if legacy_stream && parts.status == StatusCode::OK && is_sse(&parts.headers) {
+    if legacy_stream && parts.status == StatusCode::OK && is_event_stream(&parts.headers) {
         let stream = LegacyStream::new(body, gate.legacy_streams(), owner);
         body = GateResponseBody::wrapped(stream.boxed_unsync());
     }
@@ -203,11 +208,100 @@ where
     Ok(Response::from_parts(parts, body))
 }
 
-pub(super) fn is_sse(headers: &HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t.starts_with("text/event-stream"))
+/// Answers a held call: at once with an SSE response when the client accepts one, else when
+/// it is decided (see [`super::held`]). Approved, it goes upstream unchanged by [`forward`].
+pub(super) async fn respond<S, ResB>(
+    gate: Arc<Gate>,
+    inner: S,
+    req: Request<GateBody>,
+    mut admitted: super::Admitted,
+    legacy_stream: bool,
+    owner: String,
+) -> Result<Response<GateResponseBody<ResB>>, S::Error>
+where
+    S: tower_service::Service<Request<GateBody>, Response = Response<ResB>> + Send + 'static,
+    S::Future: Send + 'static,
+    ResB: Body<Data = Bytes> + Send + 'static,
+    ResB::Error: Into<BoxError>,
+{
+    let legacy = super::legacy::legacy_session(req.method(), req.uri(), req.headers());
+    if !accepts_sse(req.headers()) || legacy.is_some() {
+        return match admitted.approval().await {
+            Some(d) if d.decision != Outcome::Approved => {
+                let error = gate.not_approved(admitted, &d);
+                let r = json_response(StatusCode::FORBIDDEN, error.to_string().into_bytes());
+                // A legacy HTTP+SSE client reads answers on its session's stream only.
+                let r = match &legacy {
+                    Some(session) => gate.to_legacy_stream(session, &owner, r).await,
+                    None => r,
+                };
+                Ok(r.map(GateResponseBody::refused))
+            }
+            _ => forward(&gate, inner, req, admitted, legacy_stream, owner).await,
+        };
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    tokio::spawn(async move {
+        let Some((approval_id, id, keepalive)) = admitted
+            .holding()
+            .map(|h| (h.hold.id().to_owned(), h.id.clone(), h.keepalive))
+        else {
+            return;
+        };
+        let mut tick = tokio::time::interval(keepalive);
+        let waiting = Bytes::from(format!(": waiting for approval {approval_id}\n\n"));
+        let decided = loop {
+            tokio::select! {
+                d = admitted.approval() => break d,
+                _ = tick.tick() => {
+                    if tx.send(waiting.clone()).await.is_err() {
+                        return; // the client left: dropping `admitted` cancels
+                    }
+                }
+                _ = tx.closed() => return,
+            }
+        };
+        let Some(decided) = decided.filter(|d| d.decision != Outcome::Approved) else {
+            // The comments go on until the upstream's answer starts: a slow tool must not
+            // look idle to a proxy either.
+            // `.ok()`: the inner service's error need not be `Send` (it ends the call anyway).
+            let mut sent = std::pin::pin!(async {
+                forward(&gate, inner, req, admitted, legacy_stream, owner)
+                    .await
+                    .ok()
+            });
+            let answer = loop {
+                tokio::select! {
+                    r = &mut sent => break r,
+                    _ = tick.tick() => {
+                        if tx.send(waiting.clone()).await.is_err() {
+                            return;
+                        }
+                    }
+                    _ = tx.closed() => return,
+                }
+            };
+            match answer {
+                Some(r) => relay(r, id, &tx).await,
+                None => {
+                    let error = jsonrpc_error(
+                        id,
+                        jsonrpc::INTERNAL_ERROR,
+                        "the approved call failed upstream",
+                    );
+                    let _ = tx.send(event(&error)).await;
+                }
+            }
+            return;
+        };
+        let error = gate.not_approved(admitted, &decided);
+        let _ = tx.send(event(&error)).await;
+    });
+    let mut r = Response::new(GateResponseBody::wrapped(Events { rx }.boxed_unsync()));
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(r)
 }
 
 /// The inner service's future, boxed: held across an `await` as its own type, rustc cannot

@@ -3,8 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use super::approval::Outcome;
-use super::reason::{RefusalReason, TokenFailure};
+use super::reason::{Outcome, RefusalReason, TokenFailure};
 use crate::metrics::{Histogram, HistogramSnapshot};
 
 /// Upper bounds (seconds) of `gate_approval_wait_seconds`: a person takes seconds to minutes.

@@ -27,6 +27,7 @@ mod body;
 mod budget;
 mod caller;
 pub mod config;
+mod glob;
 mod held;
 pub mod jsonrpc;
 mod layer;

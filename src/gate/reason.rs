@@ -1,5 +1,5 @@
-//! The labels the gate counts by: why a request was refused and why a token was not
-//! accepted. A leaf, so that the metrics, the refusals and the token checks all name the
+//! The labels the gate counts by: why a request was refused, why a token was not accepted,
+//! how a call held for approval ended. A leaf, so that the metrics, the refusals and the token checks all name the
 //! same enums without importing one another. Each is declared by `label_enum!`, so its
 //! `ALL`, `COUNT` and labels come from the one list of variants.
 
@@ -123,5 +123,27 @@ label_enum! {
 impl std::fmt::Display for TokenFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.label())
+    }
+}
+
+label_enum! {
+    /// How a call held for approval ended: the `outcome` label of
+    /// `gate_approval_decisions_total`.
+    #[non_exhaustive]
+    pub enum Outcome {
+        /// An approver approved it: it went upstream.
+        Approved => "approved",
+        /// An approver denied it.
+        Denied => "denied",
+        /// Its deadline passed undecided: denied.
+        Expired => "expired",
+        /// Its client left while it was held.
+        Cancelled => "cancelled",
+    }
+}
+
+impl serde::Serialize for Outcome {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.label())
     }
 }

@@ -37,6 +37,29 @@ pub fn install(script: &str) -> PathBuf {
     installed
 }
 
+/// As [`install`], for a peer a test can do without outside CI: `None` (the test is skipped,
+/// saying so) when the script fails here, a panic when it fails in CI (`CI` set).
+pub fn install_or_skip(script: &str, what: &str) -> Option<PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
+    let out = Command::new("bash")
+        .arg(&path)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("bash {}: {e}", path.display()));
+    let last = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .map(|l| PathBuf::from(l.trim()));
+    match last {
+        Some(p) if out.status.success() && p.exists() => Some(p),
+        _ if std::env::var_os("CI").is_some() => panic!("{script} failed in CI"),
+        _ => {
+            eprintln!("SKIPPED: {what} could not be installed (see above)");
+            None
+        }
+    }
+}
+
 /// Replaces `path` with `text` by rename, as a deploy tool does: a watcher never reads half a
 /// file.
 pub fn install_config(path: &Path, text: &str) {

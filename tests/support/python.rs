@@ -20,25 +20,7 @@ pub fn python() -> Option<&'static PathBuf> {
     static PYTHON: OnceLock<Option<PathBuf>> = OnceLock::new();
     PYTHON
         .get_or_init(|| {
-            let out = Command::new("bash")
-                .arg(repo().join("interop/install-python-mcp.sh"))
-                .stderr(Stdio::inherit())
-                .output()
-                .expect("bash");
-            let path = String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .last()
-                .map(|l| PathBuf::from(l.trim()));
-            match path {
-                Some(p) if out.status.success() && p.exists() => Some(p),
-                _ if std::env::var_os("CI").is_some() => {
-                    panic!("interop/install-python-mcp.sh failed in CI")
-                }
-                _ => {
-                    eprintln!("SKIPPED: the Python MCP SDK could not be installed (see above)");
-                    None
-                }
-            }
+            super::process::install_or_skip("interop/install-python-mcp.sh", "the Python MCP SDK")
         })
         .as_ref()
 }
