@@ -171,7 +171,8 @@ requests_section() {
     [approval]="$pq --client-cert $work/pki/client.pem --client-key $work/pki/client.key"
     [tunnel]="" [nginx]="--ca $work/pki/ca.pem --groups X25519 --policy classical-allowed")
   # tools_list before tools: the first list pins echo, whose calls are then validated.
-  local order="direct server gate list tools_list tools gate_mtls approval tunnel nginx"
+  # SIDECAR_ROWS picks rows (in that order; tools_list before tools, which it pins for).
+  local order="${SIDECAR_ROWS:-direct server gate list tools_list tools gate_mtls approval tunnel nginx}"
   for r in $(seq "$rounds"); do
     for how in $order; do
       local before=0 after=0 p json
@@ -208,23 +209,28 @@ requests_section() {
       "$(median <"$work/$how.p50")" "$(median <"$work/$how.p99")" "$cpu"
   done
   echo
-  awk -v s="$(median <"$work/server.rps")" -v n="$(median <"$work/nginx.rps")" \
+  # A ratio line only when its rows ran.
+  have() { local r; for r in "$@"; do [ -s "$work/$r.rps" ] || return 1; done; }
+  have server nginx && awk -v s="$(median <"$work/server.rps")" -v n="$(median <"$work/nginx.rps")" \
     -v cs="$(median <"$work/server.cpu")" -v cn="$(median <"$work/nginx.cpu")" \
     -v ps="$(median <"$work/server.p99")" -v pn="$(median <"$work/nginx.p99")" \
     'BEGIN { printf "Ratios, mcp-pqtls server / nginx: req/s %.2f×, p99 %.2f×, CPU per request %.2f×.\n", s / n, ps / pn, cs / cn }'
-  awk -v s="$(median <"$work/server.rps")" -v g="$(median <"$work/gate.rps")" \
+  have server gate && awk -v s="$(median <"$work/server.rps")" -v g="$(median <"$work/gate.rps")" \
     -v cs="$(median <"$work/server.cpu")" -v cg="$(median <"$work/gate.cpu")" \
     'BEGIN { printf "The gate (reads and audits each request): req/s %.2f×, CPU per request %.2f× the ungated server.\n", g / s, cg / cs }'
-  awk -v g="$(median <"$work/gate.rps")" -v t="$(median <"$work/tools.rps")" \
+  have gate tools list tools_list && awk -v g="$(median <"$work/gate.rps")" -v t="$(median <"$work/tools.rps")" \
     -v cg="$(median <"$work/gate.cpu")" -v ct="$(median <"$work/tools.cpu")" \
     -v l="$(median <"$work/list.rps")" -v tl="$(median <"$work/tools_list.rps")" \
     -v cl="$(median <"$work/list.cpu")" -v ctl="$(median <"$work/tools_list.cpu")" \
     'BEGIN { printf "[tools]: a validated tools/call: req/s %.2f×, CPU per request %.2f× the gate without [tools]; a judged tools/list: req/s %.2f×, CPU per request %.2f× the ungated server.\n", t / g, ct / cg, tl / l, ctl / cl }'
-  awk -v m="$(median <"$work/gate_mtls.rps")" -v a="$(median <"$work/approval.rps")" \
+  have gate_mtls approval && awk -v m="$(median <"$work/gate_mtls.rps")" -v a="$(median <"$work/approval.rps")" \
     -v cm="$(median <"$work/gate_mtls.cpu")" -v ca="$(median <"$work/approval.cpu")" \
     -v pm="$(median <"$work/gate_mtls.p99")" -v pa="$(median <"$work/approval.p99")" \
     'BEGIN { printf "Human approval configured, calls that need none: req/s %.2f×, p99 %.2f×, CPU per request %.2f× the same gate without the rule.\n", a / m, pa / pm, ca / cm }'
-  [ "$(wc -l <"$work/audit.jsonl")" -gt 0 ] || { echo "sidecar.sh: the gate wrote no audit records" >&2; exit 1; }
+  if have gate; then
+    [ "$(wc -l <"$work/audit.jsonl")" -gt 0 ] || { echo "sidecar.sh: the gate wrote no audit records" >&2; exit 1; }
+  fi
+  have tools_list || return 0
   python3 -c 'import json,sys; t=json.load(open(sys.argv[1]))["tools"]; sys.exit(0 if "echo" in t and len(t) > 50 else 1)' "$work/tools.pin.json" ||
     { echo "sidecar.sh: [tools] did not pin the listed tools" >&2; exit 1; }
 }
