@@ -269,6 +269,7 @@ async fn the_sdk_servers_tools_are_listed_pinned_and_unchanged() {
         names,
         [
             "echo",
+            "delete_file",
             "get_inventory_level",
             "executions",
             "countdown",
@@ -307,7 +308,7 @@ fn tools_pin_then_diff_against_a_live_server_and_a_changed_one() {
     let pinned = tools(&["pin", &url_a, "--ca", ca]);
     let stderr = String::from_utf8_lossy(&pinned.stderr);
     assert!(pinned.status.success(), "{stderr}");
-    assert!(stderr.contains("pinned 5 tools"), "{stderr}");
+    assert!(stderr.contains("pinned 6 tools"), "{stderr}");
     let pin_file = pki.path("tools.pin.json");
     std::fs::write(&pin_file, &pinned.stdout).unwrap();
     let pin_file = pin_file.to_str().unwrap();
@@ -316,7 +317,7 @@ fn tools_pin_then_diff_against_a_live_server_and_a_changed_one() {
     let out = String::from_utf8_lossy(&same.stdout);
     assert_eq!(same.status.code(), Some(0), "{out}");
     assert!(
-        out.contains("no change: 5 tools as pinned (MCP 2026-07-28)"),
+        out.contains("no change: 6 tools as pinned (MCP 2026-07-28)"),
         "{out}"
     );
 

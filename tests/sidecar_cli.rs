@@ -346,7 +346,7 @@ fn example_configs_pass_check_config() {
         assert!(stdout.contains(&format!("ok ({mode}")), "{stdout}");
         if file == "gate.toml" {
             assert!(
-                stdout.contains("gate: auth (audience https://mcp.example.com/mcp), 3 rules, 2 rate limits, audit to audit.jsonl"),
+                stdout.contains("gate: auth (audience https://mcp.example.com/mcp), 4 rules (1 requiring approval), 2 rate limits, audit to audit.jsonl"),
                 "{stdout}"
             );
         }
