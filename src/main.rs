@@ -93,6 +93,7 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
         Command::Bench { command } => cli::bench::run(command).await,
         Command::Tools { command } => cli::tools::run(command).await,
         Command::Approvals { command } => cli::approvals::run(command).await,
+        Command::TicketKeys { command } => cli::ticket_keys::run(command),
         Command::Demo { key_alg, .. } => {
             let mut out = std::io::stdout();
             mcp_pqtls::demo::run(key_alg, &mut out)

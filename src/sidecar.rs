@@ -480,12 +480,14 @@ impl Reload {
     /// the old stays in use.
     async fn run(self, mut hangups: Hangups, interval: Option<Duration>) {
         let pins = self.gate.as_ref().and_then(|g| g.pin_file());
+        let tickets = self.acceptor.ticket_keys().map(|t| t.path().to_owned());
         let watched = || {
             (
                 modified(&self.cert),
                 modified(&self.key),
                 self.source.as_ref().and_then(|s| modified(&s.file)),
                 pins.and_then(modified),
+                tickets.as_deref().and_then(modified),
             )
         };
         let mut seen = watched();
@@ -515,6 +517,9 @@ impl Reload {
             if everything || now.3 != seen.3 {
                 self.pins(trigger);
             }
+            if everything || now.4 != seen.4 {
+                self.ticket_keys(trigger);
+            }
             seen = now;
         }
     }
@@ -532,6 +537,21 @@ impl Reload {
                 self.state.reloads_failed.fetch_add(1, Relaxed);
                 error!(trigger, error = %e, "Certificate reload refused; still serving the previous certificate");
             }
+        }
+    }
+
+    /// Re-reads the shared session-ticket keys (`ticket-keys`); their names are logged, never
+    /// their material.
+    fn ticket_keys(&self, trigger: &str) {
+        let Some(keys) = self.acceptor.ticket_keys() else {
+            return;
+        };
+        let file = keys.path().display();
+        match keys.reload() {
+            Ok(()) => info!(trigger, %file, keys = %keys.names().join(","),
+                "Session-ticket keys reloaded: the first encrypts, all decrypt"),
+            Err(e) => error!(trigger, %file, error = %e,
+                "Session-ticket keys reload refused; still using the previous ones"),
         }
     }
 

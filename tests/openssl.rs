@@ -375,3 +375,149 @@ async fn an_openssl_ticket_saved_before_a_sighup_adding_an_id_rule_is_refused() 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Session-ticket keys shared by a fleet (`ticket-keys`): OpenSSL's ticket from replica A
+/// resumes on replica B, over X25519MLKEM768; once the key that sealed it is rotated out of the
+/// file (and B has reloaded it), it no longer resumes. A file others can read is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_openssl_ticket_from_one_replica_resumes_on_another_until_its_key_is_retired() {
+    use support::process::{bin, install_config, Proc};
+    use support::upstream::Upstream;
+
+    let openssl = openssl();
+    let pki = Pki::new(KeyAlg::EcdsaP256);
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("ticket.keys");
+    let rotate = |keep: &str| {
+        let out = bin()
+            .args([
+                "ticket-keys",
+                "rotate",
+                keys.to_str().unwrap(),
+                "--keep",
+                keep,
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let made = rotate("3");
+    assert!(
+        made.contains("new key") && made.contains("1 keys kept"),
+        "{made}"
+    );
+    let config = dir.path().join("server.toml");
+    install_config(
+        &config,
+        &format!(
+            "groups = [\"X25519MLKEM768\"]\npolicy = \"pq-required\"\nticket-keys = {keys:?}\nreload-interval = \"1s\"\n"
+        ),
+    );
+    let replica = || {
+        Proc::server_sidecar(
+            pki.dir.path(),
+            &upstream.url(),
+            &["--config", config.to_str().unwrap()],
+        )
+    };
+    let (a, b) = (replica(), replica());
+    let session = dir.path().join("session.pem");
+    let run = |port: u16, flag: &'static str| {
+        let openssl = openssl.clone();
+        let ca = pki.path("ca.pem");
+        let session = session.to_str().unwrap().to_owned();
+        async move {
+            let flags = ["-alpn", "http/1.1", flag, &session];
+            s_client(&openssl, port, ca, "X25519MLKEM768", &flags).await
+        }
+    };
+    let out = run(a.port, "-sess_out").await;
+    assert!(out.contains("New, TLSv1.3"), "{out}");
+    assert!(
+        out.contains("Negotiated TLS1.3 group: X25519MLKEM768"),
+        "{out}"
+    );
+    assert!(out.contains("HTTP/1.1 200"), "{out}");
+    // Another replica, the same file: resumed, and still over the pq group.
+    let out = run(b.port, "-sess_in").await;
+    assert!(
+        out.contains("Reused, TLSv1.3"),
+        "replica B did not resume A's ticket: {out}"
+    );
+    assert!(
+        out.contains("Negotiated TLS1.3 group: X25519MLKEM768"),
+        "{out}"
+    );
+    assert!(out.contains("HTTP/1.1 200"), "{out}");
+
+    // The control: a replica with its own (rustls's) ticketer cannot resume it.
+    let own = Proc::server_sidecar(
+        pki.dir.path(),
+        &upstream.url(),
+        &["--groups", "X25519MLKEM768"],
+    );
+    let out = run(own.port, "-sess_in").await;
+    assert!(
+        out.contains("New, TLSv1.3") && !out.contains("Reused"),
+        "{out}"
+    );
+
+    // One rotation: the old key still decrypts (mid-rotation, nothing breaks).
+    rotate("3");
+    b.wait_log(&["Session-ticket keys reloaded", "file change"]);
+    let out = run(b.port, "-sess_in").await;
+    assert!(out.contains("Reused, TLSv1.3"), "mid-rotation: {out}");
+    // Rotated out (keep 1): the key that sealed the ticket is retired; B refuses it.
+    let retired = rotate("1");
+    assert!(retired.contains("retired"), "{retired}");
+    let deadline = std::time::Instant::now() + support::upstream::GUARD;
+    let out = loop {
+        let out = run(b.port, "-sess_in").await;
+        if !out.contains("Reused") || std::time::Instant::now() > deadline {
+            break out;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        out.contains("New, TLSv1.3") && !out.contains("Reused"),
+        "{out}"
+    );
+    assert!(
+        out.contains("HTTP/1.1 200"),
+        "a full handshake still serves: {out}"
+    );
+    // The reload line names the keys, never their material.
+    let text = std::fs::read_to_string(&keys).unwrap();
+    let first = text.lines().find(|l| !l.starts_with('#')).unwrap();
+    let (name, material) = first.split_once(' ').unwrap();
+    let line = b.wait_log(&["Session-ticket keys reloaded", name]);
+    assert!(!line.contains(material), "{line}");
+
+    // Readable by others: refused before anything listens, naming the fix.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let out = bin()
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &upstream.url(),
+        ])
+        .arg("--cert")
+        .arg(pki.path("server.pem"))
+        .arg("--key")
+        .arg(pki.path("server.key"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("ticket-keys") && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
+}

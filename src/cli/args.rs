@@ -81,6 +81,11 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: ToolsCommand,
     },
+    /// Session-ticket keys shared by a fleet of server sidecars (`ticket-keys = "FILE"`).
+    TicketKeys {
+        #[command(subcommand)]
+        command: TicketKeysCommand,
+    },
     /// Calls the gate holds for approval (`require-approval` rules): list, show, decide.
     Approvals {
         #[command(subcommand)]
@@ -308,6 +313,20 @@ pub(crate) enum ToolsCommand {
         timeout: Dur,
         #[command(flatten)]
         client: ClientArgs,
+    },
+}
+
+/// `ticket-keys` subcommands.
+#[derive(Subcommand)]
+pub(crate) enum TicketKeysCommand {
+    /// Put a new random key first in FILE (created 0600 if missing): it encrypts from the
+    /// next reload on; the previous keys still decrypt, the oldest beyond --keep are retired.
+    Rotate {
+        /// The key file every replica's `ticket-keys` names.
+        file: PathBuf,
+        /// Keys kept, the new one included.
+        #[arg(long, default_value_t = mcp_pqtls::tls::tickets::DEFAULT_KEEP)]
+        keep: usize,
     },
 }
 
@@ -605,6 +624,7 @@ impl From<ServerArgs> for ServerTlsOptions {
             sunset: a.sunset.map(|s| s.0),
             fallback_rules: a.fallback_rules,
             handshake_timeout: None,
+            ticket_keys: None,
         }
     }
 }

@@ -8,6 +8,7 @@ pub(crate) mod bench;
 mod error;
 pub(crate) mod probe;
 pub(crate) mod sidecar;
+pub(crate) mod ticket_keys;
 pub(crate) mod tools;
 
 pub(crate) use error::CliError;

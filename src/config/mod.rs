@@ -82,6 +82,8 @@ pub struct SidecarConfig {
     pub key: Option<PathBuf>,
     /// Server: require client certificates issued under these CAs.
     pub client_ca: Option<PathBuf>,
+    /// Server: session-ticket keys shared by a fleet (0600; `mcp-pqtls ticket-keys rotate`).
+    pub ticket_keys: Option<PathBuf>,
     /// Client: trust these CAs for the upstream (default: system roots).
     pub ca: Option<PathBuf>,
     /// Client: skip verifying the upstream's certificate (tests only).
@@ -179,6 +181,7 @@ macro_rules! sidecar_fields {
             cert,
             key,
             client_ca,
+            ticket_keys,
             ca,
             insecure,
             client_cert,
@@ -309,4 +312,7 @@ pub enum ConfigError {
     /// The client config is inconsistent.
     #[error(transparent)]
     Client(ClientError),
+    /// The session-ticket key file cannot be used.
+    #[error("ticket-keys: {0}")]
+    TicketKeys(#[source] crate::tls::TicketKeyError),
 }

@@ -32,6 +32,8 @@ pub struct ServerTlsOptions {
     pub fallback_rules: Vec<FallbackRule>,
     /// `handshake-timeout`: default [`crate::tls::DEFAULT_HANDSHAKE_TIMEOUT`].
     pub handshake_timeout: Option<Duration>,
+    /// `ticket-keys`: session-ticket keys shared with other replicas.
+    pub ticket_keys: Option<PathBuf>,
 }
 
 impl ServerTlsOptions {
@@ -57,6 +59,10 @@ impl ServerTlsOptions {
         config.client_auth = client_auth;
         if let Some(t) = self.handshake_timeout {
             config.handshake_timeout = t;
+        }
+        if let Some(path) = &self.ticket_keys {
+            config.ticket_keys =
+                Some(crate::tls::TicketKeys::load(path).map_err(ConfigError::TicketKeys)?);
         }
         PqAcceptor::new(config).map_err(ConfigError::Server)
     }

@@ -85,6 +85,7 @@ impl SidecarConfig {
                     sunset: self.sunset.map(|s| s.0),
                     fallback_rules: self.fallback_rules.unwrap_or_default(),
                     handshake_timeout: self.handshake_timeout.map(|d| d.0),
+                    ticket_keys: self.ticket_keys.clone(),
                 };
                 Ok(Sidecar::Server(ServerSidecar {
                     listen: require(self.listen, "listen", mode)?,
@@ -103,6 +104,7 @@ impl SidecarConfig {
                     ("cert", self.cert.is_some()),
                     ("key", self.key.is_some()),
                     ("client-ca", self.client_ca.is_some()),
+                    ("ticket-keys", self.ticket_keys.is_some()),
                     ("sunset", self.sunset.is_some()),
                     ("fallback-rules", self.fallback_rules.is_some()),
                     ("handshake-timeout", self.handshake_timeout.is_some()),

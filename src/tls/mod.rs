@@ -4,6 +4,7 @@
 mod client;
 mod info;
 mod server;
+pub mod tickets;
 mod verify;
 
 pub use client::{ClientError, ClientTlsConfig, PqConnector, PqStream, Trust};
@@ -28,6 +29,7 @@ pub use info::ConnectionInfo;
 #[cfg(all(feature = "sidecar", any(fuzzing, test)))] // for the fuzzing harness
 pub(crate) use server::summarize;
 pub use server::{AcceptError, ClientAuth, PqAcceptor, ServerError, ServerTlsConfig};
+pub use tickets::{TicketKeyError, TicketKeys};
 
 /// ALPN protocols offered by default: h2, then HTTP/1.1.
 pub const DEFAULT_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];

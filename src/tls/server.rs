@@ -24,6 +24,7 @@ use tokio_rustls::LazyConfigAcceptor;
 use tracing::{debug, warn};
 
 use super::info::ConnectionInfo;
+use super::tickets::TicketKeys;
 use super::verify::{ClientVerifier, IdentityGate};
 use crate::certs::{CertInfo, Identity};
 use crate::crypto::{provider, Algorithms};
@@ -50,6 +51,9 @@ pub struct ServerTlsConfig {
     /// Time allowed from TCP accept to a completed handshake.
     /// Default is [`super::DEFAULT_HANDSHAKE_TIMEOUT`].
     pub handshake_timeout: Duration,
+    /// Session-ticket keys shared with other replicas (`ticket-keys`). Default is none:
+    /// rustls's own ticketer, whose keys live and rotate in this process only.
+    pub ticket_keys: Option<Arc<TicketKeys>>,
 }
 
 impl ServerTlsConfig {
@@ -62,6 +66,7 @@ impl ServerTlsConfig {
             client_auth: ClientAuth::None,
             alpn: super::DEFAULT_ALPN.iter().map(|p| p.to_vec()).collect(),
             handshake_timeout: super::DEFAULT_HANDSHAKE_TIMEOUT,
+            ticket_keys: None,
         }
     }
 }
@@ -121,9 +126,24 @@ struct Resumption {
 }
 
 impl Resumption {
-    fn new() -> Result<Self, ServerError> {
+    /// With shared keys, tickets open on every replica with the same groups and policy (their
+    /// digest is the tickets' context); without, in this negotiation only.
+    fn new(
+        shared: Option<&Arc<TicketKeys>>,
+        groups: &[Group],
+        policy: &Policy,
+    ) -> Result<Self, ServerError> {
+        let ticketer = match shared {
+            Some(keys) => {
+                let context = format!("{groups:?}|{policy:?}");
+                let digest =
+                    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, context.as_bytes());
+                keys.bound(digest.as_ref().to_vec())
+            }
+            None => rustls::crypto::aws_lc_rs::Ticketer::new()?,
+        };
         Ok(Self {
-            ticketer: rustls::crypto::aws_lc_rs::Ticketer::new()?,
+            ticketer,
             session_storage: ServerSessionMemoryCache::new(4096),
         })
     }
@@ -191,7 +211,7 @@ impl Negotiation {
             crate::PolicyMode::PqRequired => groups.iter().copied().filter(|g| g.is_pq()).collect(),
             _ => groups.to_vec(),
         };
-        let resumption = Resumption::new()?;
+        let resumption = Resumption::new(parts.ticket_keys.as_ref(), &groups, &policy)?;
         let configs = groups
             .iter()
             .map(|g| {
@@ -224,6 +244,7 @@ struct ConfigParts {
     verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
     identity: Arc<CurrentIdentity>,
     alpn: Vec<Vec<u8>>,
+    ticket_keys: Option<Arc<TicketKeys>>,
 }
 
 impl PqAcceptor {
@@ -236,6 +257,7 @@ impl PqAcceptor {
             client_auth,
             alpn,
             handshake_timeout,
+            ticket_keys,
         } = config;
         if algorithms.cipher_suites.is_empty() {
             return Err(ServerError::NoCipherSuites);
@@ -260,6 +282,7 @@ impl PqAcceptor {
             verifier,
             identity: Arc::new(CurrentIdentity(ArcSwap::from_pointee(identity))),
             alpn,
+            ticket_keys,
         };
         let negotiation = Negotiation::new(&parts.algorithms.groups, policy, &parts)?;
         Ok(Self {
@@ -273,6 +296,11 @@ impl PqAcceptor {
                 refusals_logged: LogThrottle::default(),
             }),
         })
+    }
+
+    /// The shared session-ticket keys, if any (reload them with [`TicketKeys::reload`]).
+    pub fn ticket_keys(&self) -> Option<&Arc<TicketKeys>> {
+        self.inner.parts.ticket_keys.as_ref()
     }
 
     /// Handshake counters: completed per group, HelloRetryRequests, classical fallbacks,
