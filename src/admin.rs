@@ -358,6 +358,20 @@ fn encode_gate(out: &mut DescriptorEncoder, g: &GateSnapshot) -> fmt::Result {
         "outcome",
         g.approval_outcomes.iter().map(|(o, n)| (o.label(), *n)),
     )?;
+    if let Some((up, errors)) = g.fleet {
+        gauge(
+            out,
+            "gate_fleet_redis_up",
+            "[fleet]: 1 when the fleet's Redis answered the last call, 0 when it did not.",
+            up,
+        )?;
+        counter(
+            out,
+            "gate_fleet_errors",
+            "[fleet]: calls to Redis that failed or timed out (on-failure decided each).",
+            errors,
+        )?;
+    }
     histogram(
         out,
         "gate_approval_wait",

@@ -221,6 +221,10 @@ impl Sidecar {
                 let jwks_refresh = match &gate {
                     Some(g) => {
                         g.log_started();
+                        // The fleet's Redis: connected in the background, never waited for.
+                        if let Some(f) = g.fleet() {
+                            f.connect();
+                        }
                         g.load_keys().await
                     }
                     None => None,

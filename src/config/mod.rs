@@ -16,8 +16,8 @@ use serde::Deserialize;
 
 use crate::certs::CertError;
 use crate::gate::config::{
-    ApprovalsSection, AuditSection, AuthSection, GateConfigError, OneOrMany, RateLimitSection,
-    RuleSection, ToolsSection,
+    ApprovalsSection, AuditSection, AuthSection, FleetSection, GateConfigError, OneOrMany,
+    RateLimitSection, RuleSection, ToolsSection,
 };
 use crate::groups::GroupList;
 use crate::policy::{FallbackRule, PolicyMode};
@@ -166,6 +166,8 @@ pub struct SidecarConfig {
     pub tools: Option<ToolsSection>,
     /// Server: `[approvals]`, how many calls may wait for approval.
     pub approvals: Option<ApprovalsSection>,
+    /// Server: `[fleet]`, the rate limits shared by the replicas on Redis.
+    pub fleet: Option<FleetSection>,
 }
 
 /// Calls `$apply!` with every field of [`SidecarConfig`], so that per-field code cannot
@@ -222,7 +224,8 @@ macro_rules! sidecar_fields {
             rate_limit,
             audit,
             tools,
-            approvals
+            approvals,
+            fleet
         )
     };
 }

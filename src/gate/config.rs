@@ -80,6 +80,21 @@ pub struct RuleSection {
     pub approval_timeout: Option<Dur>,
 }
 
+/// `[fleet]` as written: the rate limits a fleet of replicas shares on Redis.
+#[cfg(feature = "fleet")]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct FleetSection {
+    /// `redis://[user:password@]host:port[/db]`. Required.
+    pub redis: Option<String>,
+    /// What one charge may take. Default is 50ms.
+    pub timeout: Option<Dur>,
+    /// `local` or `refuse`. Default is `local`.
+    pub on_failure: Option<super::fleet::OnFailure>,
+    /// Prefix of every key the fleet writes. Default is `mcp-pqtls`.
+    pub key_prefix: Option<String>,
+}
+
 /// `[approvals]` as written: how many calls may wait for approval.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -188,6 +203,9 @@ pub struct Sections<'a> {
     pub tools: Option<&'a ToolsSection>,
     /// `[approvals]`.
     pub approvals: Option<&'a ApprovalsSection>,
+    /// `[fleet]`.
+    #[cfg(feature = "fleet")]
+    pub fleet: Option<&'a FleetSection>,
 }
 
 /// The gate, validated: what [`super::Gate::new`] runs.
@@ -206,6 +224,9 @@ pub struct GateConfig {
     pub tools: Option<ToolsSettings>,
     /// How many calls may wait for approval (`require-approval` rules).
     pub approvals: ApprovalLimits,
+    /// The rate limits shared by a fleet on Redis.
+    #[cfg(feature = "fleet")]
+    pub fleet: Option<super::fleet::FleetSettings>,
     /// Largest request body the gate reads (the sidecar's `max-body-bytes`).
     pub max_body_bytes: u64,
     /// What the gate may hold and how long it waits, whatever the sections say.
@@ -263,6 +284,7 @@ impl GateConfig {
             && s.audit.is_none()
             && s.tools.is_none()
             && s.approvals.is_none()
+            && !s.has_fleet()
         {
             return Ok(None);
         }
@@ -287,7 +309,11 @@ impl GateConfig {
         let audit = s.audit.map(audit).transpose()?;
         let tools = s.tools.map(tools).transpose()?;
         let approvals = approvals(s.approvals)?;
+        #[cfg(feature = "fleet")]
+        let fleet = s.fleet.map(|f| fleet(f, &limits)).transpose()?;
         Ok(Some(Self {
+            #[cfg(feature = "fleet")]
+            fleet,
             auth,
             rules,
             limits,
@@ -313,6 +339,14 @@ impl GateConfig {
         }
         if !self.limits.is_empty() {
             parts.push(format!("{} rate limits", self.limits.len()));
+        }
+        #[cfg(feature = "fleet")]
+        if let Some(f) = &self.fleet {
+            parts.push(format!(
+                "rate limits shared on {} (on-failure {})",
+                f.shown(),
+                f.on_failure.name()
+            ));
         }
         if let Some(a) = &self.audit {
             parts.push(format!("audit to {}", a.path.display()));
@@ -507,6 +541,66 @@ fn approval(
         ));
     }
     Ok(Some(ApprovalRule { approvers, timeout }))
+}
+
+impl Sections<'_> {
+    fn has_fleet(&self) -> bool {
+        #[cfg(feature = "fleet")]
+        return self.fleet.is_some();
+        #[cfg(not(feature = "fleet"))]
+        return false;
+    }
+}
+
+#[cfg(feature = "fleet")]
+fn fleet(
+    f: &FleetSection,
+    limits: &[Limit],
+) -> Result<super::fleet::FleetSettings, GateConfigError> {
+    let url = f.redis.clone().ok_or_else(|| {
+        field(
+            "fleet.redis",
+            "required: redis://HOST:PORT of the Redis the replicas share",
+        )
+    })?;
+    if url.starts_with("rediss://") {
+        return Err(field("fleet.redis", "TLS to Redis is not built in: use a Redis on the replica's host or private network (redis://), or a TLS tunnel to it"));
+    }
+    if !url.starts_with("redis://") && !url.starts_with("unix://") {
+        return Err(field(
+            "fleet.redis",
+            format!("`{url}`: give redis://[user:password@]HOST:PORT[/DB] or unix:///PATH"),
+        ));
+    }
+    if let Err(e) = redis::Client::open(url.as_str()) {
+        return Err(field("fleet.redis", format!("not a Redis URL: {e}")));
+    }
+    if limits.is_empty() {
+        return Err(field(
+            "fleet",
+            "the fleet shares the rate limits: add a [[rate-limit]], or remove [fleet]",
+        ));
+    }
+    let timeout = f.timeout.map_or(super::fleet::DEFAULT_TIMEOUT, |d| d.0);
+    if timeout.is_zero() || timeout > std::time::Duration::from_secs(5) {
+        return Err(field("fleet.timeout", "must be more than 0s and at most 5s: every rate-limited request waits for it when Redis is slow"));
+    }
+    let key_prefix = f
+        .key_prefix
+        .clone()
+        .unwrap_or_else(|| "mcp-pqtls".to_owned());
+    if key_prefix.is_empty() || key_prefix.contains(char::is_whitespace) {
+        return Err(field(
+            "fleet.key-prefix",
+            "one non-empty word: every key the fleet writes starts with it",
+        ));
+    }
+    Ok(super::fleet::FleetSettings {
+        redis: url,
+        timeout,
+        on_failure: f.on_failure.unwrap_or(super::fleet::OnFailure::Local),
+        key_prefix,
+    })
 }
 
 fn approvals(a: Option<&ApprovalsSection>) -> Result<ApprovalLimits, GateConfigError> {
@@ -762,6 +856,7 @@ mod tests {
             audit: Option<AuditSection>,
             tools: Option<ToolsSection>,
             approvals: Option<ApprovalsSection>,
+            fleet: Option<FleetSection>,
         }
         let f: File = toml::from_str(toml_text).map_err(|e| e.to_string())?;
         GateConfig::resolve(
@@ -772,6 +867,7 @@ mod tests {
                 audit: f.audit.as_ref(),
                 tools: f.tools.as_ref(),
                 approvals: f.approvals.as_ref(),
+                fleet: f.fleet.as_ref(),
             },
             false,
             1024,

@@ -31,6 +31,10 @@ pub struct GateMetrics {
     approval_outcomes: [AtomicU64; Outcome::COUNT],
     approval_decisions_refused: AtomicU64,
     approval_wait: Histogram,
+    /// `[fleet]`: 0 none, 1 configured; whether Redis answered last; calls that failed.
+    fleet: AtomicU64,
+    fleet_up: AtomicU64,
+    fleet_errors: AtomicU64,
 }
 
 /// The `kind` labels of `gate_tool_changes_total`.
@@ -57,7 +61,27 @@ impl GateMetrics {
             approval_outcomes: Default::default(),
             approval_decisions_refused: AtomicU64::new(0),
             approval_wait: Histogram::with_bounds(&APPROVAL_WAIT_BUCKETS),
+            fleet: AtomicU64::new(0),
+            fleet_up: AtomicU64::new(0),
+            fleet_errors: AtomicU64::new(0),
         }
+    }
+
+    #[cfg_attr(not(feature = "fleet"), allow(dead_code))]
+    pub(super) fn fleet_configured(&self) {
+        self.fleet.store(1, Relaxed);
+    }
+
+    /// A call to the fleet's Redis failed (and so it is down).
+    #[cfg_attr(not(feature = "fleet"), allow(dead_code))]
+    pub(super) fn fleet_error(&self) {
+        self.fleet_errors.fetch_add(1, Relaxed);
+        self.fleet_up.store(0, Relaxed);
+    }
+
+    #[cfg_attr(not(feature = "fleet"), allow(dead_code))]
+    pub(super) fn fleet_up(&self, up: bool) {
+        self.fleet_up.store(u64::from(up), Relaxed);
     }
 
     pub(super) fn set_approvals_pending(&self, n: usize) {
@@ -132,6 +156,8 @@ impl GateMetrics {
             approval_outcomes: pairs(&Outcome::ALL, &self.approval_outcomes),
             approval_decisions_refused: self.approval_decisions_refused.load(Relaxed),
             approval_wait: self.approval_wait.snapshot(),
+            fleet: (self.fleet.load(Relaxed) == 1)
+                .then(|| (self.fleet_up.load(Relaxed), self.fleet_errors.load(Relaxed))),
         }
     }
 }
@@ -172,4 +198,7 @@ pub struct GateSnapshot {
     pub approval_decisions_refused: u64,
     /// How long held calls waited, however they closed.
     pub approval_wait: HistogramSnapshot,
+    /// With `[fleet]`: whether Redis answered the last call (1) or not (0), and the calls
+    /// that failed or timed out.
+    pub fleet: Option<(u64, u64)>,
 }

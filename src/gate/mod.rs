@@ -27,6 +27,8 @@ mod body;
 mod budget;
 mod caller;
 pub mod config;
+#[cfg(feature = "fleet")]
+pub mod fleet;
 mod glob;
 mod held;
 pub mod jsonrpc;
@@ -126,6 +128,9 @@ pub struct Gate {
     legacy: Arc<legacy::Streams>,
     /// Calls held for approval, when a rule says `require-approval`.
     desk: Option<Arc<approval::Desk>>,
+    /// `[fleet]`: the rate limits charged in Redis.
+    #[cfg(feature = "fleet")]
+    fleet: Option<Arc<fleet::Fleet>>,
 }
 
 /// Why a gate cannot start.
@@ -138,6 +143,10 @@ pub enum GateError {
     /// The pin file cannot be read.
     #[error(transparent)]
     Pins(#[from] tools::PinsError),
+    /// `[fleet] redis` is not a Redis URL the client takes.
+    #[cfg(feature = "fleet")]
+    #[error("fleet.redis: {0}")]
+    Fleet(#[source] redis::RedisError),
 }
 
 impl Gate {
@@ -167,7 +176,15 @@ impl Gate {
             .iter()
             .any(|r| r.approval.is_some())
             .then(|| approval::Desk::new(config.approvals.clone(), metrics.clone()));
+        #[cfg(feature = "fleet")]
+        let fleet = config
+            .fleet
+            .map(|f| fleet::Fleet::new(f, metrics.clone()))
+            .transpose()
+            .map_err(GateError::Fleet)?;
         Ok(Self {
+            #[cfg(feature = "fleet")]
+            fleet,
             desk,
             auth: config
                 .auth
@@ -363,7 +380,7 @@ impl Gate {
         }
         let (parts, body) = req.into_parts();
         if !inspect || parts.method != Method::POST {
-            self.charge(&caller, None)?;
+            self.charge(&caller, None).await?;
             let answers = (parts.method == Method::GET)
                 .then(|| self.answers(None, None))
                 .flatten();
@@ -414,7 +431,7 @@ impl Gate {
         }
         let held = self.check_rules(&caller, &parsed)?;
         self.check_tools(&caller, &parsed, &bytes, &parts.headers)?;
-        self.charge(&caller, Some(&parsed))?;
+        self.charge(&caller, Some(&parsed)).await?;
         let held = match held {
             Some(h) => Some((
                 self.held_call(&caller, &parsed, &bytes, h)?,
@@ -543,8 +560,8 @@ impl Gate {
     }
 
     /// Charges the rate limits: one token per message (per HTTP request without a body),
-    /// from the bucket of the first limit whose method matches.
-    fn charge(&self, caller: &Caller, body: Option<&Body>) -> Result<(), Refused> {
+    /// from the bucket of the first limit whose method matches; in Redis with `[fleet]`.
+    async fn charge(&self, caller: &Caller, body: Option<&Body>) -> Result<(), Refused> {
         let Some(limiter) = &self.limiter else {
             return Ok(());
         };
@@ -563,7 +580,11 @@ impl Gate {
                 Some((class, caller.key(limiter.limits()[class].key)))
             })
             .collect();
-        let Err(limited) = limiter.charge(&charges) else {
+        let limited = match self.fleet_charge(caller, limiter, &charges).await? {
+            Some(charged) => charged,
+            None => limiter.charge(&charges),
+        };
+        let Err(limited) = limited else {
             return Ok(());
         };
         self.metrics.rate_limited(&limited.limit);
@@ -597,6 +618,63 @@ impl Gate {
             .headers_mut()
             .insert("retry-after", HeaderValue::from(limited.retry_after_secs()));
         Err(response)
+    }
+}
+
+impl Gate {
+    /// The charge in the fleet's Redis (`[fleet]`); `None`: charge the local limiter (no
+    /// fleet, or Redis failed and `on-failure = "local"`).
+    #[cfg(feature = "fleet")]
+    async fn fleet_charge(
+        &self,
+        caller: &Caller,
+        limiter: &Limiter,
+        charges: &[(usize, String)],
+    ) -> Result<Option<Result<(), RateLimited>>, Refused> {
+        let Some(fleet) = &self.fleet else {
+            return Ok(None);
+        };
+        let mut counted: Vec<(usize, &str, u32)> = Vec::new();
+        for (class, key) in charges {
+            match counted.iter_mut().find(|(c, k, _)| c == class && k == key) {
+                Some((_, _, n)) => *n += 1,
+                None => counted.push((*class, key, 1)),
+            }
+        }
+        match fleet.charge(limiter.limits(), &counted).await {
+            fleet::Charged::Allowed => Ok(Some(Ok(()))),
+            fleet::Charged::Limited(l) => Ok(Some(Err(l))),
+            fleet::Charged::Failed if fleet.settings().on_failure == fleet::OnFailure::Refuse => {
+                let mut r = self.refuse_whole(
+                    caller,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    RefusalReason::FleetUnavailable,
+                    "fleet",
+                    jsonrpc::INVALID_REQUEST,
+                    "the fleet's shared rate limits cannot be checked (Redis does not answer) and [fleet] on-failure is refuse; retry shortly",
+                );
+                r.headers_mut()
+                    .insert("retry-after", HeaderValue::from_static("1"));
+                Err(r)
+            }
+            fleet::Charged::Failed => Ok(None),
+        }
+    }
+
+    #[cfg(not(feature = "fleet"))]
+    async fn fleet_charge(
+        &self,
+        _: &Caller,
+        _: &Limiter,
+        _: &[(usize, String)],
+    ) -> Result<Option<Result<(), RateLimited>>, Refused> {
+        Ok(None)
+    }
+
+    /// The fleet's Redis, with `[fleet]`: connected in the background from here on.
+    #[cfg(feature = "fleet")]
+    pub fn fleet(&self) -> Option<&Arc<fleet::Fleet>> {
+        self.fleet.as_ref()
     }
 }
 

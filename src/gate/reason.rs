@@ -50,6 +50,8 @@ label_enum! {
         ApprovalDenied => "approval_denied",
         /// -32010: no approver decided a held call within its `approval-timeout`.
         ApprovalExpired => "approval_expired",
+        /// 503: `[fleet] on-failure = "refuse"` and Redis did not answer in time.
+        FleetUnavailable => "fleet_unavailable",
     }
 }
 
@@ -68,6 +70,7 @@ impl RefusalReason {
                 | Self::ApprovalsFull
                 | Self::ApprovalDenied
                 | Self::ApprovalExpired
+                | Self::FleetUnavailable
         )
     }
 }

@@ -65,6 +65,7 @@ impl SidecarConfig {
                         audit: self.audit.as_ref(),
                         tools: self.tools.as_ref(),
                         approvals: self.approvals.as_ref(),
+                        fleet: self.fleet.as_ref(),
                     },
                     self.client_ca.is_some(),
                     common.http.max_body_bytes,
@@ -115,6 +116,7 @@ impl SidecarConfig {
                     ("audit", self.audit.is_some()),
                     ("tools", self.tools.is_some()),
                     ("approvals", self.approvals.is_some()),
+                    ("fleet", self.fleet.is_some()),
                     ("admin-tls", self.admin_tls.is_some()),
                     (
                         "max-buffered-body-bytes",
