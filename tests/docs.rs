@@ -225,6 +225,10 @@ fn the_gate_reference_lists_every_key_of_each_section() {
         ("[[rules]]", "## `[[rules]]`: per-method policy"),
         ("[[rate-limit]]", "## `[[rate-limit]]`: token buckets"),
         ("[audit]", "## `[audit]`: one record per message"),
+        (
+            "[fleet]",
+            "## `[fleet]`: rate limits shared by the replicas",
+        ),
     ] {
         let known = known_section_keys(&work, header);
         assert!(known.len() >= 4, "{header}: {known:?}");

@@ -924,6 +924,67 @@ mod tests {
     }
 
     #[test]
+    fn fleet_errors_name_the_field_and_the_fix() {
+        let limit = "[rate-limit]\nkey = \"address\"\nper-minute = 60\n";
+        for (text, expected) in [
+            (
+                "[fleet]\ntimeout = \"10ms\"\n".to_owned(),
+                "fleet.redis: required",
+            ),
+            (
+                format!("[fleet]\nredis = \"rediss://r:6380\"\n{limit}"),
+                "fleet.redis: TLS to Redis is not built in",
+            ),
+            (
+                format!("[fleet]\nredis = \"http://r\"\n{limit}"),
+                "fleet.redis: `http://r`: give redis://",
+            ),
+            (
+                "[fleet]\nredis = \"redis://127.0.0.1:6379\"\n".to_owned(),
+                "fleet: the fleet shares the rate limits: add a [[rate-limit]]",
+            ),
+            (
+                format!("[fleet]\nredis = \"redis://127.0.0.1:6379\"\ntimeout = \"10s\"\n{limit}"),
+                "fleet.timeout: must be more than 0s and at most 5s",
+            ),
+            (
+                format!(
+                    "[fleet]\nredis = \"redis://127.0.0.1:6379\"\non-failure = \"ignore\"\n{limit}"
+                ),
+                "unknown variant `ignore`, expected `local` or `refuse`",
+            ),
+        ] {
+            let e = parse(&text)
+                .err()
+                .unwrap_or_else(|| panic!("accepted: {text}"));
+            assert!(
+                e.contains(expected),
+                "{text}\nexpected `{expected}` in: {e}"
+            );
+        }
+        let ok = parse(&format!(
+            "[fleet]\nredis = \"redis://:secret@127.0.0.1:6379\"\n{limit}"
+        ))
+        .unwrap()
+        .unwrap();
+        let f = ok.fleet.as_ref().unwrap();
+        assert_eq!(
+            (f.timeout, f.on_failure),
+            (
+                super::super::fleet::DEFAULT_TIMEOUT,
+                super::super::fleet::OnFailure::Local
+            )
+        );
+        assert!(!ok.summary().contains("secret"), "{}", ok.summary());
+        assert!(
+            ok.summary()
+                .contains("rate limits shared on redis://***@127.0.0.1:6379 (on-failure local)"),
+            "{}",
+            ok.summary()
+        );
+    }
+
+    #[test]
     fn approval_errors_name_the_field_and_the_fix() {
         let auth = "[auth]\nissuer = \"https://idp\"\naudience = \"https://mcp/mcp\"\njwks-url = \"https://idp/jwks\"\n";
         for (text, expected) in [
