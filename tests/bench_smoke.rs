@@ -19,6 +19,7 @@ fn peers() {
     PEERS.call_once(|| {
         install("interop/install-openssl.sh");
         install("benches/load/install-nginx.sh");
+        install("interop/install-fleet.sh");
     });
 }
 
@@ -121,6 +122,8 @@ fn sidecar_harness_runs() {
         "mcp-pqtls server, tools/list",
         "… + gate with [tools]: tools/list judged",
         "… + gate with [tools]: tools/call arguments validated",
+        "mcp-pqtls server + MCP gate, rate limit charged in Redis",
+        "… + a require-approval rule",
     ] {
         let cells = row(&stdout, &format!("| {path}"));
         let rps: f64 = cells[1].parse().unwrap();

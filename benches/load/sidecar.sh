@@ -136,14 +136,24 @@ approvers = ["id:spiffe://*"]
 CONF
   tail -n +2 "$work/gate.toml"; } >"$work/approval.toml"
 
+# The same gate charging its rate limit in Redis ([fleet]): what a fleet's shared limits cost.
+fleet_bin="$(bash interop/install-fleet.sh | tail -n 1)"
+redis_port="$(free_port)"
+{ cat "$work/gate.toml"; printf '[fleet]\nredis = "redis://127.0.0.1:%s"\n' "$redis_port"; } >"$work/fleet.toml"
+
 # ---------------------------------------------------------------------------------------------
 requests_section() {
   local up srv cli ngx pu ps pc pn
   up="$(free_port)"; srv="$(free_port)"; cli="$(free_port)"; ngx="$(free_port)"
   start_upstream "$up"; pu=$!
   start_server "$srv" "$up"; ps=$!
-  local gsrv pg tsrv pt msrv pm asrv pa
-  gsrv="$(free_port)"; tsrv="$(free_port)"; msrv="$(free_port)"; asrv="$(free_port)"
+  local gsrv pg tsrv pt msrv pm asrv pa fsrv pf pr
+  gsrv="$(free_port)"; tsrv="$(free_port)"; msrv="$(free_port)"; asrv="$(free_port)"; fsrv="$(free_port)"
+  taskset -c "$load_cpu" "$fleet_bin/redis-server" --port "$redis_port" --bind 127.0.0.1 --save "" \
+    --appendonly no >/dev/null 2>&1 &
+  pr=$!
+  wait_port "$redis_port"
+  start_server "$fsrv" "$up" --config "$work/fleet.toml"; pf=$!
   start_server "$gsrv" "$up" --config "$work/gate.toml"; pg=$!
   start_server "$tsrv" "$up" --config "$work/tools.toml"; pt=$!
   start_server "$msrv" "$up" --config "$work/mtls.toml" --client-ca "$work/pki/ca.pem"; pm=$!
@@ -159,20 +169,22 @@ requests_section() {
     [tools]="https://127.0.0.1:$tsrv/mcp"
     [gate_mtls]="https://127.0.0.1:$msrv/mcp"
     [approval]="https://127.0.0.1:$asrv/mcp"
+    [fleet]="https://127.0.0.1:$fsrv/mcp"
     [tunnel]="http://127.0.0.1:$cli/mcp"
     [nginx]="https://127.0.0.1:$ngx/mcp"
   )
   declare -A pids=([direct]="" [server]="$ps" [gate]="$pg" [list]="$ps" [tools_list]="$pt"
-    [tools]="$pt" [gate_mtls]="$pm" [approval]="$pa" [tunnel]="$ps $pc" [nginx]="$pn")
+    [tools]="$pt" [gate_mtls]="$pm" [approval]="$pa" [fleet]="$pf" [tunnel]="$ps $pc" [nginx]="$pn")
   local pq="--ca $work/pki/ca.pem --groups X25519MLKEM768"
   declare -A tls=([direct]="" [server]="$pq" [gate]="$pq" [list]="$pq --list"
     [tools_list]="$pq --list" [tools]="$pq"
     [gate_mtls]="$pq --client-cert $work/pki/client.pem --client-key $work/pki/client.key"
     [approval]="$pq --client-cert $work/pki/client.pem --client-key $work/pki/client.key"
+    [fleet]="$pq"
     [tunnel]="" [nginx]="--ca $work/pki/ca.pem --groups X25519 --policy classical-allowed")
   # tools_list before tools: the first list pins echo, whose calls are then validated.
   # SIDECAR_ROWS picks rows (in that order; tools_list before tools, which it pins for).
-  local order="${SIDECAR_ROWS:-direct server gate list tools_list tools gate_mtls approval tunnel nginx}"
+  local order="${SIDECAR_ROWS:-direct server gate fleet list tools_list tools gate_mtls approval tunnel nginx}"
   for r in $(seq "$rounds"); do
     for how in $order; do
       local before=0 after=0 p json
@@ -191,7 +203,7 @@ requests_section() {
         >>"$work/$how.cpu"
     done
   done
-  stop "$pn" "$pc" "$pa" "$pm" "$pt" "$pg" "$ps" "$pu"
+  stop "$pn" "$pc" "$pa" "$pm" "$pf" "$pr" "$pt" "$pg" "$ps" "$pu"
   echo "| path | req/s | p50 µs | p99 µs | proxy CPU µs per request |"
   echo "|---|---|---|---|---|"
   local name
@@ -202,6 +214,7 @@ requests_section() {
     [tools]="… + gate with [tools]: tools/call arguments validated"
     [gate_mtls]="mcp-pqtls server + MCP gate, mTLS clients, admin-tls"
     [approval]="… + a require-approval rule (delete_*; these calls need none)"
+    [fleet]="mcp-pqtls server + MCP gate, rate limit charged in Redis ([fleet])"
     [tunnel]="full tunnel: mcp-pqtls client + server" [nginx]="nginx 1.22 (X25519)")
   for how in $order; do
     cpu="$(median <"$work/$how.cpu")"; [ "$how" = direct ] && cpu="–"
@@ -223,6 +236,10 @@ requests_section() {
     -v l="$(median <"$work/list.rps")" -v tl="$(median <"$work/tools_list.rps")" \
     -v cl="$(median <"$work/list.cpu")" -v ctl="$(median <"$work/tools_list.cpu")" \
     'BEGIN { printf "[tools]: a validated tools/call: req/s %.2f×, CPU per request %.2f× the gate without [tools]; a judged tools/list: req/s %.2f×, CPU per request %.2f× the ungated server.\n", t / g, ct / cg, tl / l, ctl / cl }'
+  have gate fleet && awk -v g="$(median <"$work/gate.rps")" -v f="$(median <"$work/fleet.rps")" \
+    -v cg="$(median <"$work/gate.cpu")" -v cf="$(median <"$work/fleet.cpu")" \
+    -v pg="$(median <"$work/gate.p99")" -v pf="$(median <"$work/fleet.p99")" \
+    'BEGIN { printf "[fleet] (the rate limit in Redis, one round trip per charge): req/s %.2f×, p99 %.2f×, proxy CPU per request %.2f× the same gate with local limits.\n", f / g, pf / pg, cf / cg }'
   have gate_mtls approval && awk -v m="$(median <"$work/gate_mtls.rps")" -v a="$(median <"$work/approval.rps")" \
     -v cm="$(median <"$work/gate_mtls.cpu")" -v ca="$(median <"$work/approval.cpu")" \
     -v pm="$(median <"$work/gate_mtls.p99")" -v pa="$(median <"$work/approval.p99")" \
