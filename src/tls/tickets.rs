@@ -230,9 +230,12 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> TicketKeyError + '_ {
     }
 }
 
-/// The keys of `path`, as `(name, key)` in file order.
-fn parse(path: &Path, text: &str) -> Result<Vec<([u8; NAME_LEN], [u8; KEY_LEN])>, TicketKeyError> {
-    let mut keys: Vec<([u8; NAME_LEN], [u8; KEY_LEN])> = Vec::new();
+/// A key as the file holds it: its name and its bytes.
+type RawKey = ([u8; NAME_LEN], [u8; KEY_LEN]);
+
+/// The keys of `path`, in file order.
+fn parse(path: &Path, text: &str) -> Result<Vec<RawKey>, TicketKeyError> {
+    let mut keys: Vec<RawKey> = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
