@@ -497,7 +497,7 @@ async fn an_openssl_ticket_from_one_replica_resumes_on_another_until_its_key_is_
 
     // Readable by others: refused before anything listens, naming the fix.
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = bin()
         .args([
             "server",

@@ -52,7 +52,7 @@ pub enum TicketKeyError {
         /// Why.
         source: std::io::Error,
     },
-    /// Group or others may read or write it.
+    /// Others (or a group other than this process's own) may read or write it.
     #[error("{path}: mode {mode:o} lets others read the ticket keys (anyone with them can decrypt recorded sessions' resumption secrets): chmod 600 it")]
     NotPrivate {
         /// The file.
@@ -273,13 +273,14 @@ fn parse(path: &Path, text: &str) -> Result<Vec<RawKey>, TicketKeyError> {
 fn private(path: &Path) -> Result<(), TicketKeyError> {
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)
-            .map_err(io(path))?
-            .permissions()
-            .mode()
-            & 0o777;
-        if mode & 0o077 != 0 {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let meta = std::fs::metadata(path).map_err(io(path))?;
+        let mode = meta.permissions().mode() & 0o777;
+        // Group-readable is private when the group is this process's own: a Kubernetes
+        // Secret mounted with `fsGroup` is 0440 under the pod's group (run with
+        // `runAsGroup` = `fsGroup`), and no one else is in it.
+        let own_group = mode & 0o070 == 0o040 && own_gid() == Some(meta.gid());
+        if mode & 0o007 != 0 || (mode & 0o070 != 0 && !own_group) {
             return Err(TicketKeyError::NotPrivate {
                 path: path.to_owned(),
                 mode,
@@ -287,6 +288,15 @@ fn private(path: &Path) -> Result<(), TicketKeyError> {
         }
     }
     Ok(())
+}
+
+/// This process's effective group id, from `/proc/self/status` (Linux; `None` elsewhere,
+/// where only 0600 passes). Read there rather than through a libc binding for one number.
+#[cfg(unix)]
+fn own_gid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Gid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
 }
 
 fn read(path: &Path) -> Result<Vec<TicketKey>, TicketKeyError> {
@@ -434,6 +444,12 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = TicketKeys::load(&path).unwrap_err().to_string();
         assert!(e.contains("mode 644") && e.contains("chmod 600"), "{e}");
+        // 0440 under this process's own group (a Secret mounted with fsGroup): private.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o440)).unwrap();
+        TicketKeys::load(&path).unwrap();
+        // Group-writable is not.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o460)).unwrap();
+        assert!(TicketKeys::load(&path).is_err());
         for (text, expected) in [
             ("", "0 keys"),
             ("00 11\n", ":1: expected `NAME KEY`"),
