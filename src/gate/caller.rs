@@ -19,9 +19,9 @@ pub(super) struct Caller {
     pub(super) identity: Option<String>,
     pub(super) group: Option<String>,
     pub(super) pq: bool,
-    /// The cipher suite and TLS version, shown to approvers.
-    pub(super) suite: Option<String>,
-    pub(super) tls_version: Option<String>,
+    /// The connection's TLS facts (a shared `Arc`, not copied per request): what approvers
+    /// are shown of a held call.
+    pub(super) tls: Option<std::sync::Arc<ConnectionInfo>>,
     pub(super) session_id: Option<String>,
     /// `MCP-Protocol-Version`.
     pub(super) protocol_version: Option<String>,
@@ -51,8 +51,10 @@ impl Caller {
             identity: info.and_then(|i| i.client_identity.clone()),
             group: info.map(|i| i.group.clone()),
             pq: info.is_some_and(|i| i.pq),
-            suite: info.map(|i| i.cipher_suite.clone()),
-            tls_version: info.map(|i| i.tls_version.clone()),
+            tls: req
+                .extensions()
+                .get::<std::sync::Arc<ConnectionInfo>>()
+                .cloned(),
             // Streamable HTTP's header, else legacy HTTP+SSE's `?session_id=`.
             session_id: req
                 .headers()

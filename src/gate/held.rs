@@ -125,8 +125,8 @@ impl Gate {
             tls: TlsView {
                 group: caller.group.clone(),
                 pq: caller.pq,
-                cipher_suite: caller.suite.clone(),
-                version: caller.tls_version.clone(),
+                cipher_suite: caller.tls.as_ref().map(|i| i.cipher_suite.clone()),
+                version: caller.tls.as_ref().map(|i| i.tls_version.clone()),
             },
             created: String::new(),
             expires: String::new(),

@@ -20,19 +20,12 @@ pub fn bin() -> Command {
 /// so whichever test comes first installs and the others wait, then find it installed. Anything
 /// that must not hang (a load script) runs under its timeout after this has returned.
 pub fn install(script: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
-    let out = Command::new("bash")
-        .arg(&path)
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap_or_else(|e| panic!("bash {}: {e}", path.display()));
-    assert!(out.status.success(), "{script} failed: {}", out.status);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let last = stdout.lines().last().unwrap_or_default().trim();
-    let installed = PathBuf::from(last);
+    let (status, last) = run_install(script);
+    assert!(status.success(), "{script} failed: {status}");
+    let installed = last.unwrap_or_default();
     assert!(
         installed.exists(),
-        "{script} printed {last:?}, which does not exist"
+        "{script} printed {installed:?}, which does not exist"
     );
     installed
 }
@@ -40,6 +33,18 @@ pub fn install(script: &str) -> PathBuf {
 /// As [`install`], for a peer a test can do without outside CI: `None` (the test is skipped,
 /// saying so) when the script fails here, a panic when it fails in CI (`CI` set).
 pub fn install_or_skip(script: &str, what: &str) -> Option<PathBuf> {
+    match run_install(script) {
+        (status, Some(p)) if status.success() && p.exists() => Some(p),
+        _ if std::env::var_os("CI").is_some() => panic!("{script} failed in CI"),
+        _ => {
+            eprintln!("SKIPPED: {what} could not be installed (see above)");
+            None
+        }
+    }
+}
+
+/// Runs an install script to completion: its status and the last line of its stdout.
+fn run_install(script: &str) -> (std::process::ExitStatus, Option<PathBuf>) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
     let out = Command::new("bash")
         .arg(&path)
@@ -50,14 +55,7 @@ pub fn install_or_skip(script: &str, what: &str) -> Option<PathBuf> {
         .lines()
         .last()
         .map(|l| PathBuf::from(l.trim()));
-    match last {
-        Some(p) if out.status.success() && p.exists() => Some(p),
-        _ if std::env::var_os("CI").is_some() => panic!("{script} failed in CI"),
-        _ => {
-            eprintln!("SKIPPED: {what} could not be installed (see above)");
-            None
-        }
-    }
+    (out.status, last)
 }
 
 /// Replaces `path` with `text` by rename, as a deploy tool does: a watcher never reads half a
