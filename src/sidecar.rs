@@ -221,10 +221,7 @@ impl Sidecar {
                 let jwks_refresh = match &gate {
                     Some(g) => {
                         g.log_started();
-                        // The fleet's Redis: connected in the background, never waited for.
-                        if let Some(f) = g.fleet() {
-                            f.connect();
-                        }
+                        g.join_fleet();
                         g.load_keys().await
                     }
                     None => None,
@@ -246,6 +243,14 @@ impl Sidecar {
                     .run(hangups, s.common.reload_interval),
                 );
                 let metrics = acceptor.metrics().clone();
+                let releasing = gate.clone();
+                let shutdown = async move {
+                    shutdown.await;
+                    // Held calls do not wait out the drain: they were never sent.
+                    if let Some(g) = releasing {
+                        g.release_held();
+                    }
+                };
                 let result = serve(
                     listener,
                     Some(acceptor),

@@ -13,19 +13,16 @@ use std::time::{Duration, Instant};
 
 use mcp_pqtls::certs::KeyAlg;
 use serde_json::{json, Value};
-use support::jwt::{claims, jwks, keys, sign, token, with, AUDIENCE, ISSUER};
+use support::admin::http;
+use support::jwt::{approver, jwks, keys, token, AUDIENCE, ISSUER};
 use support::process::{bin, install_or_skip, Proc};
-use support::python::{gate_client_with, python, python_server, repo};
+use support::python::{
+    gate_client_with, held_call_in_background, python, python_server, repo, report,
+};
 use support::{KillOnDrop, Pki};
 
 /// How long a test waits for something that should happen at once.
 const GUARD: Duration = Duration::from_secs(30);
-
-/// A token from the gate's JWKS with the approver scope.
-fn approver(sub: &str) -> String {
-    let c = with(claims(sub), "scope", json!("approve"));
-    sign(jsonwebtoken::Algorithm::ES256, "es", &keys().es, &c)
-}
 
 /// The SDK's server behind a gate whose rule `approve-deletes` holds `delete_*` calls for
 /// `scope:approve`, and a client sidecar in front.
@@ -218,36 +215,6 @@ keepalive = "1s"
     }
 }
 
-/// A minimal HTTP/1.1 exchange over a plain socket (the admin listener is plain on loopback).
-fn http(
-    port: u16,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<(&str, String)>,
-) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(GUARD)).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n");
-    if let Some(t) = token {
-        req += &format!("authorization: Bearer {t}\r\n");
-    }
-    let (ctype, body) = body.unwrap_or(("", String::new()));
-    if !ctype.is_empty() {
-        req += &format!("content-type: {ctype}\r\n");
-    }
-    req += &format!("content-length: {}\r\n\r\n{body}", body.len());
-    s.write_all(req.as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out[9..12].parse().unwrap();
-    let text = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, text)
-}
-
 /// One JSON POST to the MCP endpoint through the client sidecar, answered at once.
 fn plain_post(port: u16, token: &str, body: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -269,21 +236,24 @@ fn call_in_background(
     protocol: &'static str,
     arguments: Value,
     extra: &'static [&'static str],
-) -> std::thread::JoinHandle<Value> {
-    let python = python.to_owned();
-    std::thread::spawn(move || {
-        let agent = token("agent");
-        let mut flags = vec!["--bearer", &agent, "--timeout", "60"];
-        flags.extend_from_slice(extra);
-        gate_client_with(
-            &python,
-            &url,
-            protocol,
-            1,
-            &[("delete_file", arguments)],
-            &flags,
-        )
-    })
+) -> Background {
+    Background(held_call_in_background(
+        python,
+        url,
+        protocol,
+        "delete_file",
+        arguments,
+        extra,
+    ))
+}
+
+/// A client's run in its thread.
+struct Background(std::thread::JoinHandle<std::process::Output>);
+
+impl Background {
+    fn join(self) -> std::thread::Result<Value> {
+        self.0.join().map(report)
+    }
 }
 
 /// The one call's outcome in a gate_client.py report.

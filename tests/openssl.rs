@@ -16,18 +16,8 @@ use mcp_pqtls::certs::KeyAlg;
 use mcp_pqtls::policy::{Policy, PolicyMode};
 use mcp_pqtls::probe::{probe, ProbeOptions, ProbeReport, Requirement, Target, Verdict};
 use mcp_pqtls::Group;
+use support::openssl::openssl;
 use support::{connector, KillOnDrop, Pki, Server};
-
-fn openssl() -> PathBuf {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/install-openssl.sh");
-    let out = Command::new("bash")
-        .arg(script)
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "interop/install-openssl.sh failed");
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
 
 /// Runs `openssl s_client` against our server on 127.0.0.1, sends one HTTP/1.1 GET, and
 /// returns everything it printed (its handshake report, then our response).

@@ -13,13 +13,22 @@
 //! their body bytes and their connection's in-flight place, so the gate's other budgets count
 //! them. Closed ids are remembered (the last [`REMEMBERED`]) so that a replayed decision is
 //! told what became of its call (409) rather than "unknown".
+//!
+//! In a fleet (`[fleet]`), a [`Ledger`] shares the desk: each held call is also written to the
+//! fleet's store, where any replica lists it and decides it, once (single use and expiry are
+//! the store's, not the replica's), and the holding replica is woken by the store. The desk
+//! stays the truth for the calls its own clients wait on; when the store does not answer, it
+//! holds and decides them alone.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
@@ -180,7 +189,7 @@ impl Default for ApprovalLimits {
 }
 
 /// Who called, as an approver sees it.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct CallerView {
     /// The mTLS client identity.
@@ -198,7 +207,7 @@ pub struct CallerView {
 }
 
 /// The TLS facts of the caller's connection.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct TlsView {
     /// The key-exchange group, by IANA name.
@@ -212,7 +221,7 @@ pub struct TlsView {
 }
 
 /// A held call as approvers see it (the API's JSON, the page, the CLI).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct HeldCall {
     /// The approval id.
@@ -267,9 +276,16 @@ pub enum HoldError {
     /// `max-pending-per-caller` calls of this caller are held.
     #[error("this client has {0} calls waiting for approval (approvals.max-pending-per-caller); wait for them to be decided")]
     CallerFull(usize),
+    /// The replica is shutting down: it holds no new calls.
+    #[error("this replica is shutting down and holds no new calls; retry (another replica will take it)")]
+    ShuttingDown,
     /// The system RNG failed: no unguessable id can be made.
     #[error("no approval id can be made: the system's random number generator failed")]
     NoRandom,
+    /// The fleet's store does not answer and `[fleet] on-failure = "refuse"`: a call held
+    /// here alone could not be decided through the other replicas.
+    #[error("approvals are shared by the fleet and its Redis does not answer ([fleet] on-failure is refuse); retry shortly")]
+    Unshared,
 }
 
 /// Why a decision was not taken.
@@ -300,6 +316,9 @@ pub enum DecideError {
     /// The decider made the call: nobody approves their own.
     #[error("{0} made this call: an approver may not decide their own call")]
     OwnCall(String),
+    /// The call is held on another replica and the fleet's store does not answer.
+    #[error("no call is waiting for approval under id `{0}` on this replica, and the fleet's Redis does not answer to say whether another holds it; retry shortly")]
+    Unreachable(String),
     /// The decision names other arguments than the held call's.
     #[error("the decision is for arguments {given}, the call held under this id has {held}: reload and decide what is held")]
     DigestMismatch {
@@ -317,16 +336,59 @@ impl DecideError {
             Self::Unknown(_) => http::StatusCode::NOT_FOUND,
             Self::Closed { .. } | Self::DigestMismatch { .. } => http::StatusCode::CONFLICT,
             Self::NotApprover { .. } | Self::OwnCall(_) => http::StatusCode::FORBIDDEN,
+            Self::Unreachable(_) => http::StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
 
-/// An approver's decision, sent to the held call.
-#[derive(Debug)]
-struct Verdict {
-    approve: bool,
-    approver: String,
-    reason: Option<String>,
+/// An approver's decision, sent to the held call (by the desk, or by the fleet's store).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Verdict {
+    pub(super) approve: bool,
+    pub(super) approver: String,
+    pub(super) reason: Option<String>,
+}
+
+impl Verdict {
+    fn outcome(&self) -> Outcome {
+        if self.approve {
+            Outcome::Approved
+        } else {
+            Outcome::Denied
+        }
+    }
+}
+
+/// The fleet's store did not answer (in time): the desk goes on alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Unreachable;
+
+/// What a [`Ledger`] answers, later.
+pub(super) type Later<'a, T> = Pin<Box<dyn Future<Output = Result<T, Unreachable>> + Send + 'a>>;
+
+/// The fleet's shared record of held calls (`[fleet]`: Redis). Every replica's desk writes its
+/// held calls there and reads the others'; a decision is taken there, once, before the
+/// deadline the store keeps; the holder learns of it from the store (see
+/// [`Desk::apply`]).
+pub(super) trait Ledger: Send + Sync + fmt::Debug {
+    /// Records a call just held, pending until `timeout` passes.
+    fn share<'a>(&'a self, call: &'a HeldCall, timeout: Duration) -> Later<'a, ()>;
+    /// The calls pending on any replica, with `age_ms` and `expires_in_ms` set.
+    fn list(&self) -> Later<'_, Vec<HeldCall>>;
+    /// One call; `Err(DecideError)` for an unknown or closed id.
+    fn get<'a>(&'a self, id: &'a str) -> Later<'a, Result<HeldCall, DecideError>>;
+    /// Takes `verdict` for `id` unless it is closed or past its deadline.
+    fn decide<'a>(
+        &'a self,
+        id: &'a str,
+        verdict: &'a Verdict,
+    ) -> Later<'a, Result<(), DecideError>>;
+    /// Closes `id` from its holder's side (expired, cancelled) unless a decision got there
+    /// first, which is then returned.
+    fn close<'a>(&'a self, id: &'a str, outcome: Outcome) -> Later<'a, Option<Verdict>>;
+    /// Whether a call must not be held now: the store is down and the fleet is configured to
+    /// refuse rather than hold calls only this replica can see.
+    fn refuses_alone(&self) -> bool;
 }
 
 #[derive(Debug)]
@@ -353,15 +415,32 @@ pub struct Desk {
     state: Mutex<State>,
     limits: ApprovalLimits,
     metrics: Arc<GateMetrics>,
+    ledger: Option<Arc<dyn Ledger>>,
+    /// Shutting down: see [`Desk::release`].
+    releasing: AtomicBool,
 }
+
+/// What a held call's client is told when its replica shuts down before it was decided.
+pub const RELEASED: &str = "this replica is shutting down and the call was not run: retry it";
 
 impl Desk {
     /// An empty desk.
     pub fn new(limits: ApprovalLimits, metrics: Arc<GateMetrics>) -> Arc<Self> {
+        Self::with_ledger(limits, metrics, None)
+    }
+
+    /// An empty desk sharing its calls with a fleet through `ledger`.
+    pub(super) fn with_ledger(
+        limits: ApprovalLimits,
+        metrics: Arc<GateMetrics>,
+        ledger: Option<Arc<dyn Ledger>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::default(),
             limits,
             metrics,
+            ledger,
+            releasing: AtomicBool::new(false),
         })
     }
 
@@ -382,6 +461,12 @@ impl Desk {
         rule: &ApprovalRule,
         caller_key: String,
     ) -> Result<Hold, HoldError> {
+        if self.releasing.load(Relaxed) {
+            return Err(HoldError::ShuttingDown);
+        }
+        if self.ledger.as_ref().is_some_and(|l| l.refuses_alone()) {
+            return Err(HoldError::Unshared);
+        }
         let created = Instant::now();
         let deadline = created + rule.timeout;
         let (tx, rx) = oneshot::channel();
@@ -403,6 +488,9 @@ impl Desk {
             info!(approval.id = %id, tool = ?call.tool, authz.rule = ?call.rule,
                 client.addr = %call.caller.addr, client.id = ?call.caller.identity.as_deref().unwrap_or(""),
                 timeout_s = rule.timeout.as_secs(), "Call held for approval");
+            if let Some(ledger) = &self.ledger {
+                self.share(ledger.clone(), call.clone(), rule.timeout);
+            }
             s.pending.insert(
                 id.clone(),
                 Entry {
@@ -426,35 +514,92 @@ impl Desk {
         })
     }
 
-    /// The held calls `who` may decide, oldest first.
-    pub fn pending(&self, who: &Approving) -> Vec<HeldCall> {
-        let s = self.lock();
-        let mut calls: Vec<(&Instant, HeldCall)> = s
-            .pending
-            .values()
-            .filter(|e| authorize(e, who).is_ok())
-            .map(|e| (&e.created, view(e)))
-            .collect();
-        calls.sort_by_key(|(created, _)| **created);
+    /// Writes a held call to the fleet's ledger, in the background (the client's wait does
+    /// not depend on it). Closed before it was written (its client left, or it was decided
+    /// here at once), it is closed there too, so that no other replica lists or decides it.
+    fn share(self: &Arc<Self>, ledger: Arc<dyn Ledger>, call: HeldCall, timeout: Duration) {
+        let desk = self.clone();
+        tokio::spawn(async move {
+            if ledger.share(&call, timeout).await.is_err() {
+                return;
+            }
+            let outcome = desk.lock().closed.get(&call.id).map(|(o, _)| *o);
+            if let Some(outcome) = outcome {
+                let _ = ledger.close(&call.id, outcome).await;
+            }
+        });
+    }
+
+    /// The held calls `who` may decide, oldest first: this replica's, and in a fleet every
+    /// replica's.
+    pub async fn pending(&self, who: &Approving) -> Vec<HeldCall> {
+        let (mut calls, local) = {
+            let s = self.lock();
+            let calls: Vec<(u64, HeldCall)> = s
+                .pending
+                .values()
+                .filter(|e| authorize(&e.call, &e.approvers, who).is_ok())
+                .map(|e| (millis(e.created.elapsed()), view(e)))
+                .collect();
+            let local: HashSet<String> = s.pending.keys().cloned().collect();
+            (calls, local)
+        };
+        if let Some(ledger) = &self.ledger {
+            if let Ok(remote) = ledger.list().await {
+                calls.extend(
+                    remote
+                        .into_iter()
+                        .filter(|c| !local.contains(&c.id))
+                        .filter(|c| authorize(c, &approvers_of(c), who).is_ok())
+                        .map(|c| (c.age_ms, c)),
+                );
+            }
+        }
+        calls.sort_by_key(|(age, _)| std::cmp::Reverse(*age));
         calls.into_iter().map(|(_, c)| c).collect()
     }
 
     /// One held call, if `who` may decide it (else it is unknown to them: an id they may not
     /// decide is not confirmed to exist).
-    pub fn get(&self, id: &str, who: &Approving) -> Result<HeldCall, DecideError> {
-        let s = self.lock();
-        let entry = open_entry(&s, id)?;
-        match authorize(entry, who) {
-            Ok(()) => Ok(view(entry)),
+    pub async fn get(&self, id: &str, who: &Approving) -> Result<HeldCall, DecideError> {
+        let (call, approvers) = match self.find(id).await? {
+            Found::Here(call, approvers) | Found::Elsewhere(call, approvers) => (call, approvers),
+        };
+        match authorize(&call, &approvers, who) {
+            Ok(()) => Ok(call),
             Err(DecideError::NotApprover { .. }) => Err(DecideError::Unknown(id.to_owned())),
             Err(e) => Err(e),
         }
     }
 
+    /// The call under `id`: on this desk, or (in a fleet) held by another replica.
+    async fn find(&self, id: &str) -> Result<Found, DecideError> {
+        let local = {
+            let s = self.lock();
+            match open_entry(&s, id) {
+                Ok(e) => Ok(Found::Here(view(e), e.approvers.clone())),
+                Err(e) => Err(e),
+            }
+        };
+        match (local, &self.ledger) {
+            (Err(DecideError::Unknown(_)), Some(ledger)) => match ledger.get(id).await {
+                Ok(Ok(call)) => {
+                    let approvers = approvers_of(&call);
+                    Ok(Found::Elsewhere(call, approvers))
+                }
+                Ok(Err(e)) => Err(e),
+                Err(Unreachable) => Err(DecideError::Unreachable(id.to_owned())),
+            },
+            (found, _) => found,
+        }
+    }
+
     /// Decides the call held under `id`. `digest`, when given, must be the held call's
     /// `arguments_digest` (what the approver was shown). Refused when `who` is not an approver
-    /// of its rule, when it is closed, or when its deadline has passed.
-    pub fn decide(
+    /// of its rule, when it is closed, or when its deadline has passed. In a fleet the
+    /// decision is taken in the fleet's store (once, fleet-wide) and reaches whichever replica
+    /// holds the call.
+    pub async fn decide(
         &self,
         id: &str,
         who: &Approving,
@@ -462,21 +607,27 @@ impl Desk {
         reason: Option<String>,
         digest: Option<&str>,
     ) -> Result<HeldCall, DecideError> {
-        let mut s = self.lock();
         let refused = |e: DecideError| {
             self.metrics.approval_decision_refused();
             warn!(approval.id = %id, approver = %who.name(), error = %e, "Approval decision refused");
             e
         };
-        let entry = open_entry(&s, id).map_err(refused)?;
-        authorize(entry, who).map_err(refused)?;
-        if let Some(given) = digest.filter(|d| *d != entry.call.arguments_digest) {
+        let found = self.find(id).await.map_err(refused)?;
+        let (Found::Here(call, approvers) | Found::Elsewhere(call, approvers)) = &found;
+        authorize(call, approvers, who).map_err(refused)?;
+        if let Some(given) = digest.filter(|d| *d != call.arguments_digest) {
             return Err(refused(DecideError::DigestMismatch {
                 given: given.to_owned(),
-                held: entry.call.arguments_digest.clone(),
+                held: call.arguments_digest.clone(),
             }));
         }
-        if Instant::now() >= entry.deadline {
+        let verdict = Verdict {
+            approve,
+            approver: who.name_for(approvers),
+            reason,
+        };
+        let here = matches!(found, Found::Here(..));
+        if here && self.is_past_deadline(id) {
             // Its holder will see the deadline too; it is expired, whoever is first.
             return Err(refused(DecideError::Closed {
                 id: id.to_owned(),
@@ -484,23 +635,85 @@ impl Desk {
                 by: None,
             }));
         }
-        let outcome = if approve {
-            Outcome::Approved
-        } else {
-            Outcome::Denied
+        if let Some(ledger) = &self.ledger {
+            match ledger.decide(id, &verdict).await {
+                Ok(Ok(())) => {}
+                // Held here a moment ago, not yet written there (see `Desk::share`).
+                Ok(Err(DecideError::Unknown(_))) if here => {}
+                Ok(Err(e)) => return Err(refused(e)),
+                // Held here: decided here alone (the fleet's other replicas cannot see it
+                // while the store is down, so none decides it too).
+                Err(Unreachable) if here => {
+                    warn!(approval.id = %id, "Approval decided on this replica alone: the fleet's Redis does not answer");
+                }
+                Err(Unreachable) => return Err(refused(DecideError::Unreachable(id.to_owned()))),
+            }
+        }
+        match found {
+            Found::Here(call, _) => {
+                if !self.apply(id, verdict) {
+                    // Closed between our look and the decision (its deadline, its client
+                    // leaving): say what became of it.
+                    let s = self.lock();
+                    return Err(refused(
+                        open_entry(&s, id)
+                            .err()
+                            .unwrap_or_else(|| DecideError::Unknown(id.to_owned())),
+                    ));
+                }
+                Ok(call)
+            }
+            Found::Elsewhere(call, _) => {
+                info!(approval.id = %id, decision = verdict.outcome().label(), approver = %verdict.approver,
+                    "Approval decided for a call held by another replica");
+                Ok(call)
+            }
+        }
+    }
+
+    fn is_past_deadline(&self, id: &str) -> bool {
+        self.lock()
+            .pending
+            .get(id)
+            .is_some_and(|e| Instant::now() >= e.deadline)
+    }
+
+    /// Gives `verdict` to the call held here under `id`, if it is still pending (a decision
+    /// through this replica, or one the fleet's store announced); false if it is not here or
+    /// already closed.
+    pub(super) fn apply(&self, id: &str, verdict: Verdict) -> bool {
+        let mut s = self.lock();
+        let by = Some(verdict.approver.clone());
+        let Some(entry) = close(&mut s, &self.metrics, id, verdict.outcome(), by) else {
+            return false;
         };
-        let approver = who.name_for(&entry.approvers);
-        let Some(entry) = close(&mut s, &self.metrics, id, outcome, Some(approver.clone())) else {
-            return Err(refused(DecideError::Unknown(id.to_owned())));
-        };
-        let call = entry.call.clone();
         // The holder may have gone between the lock and here: it is then cancelled.
-        let _ = entry.tx.send(Verdict {
-            approve,
-            approver,
-            reason,
-        });
-        Ok(call)
+        let _ = entry.tx.send(verdict);
+        true
+    }
+
+    /// The replica is shutting down: every held call ends now, undecided and never sent, so
+    /// that its client hears so at once and retries (on another replica, behind a balancer)
+    /// instead of waiting out the drain; no new call is held.
+    pub fn release(&self) {
+        self.releasing.store(true, Relaxed);
+        let mut s = self.lock();
+        let ids: Vec<String> = s.pending.keys().cloned().collect();
+        if !ids.is_empty() {
+            info!(
+                held = ids.len(),
+                "Shutting down: calls held for approval are ended for their clients to retry"
+            );
+        }
+        for id in ids {
+            // Dropping the sender wakes the holder (see `Hold::wait`).
+            drop(close(&mut s, &self.metrics, &id, Outcome::Cancelled, None));
+        }
+    }
+
+    /// The ids of the calls held here, pending.
+    pub(super) fn pending_ids(&self) -> Vec<String> {
+        self.lock().pending.keys().cloned().collect()
     }
 
     /// Closes `id` from its holder's side (expired or cancelled), unless a decision did first.
@@ -508,6 +721,23 @@ impl Desk {
         let mut s = self.lock();
         close(&mut s, &self.metrics, id, outcome, None).is_some()
     }
+}
+
+/// Where a call was found.
+enum Found {
+    /// On this desk: its holder is here.
+    Here(HeldCall, Vec<Approver>),
+    /// In the fleet's store, held by another replica.
+    Elsewhere(HeldCall, Vec<Approver>),
+}
+
+/// A shared call's approvers, as its holder wrote them (each was parsed there from the same
+/// fleet-wide config; one that does not parse admits nobody).
+fn approvers_of(call: &HeldCall) -> Vec<Approver> {
+    call.approvers
+        .iter()
+        .filter_map(|a| Approver::parse(a).ok())
+        .collect()
 }
 
 fn open_entry<'s>(s: &'s State, id: &str) -> Result<&'s Entry, DecideError> {
@@ -524,16 +754,16 @@ fn open_entry<'s>(s: &'s State, id: &str) -> Result<&'s Entry, DecideError> {
     }
 }
 
-fn authorize(entry: &Entry, who: &Approving) -> Result<(), DecideError> {
-    if may_decide(&entry.approvers, who) {
-        if who.made(&entry.call.caller) {
+fn authorize(call: &HeldCall, approvers: &[Approver], who: &Approving) -> Result<(), DecideError> {
+    if may_decide(approvers, who) {
+        if who.made(&call.caller) {
             return Err(DecideError::OwnCall(who.name()));
         }
         return Ok(());
     }
     Err(DecideError::NotApprover {
         who: who.name(),
-        approvers: entry.call.approvers.join(", "),
+        approvers: call.approvers.join(", "),
     })
 }
 
@@ -615,31 +845,41 @@ impl Hold {
         let verdict = tokio::time::timeout_at(self.deadline.into(), &mut self.rx).await;
         let decided = match verdict {
             Ok(Ok(v)) => self.decided_by(v),
-            // The deadline, or the desk dropped the sender (never while we hold the id):
-            // expired, unless a decision got in first.
-            _ if self.desk.close_held(&self.id, Outcome::Expired) => {
-                warn!(approval.id = %self.id, waited_s = self.created.elapsed().as_secs(), "Approval expired: the call is denied");
-                self.closed(
-                    Outcome::Expired,
-                    None,
-                    Some("no approver decided in time".to_owned()),
-                )
+            Ok(Err(_)) if self.desk.releasing.load(Relaxed) => {
+                let _ = self.ledger_close(Outcome::Cancelled).await;
+                self.closed(Outcome::Cancelled, None, Some(RELEASED.to_owned()))
             }
-            _ => match self.rx.try_recv() {
-                Ok(v) => self.decided_by(v),
-                Err(_) => self.closed(Outcome::Expired, None, None),
+            // The deadline, or the desk dropped the sender (never while we hold the id):
+            // expired, unless a decision got in first, here or in the fleet's store (which
+            // is asked first: a decision it took before the deadline stands).
+            _ => match self.ledger_close(Outcome::Expired).await {
+                Some(v) if self.desk.apply(&self.id, v.clone()) => self.decided_by(v),
+                _ if self.desk.close_held(&self.id, Outcome::Expired) => {
+                    warn!(approval.id = %self.id, waited_s = self.created.elapsed().as_secs(), "Approval expired: the call is denied");
+                    self.closed(
+                        Outcome::Expired,
+                        None,
+                        Some("no approver decided in time".to_owned()),
+                    )
+                }
+                _ => match self.rx.try_recv() {
+                    Ok(v) => self.decided_by(v),
+                    Err(_) => self.closed(Outcome::Expired, None, None),
+                },
             },
         };
         self.decided = Some(decided.clone());
         decided
     }
 
+    /// Closes the call in the fleet's store; the decision it had, if one got in first.
+    async fn ledger_close(&self, outcome: Outcome) -> Option<Verdict> {
+        let ledger = self.desk.ledger.as_ref()?;
+        ledger.close(&self.id, outcome).await.ok().flatten()
+    }
+
     fn decided_by(&self, v: Verdict) -> Decided {
-        let outcome = if v.approve {
-            Outcome::Approved
-        } else {
-            Outcome::Denied
-        };
+        let outcome = v.outcome();
         info!(approval.id = %self.id, decision = outcome.label(), approver = %v.approver,
             reason = ?v.reason.as_deref().unwrap_or(""), waited_ms = millis(self.created.elapsed()), "Approval decided");
         self.closed(outcome, Some(v.approver), v.reason)
@@ -667,6 +907,14 @@ impl Hold {
         }
         let decided = if self.desk.close_held(&self.id, Outcome::Cancelled) {
             info!(approval.id = %self.id, waited_ms = millis(self.created.elapsed()), "Approval cancelled: the client left");
+            if let Some(ledger) = self.desk.ledger.clone() {
+                // Off the dropping task: no other replica should list a call nobody waits
+                // for. A decision the store took meanwhile is moot: the call is never sent.
+                let id = self.id.clone();
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    rt.spawn(async move { ledger.close(&id, Outcome::Cancelled).await });
+                }
+            }
             self.closed(Outcome::Cancelled, None, Some("the client left".to_owned()))
         } else {
             // Decided between the client leaving and now: what was decided, never run.
@@ -779,11 +1027,12 @@ mod tests {
             )
             .unwrap();
         let id = hold.id().to_owned();
-        assert_eq!(desk.pending(&token("alice", &["approve"])).len(), 1);
+        assert_eq!(desk.pending(&token("alice", &["approve"])).await.len(), 1);
         // A non-approver neither sees it nor decides it.
-        assert!(desk.pending(&token("mallory", &["mcp"])).is_empty());
+        assert!(desk.pending(&token("mallory", &["mcp"])).await.is_empty());
         let e = desk
             .decide(&id, &token("mallory", &["mcp"]), true, None, None)
+            .await
             .unwrap_err();
         assert_eq!(e.status(), http::StatusCode::FORBIDDEN);
         // A decision for other arguments is refused.
@@ -795,10 +1044,12 @@ mod tests {
                 None,
                 Some("sha256:00"),
             )
+            .await
             .unwrap_err();
         assert!(matches!(e, DecideError::DigestMismatch { .. }), "{e}");
         let digest = desk
             .get(&id, &token("alice", &["approve"]))
+            .await
             .unwrap()
             .arguments_digest;
         desk.decide(
@@ -808,6 +1059,7 @@ mod tests {
             Some("ok".into()),
             Some(&digest),
         )
+        .await
         .unwrap();
         let d = hold.wait().await;
         assert_eq!(d.decision, Outcome::Approved);
@@ -816,15 +1068,18 @@ mod tests {
         // Replayed: closed, and says by whom.
         let e = desk
             .decide(&id, &token("alice", &["approve"]), false, None, None)
+            .await
             .unwrap_err();
         assert_eq!(e.status(), http::StatusCode::CONFLICT);
         assert!(
             e.to_string().contains("approved by id:spiffe://ops/carol"),
             "{e}"
         );
-        let e = desk.decide("nope", &token("alice", &["approve"]), true, None, None);
+        let e = desk
+            .decide("nope", &token("alice", &["approve"]), true, None, None)
+            .await;
         assert_eq!(e.unwrap_err().status(), http::StatusCode::NOT_FOUND);
-        assert!(desk.pending(&token("alice", &["approve"])).is_empty());
+        assert!(desk.pending(&token("alice", &["approve"])).await.is_empty());
     }
 
     #[tokio::test]
@@ -842,6 +1097,7 @@ mod tests {
         assert_eq!(d.decision, Outcome::Expired);
         let e = desk
             .decide(&id, &token("alice", &["approve"]), true, None, None)
+            .await
             .unwrap_err();
         assert!(e.to_string().contains("expired"), "{e}");
         assert_eq!(hold.wait().await.decision, Outcome::Expired);
@@ -855,8 +1111,14 @@ mod tests {
         own.caller.identity = Some("spiffe://ops/alice".into());
         let hold = desk.hold(own, &rule(DEFAULT_TIMEOUT), "k".into()).unwrap();
         for who in [token("alice", &["approve"]), mtls("spiffe://ops/alice")] {
-            assert!(desk.pending(&who).is_empty(), "{who:?} sees its own call");
-            let e = desk.decide(hold.id(), &who, true, None, None).unwrap_err();
+            assert!(
+                desk.pending(&who).await.is_empty(),
+                "{who:?} sees its own call"
+            );
+            let e = desk
+                .decide(hold.id(), &who, true, None, None)
+                .await
+                .unwrap_err();
             assert!(matches!(e, DecideError::OwnCall(_)), "{e}");
         }
         // Named by what admitted them: the identity entry, not the token's subject.
@@ -876,7 +1138,9 @@ mod tests {
             scoped.name_for(&rule(DEFAULT_TIMEOUT).approvers),
             "sub:dave"
         );
-        desk.decide(hold.id(), &scoped, false, None, None).unwrap();
+        desk.decide(hold.id(), &scoped, false, None, None)
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
@@ -903,6 +1167,7 @@ mod tests {
         drop(a);
         let e = desk
             .decide(&id, &token("alice", &["approve"]), true, None, None)
+            .await
             .unwrap_err();
         assert!(e.to_string().contains("cancelled"), "{e}");
         desk.hold(call("t", "{}"), &r, "a".into()).unwrap();

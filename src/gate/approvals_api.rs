@@ -108,8 +108,8 @@ impl Gate {
         }
         let parts: Vec<&str> = rest.split('/').collect();
         match (&method, parts.as_slice()) {
-            (&Method::GET, [""]) => ok(json!({"approvals": desk.pending(&who), "approver": who.name()})),
-            (&Method::GET, [id]) => match desk.get(id, &who) {
+            (&Method::GET, [""]) => ok(json!({"approvals": desk.pending(&who).await, "approver": who.name()})),
+            (&Method::GET, [id]) => match desk.get(id, &who).await {
                 Ok(call) => ok(json!(call)),
                 Err(e) => problem(e.status(), &e.to_string()),
             },
@@ -120,7 +120,10 @@ impl Gate {
                     Ok(b) => b,
                     Err(r) => return r,
                 };
-                match desk.decide(&id, &who, approve, body.reason, body.arguments_digest.as_deref()) {
+                match desk
+                    .decide(&id, &who, approve, body.reason, body.arguments_digest.as_deref())
+                    .await
+                {
                     Ok(call) => ok(json!({
                         "id": id,
                         "decision": if approve { "approved" } else { "denied" },

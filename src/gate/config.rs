@@ -310,7 +310,9 @@ impl GateConfig {
         let tools = s.tools.map(tools).transpose()?;
         let approvals = approvals(s.approvals)?;
         #[cfg(feature = "fleet")]
-        let fleet = s.fleet.map(|f| fleet(f, &limits)).transpose()?;
+        let holds = rules.iter().any(|r| r.approval.is_some());
+        #[cfg(feature = "fleet")]
+        let fleet = s.fleet.map(|f| fleet(f, &limits, holds)).transpose()?;
         Ok(Some(Self {
             #[cfg(feature = "fleet")]
             fleet,
@@ -556,6 +558,7 @@ impl Sections<'_> {
 fn fleet(
     f: &FleetSection,
     limits: &[Limit],
+    holds: bool,
 ) -> Result<super::fleet::FleetSettings, GateConfigError> {
     let url = f.redis.clone().ok_or_else(|| {
         field(
@@ -575,10 +578,10 @@ fn fleet(
     if let Err(e) = redis::Client::open(url.as_str()) {
         return Err(field("fleet.redis", format!("not a Redis URL: {e}")));
     }
-    if limits.is_empty() {
+    if limits.is_empty() && !holds {
         return Err(field(
             "fleet",
-            "the fleet shares the rate limits: add a [[rate-limit]], or remove [fleet]",
+            "the fleet shares rate limits and approvals: add a [[rate-limit]] or a require-approval rule, or remove [fleet]",
         ));
     }
     let timeout = f.timeout.map_or(super::fleet::DEFAULT_TIMEOUT, |d| d.0);
@@ -941,7 +944,7 @@ mod tests {
             ),
             (
                 "[fleet]\nredis = \"redis://127.0.0.1:6379\"\n".to_owned(),
-                "fleet: the fleet shares the rate limits: add a [[rate-limit]]",
+                "fleet: the fleet shares rate limits and approvals: add a [[rate-limit]]",
             ),
             (
                 format!("[fleet]\nredis = \"redis://127.0.0.1:6379\"\ntimeout = \"10s\"\n{limit}"),

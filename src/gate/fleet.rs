@@ -1,6 +1,7 @@
-//! A fleet of server sidecars sharing their rate limits on Redis (`[fleet] redis = "..."`):
-//! with three replicas behind a balancer, a limit of 60 a minute holds for the fleet, not
-//! 3 × 60.
+//! A fleet of server sidecars sharing their state on Redis (`[fleet] redis = "..."`): with
+//! three replicas behind a balancer, a limit of 60 a minute holds for the fleet, not 3 × 60,
+//! and a call held for approval on one replica is listed and decided through any (see
+//! [`approvals`]).
 //!
 //! Each charge is one round trip: a Lua script (GCRA, the token bucket's arithmetic as one
 //! timestamp per bucket) that reads Redis's own clock (`TIME`, not the replicas': their
@@ -23,10 +24,15 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tracing::{error, info};
 
+use super::approval::Desk;
 use super::metrics::GateMetrics;
 use super::rate::{Limit, RateLimited};
 use super::tools::Digest;
 use crate::throttle::LogThrottle;
+
+mod approvals;
+
+pub(super) use self::approvals::FleetLedger;
 
 /// `timeout` when `[fleet]` does not set it: what a charge may take in Redis.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
@@ -106,6 +112,9 @@ pub struct Fleet {
     errors: AtomicU64,
     error_log: LogThrottle,
     metrics: Arc<GateMetrics>,
+    /// This replica's name in the fleet's store (random per process): its held calls are
+    /// listed only while it is alive.
+    replica: String,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -161,6 +170,7 @@ impl Fleet {
             errors: AtomicU64::new(0),
             error_log: LogThrottle::default(),
             metrics,
+            replica: approvals::replica_name(),
         }))
     }
 
@@ -206,6 +216,7 @@ impl Fleet {
                 Ok(conn) => {
                     *fleet.conn.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn);
                     info!(redis = %fleet.settings.shown(), "Fleet state on Redis: connected");
+                    fleet.back_up();
                 }
                 Err(e) => fleet.failed("connect", &e.to_string()),
             }
@@ -213,13 +224,15 @@ impl Fleet {
         });
     }
 
-    fn failed(&self, op: &str, error: &str) {
+    fn failed(&self, op: &'static str, error: &str) {
         self.errors.fetch_add(1, Relaxed);
         self.metrics.fleet_error();
         let was_up = self.up.swap(false, Relaxed);
-        let fallback = match self.settings.on_failure {
-            OnFailure::Local => "charging this replica's own rate limits",
-            OnFailure::Refuse => "refusing rate-limited requests (503)",
+        let fallback = match (self.settings.on_failure, op) {
+            (OnFailure::Local, "rate-limit") => "charging this replica's own rate limits",
+            (OnFailure::Refuse, "rate-limit") => "refusing rate-limited requests (503)",
+            (OnFailure::Local, _) => "holding and deciding approvals on this replica alone",
+            (OnFailure::Refuse, _) => "refusing calls that need approval (503)",
         };
         if was_up {
             error!(redis = %self.settings.shown(), op, %error, fallback, "Fleet state on Redis unreachable");
@@ -235,16 +248,6 @@ impl Fleet {
         limits: &[Limit],
         charges: &[(usize, &str, u32)],
     ) -> Charged {
-        let conn = self
-            .conn
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        let Some(mut conn) = conn else {
-            self.connect();
-            self.failed("rate-limit", "not connected");
-            return Charged::Failed;
-        };
         let mut invocation = self.script.prepare_invoke();
         for (class, key, tokens) in charges {
             let Some(limit) = limits.get(*class) else {
@@ -257,18 +260,9 @@ impl Fleet {
                 .arg(emission_us * u64::from(*tokens))
                 .arg(emission_us * u64::from(limit.burst));
         }
-        let called = tokio::time::timeout(
-            self.settings.timeout,
-            invocation.invoke_async::<(i64, i64)>(&mut conn),
-        )
-        .await;
-        match called {
-            Ok(Ok((0, _))) => {
-                self.back_up();
-                Charged::Allowed
-            }
-            Ok(Ok((i, wait_us))) => {
-                self.back_up();
+        match self.invoke::<(i64, i64)>("rate-limit", &invocation).await {
+            Some((0, _)) => Charged::Allowed,
+            Some((i, wait_us)) => {
                 let name = usize::try_from(i - 1)
                     .ok()
                     .and_then(|i| charges.get(i))
@@ -279,24 +273,72 @@ impl Fleet {
                     retry_after: Duration::from_micros(wait_us.max(0).unsigned_abs()),
                 })
             }
+            None => Charged::Failed,
+        }
+    }
+
+    /// The connection, if made; else a connection is started and the failure said.
+    fn conn(self: &Arc<Self>, op: &'static str) -> Option<ConnectionManager> {
+        let conn = self
+            .conn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if conn.is_none() {
+            self.connect();
+            self.failed(op, "not connected");
+        }
+        conn
+    }
+
+    /// Runs `invocation` within `timeout`: `None`, and the failure said loudly, if Redis does
+    /// not answer in time or fails.
+    async fn invoke<T: redis::FromRedisValue>(
+        self: &Arc<Self>,
+        op: &'static str,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Option<T> {
+        let mut conn = self.conn(op)?;
+        let called = tokio::time::timeout(
+            self.settings.timeout,
+            invocation.invoke_async::<T>(&mut conn),
+        )
+        .await;
+        self.answered(op, called)
+    }
+
+    /// What a call came to, and the fleet's health from it.
+    fn answered<T>(
+        &self,
+        op: &'static str,
+        called: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
+    ) -> Option<T> {
+        match called {
+            Ok(Ok(v)) => {
+                self.back_up();
+                Some(v)
+            }
             Ok(Err(e)) => {
-                self.failed("rate-limit", &e.to_string());
-                Charged::Failed
+                self.failed(op, &e.to_string());
+                None
             }
             Err(_) => {
-                self.failed(
-                    "rate-limit",
-                    &format!("no answer within {:?}", self.settings.timeout),
-                );
-                Charged::Failed
+                self.failed(op, &format!("no answer within {:?}", self.settings.timeout));
+                None
             }
         }
+    }
+
+    /// Shares `desk`'s held calls with the fleet: from here on, decisions taken through any
+    /// replica reach this one's calls, and this replica is known to be alive.
+    pub fn share_approvals(self: &Arc<Self>, desk: &Arc<Desk>) {
+        approvals::watch(self.clone(), desk.clone());
     }
 
     fn back_up(&self) {
         self.metrics.fleet_up(true);
         if !self.up.swap(true, Relaxed) && self.errors.load(Relaxed) > 0 {
-            info!(redis = %self.settings.shown(), "Fleet state on Redis reachable again: the fleet's rate limits apply");
+            info!(redis = %self.settings.shown(), "Fleet state on Redis reachable again: the fleet's rate limits and approvals apply");
         }
     }
 }

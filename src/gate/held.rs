@@ -21,7 +21,9 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::admitted::{Admitted, Holding};
-use super::approval::{ApprovalRule, CallerView, Decided, HeldCall, Outcome, TlsView};
+use super::approval::{
+    ApprovalRule, CallerView, Decided, HeldCall, HoldError, Outcome, TlsView, RELEASED,
+};
 use super::caller::Caller;
 use super::jsonrpc::{self, Body};
 use super::rate::KeyKind;
@@ -172,12 +174,17 @@ impl Gate {
             }
             Err(e) => {
                 admitted.discard();
+                let reason = match e {
+                    HoldError::Unshared => RefusalReason::FleetUnavailable,
+                    HoldError::ShuttingDown => RefusalReason::ShuttingDown,
+                    _ => RefusalReason::ApprovalsFull,
+                };
                 let mut r = self.refuse_held(
                     caller,
                     body,
                     held,
                     StatusCode::SERVICE_UNAVAILABLE,
-                    RefusalReason::ApprovalsFull,
+                    reason,
                     POLICY_REFUSED,
                     e.to_string(),
                 );
@@ -245,6 +252,13 @@ impl Gate {
                         .unwrap_or_default()
                 ),
             ),
+            Outcome::Cancelled => (
+                RefusalReason::ShuttingDown,
+                decided
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| RELEASED.to_owned()),
+            ),
             _ => (
                 RefusalReason::ApprovalExpired,
                 format!(
@@ -255,7 +269,11 @@ impl Gate {
         };
         let message = format!("rule `{rule}` holds this call for approval; {message}");
         self.metrics.refusal(reason);
-        admitted.refuse(StatusCode::FORBIDDEN, &rule, &message);
+        let status = match reason {
+            RefusalReason::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::FORBIDDEN,
+        };
+        admitted.refuse(status, &rule, &message);
         json!({
             "jsonrpc": "2.0",
             "id": id,

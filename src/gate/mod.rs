@@ -171,17 +171,21 @@ impl Gate {
             .as_ref()
             .map(|a| a.metadata_paths())
             .unwrap_or_default();
-        let desk = config
-            .rules
-            .iter()
-            .any(|r| r.approval.is_some())
-            .then(|| approval::Desk::new(config.approvals.clone(), metrics.clone()));
         #[cfg(feature = "fleet")]
         let fleet = config
             .fleet
             .map(|f| fleet::Fleet::new(f, metrics.clone()))
             .transpose()
             .map_err(GateError::Fleet)?;
+        #[cfg(feature = "fleet")]
+        let ledger = fleet
+            .clone()
+            .map(|f| Arc::new(fleet::FleetLedger(f)) as Arc<dyn approval::Ledger>);
+        #[cfg(not(feature = "fleet"))]
+        let ledger = None;
+        let desk = config.rules.iter().any(|r| r.approval.is_some()).then(|| {
+            approval::Desk::with_ledger(config.approvals.clone(), metrics.clone(), ledger)
+        });
         Ok(Self {
             #[cfg(feature = "fleet")]
             fleet,
@@ -671,10 +675,30 @@ impl Gate {
         Ok(None)
     }
 
-    /// The fleet's Redis, with `[fleet]`: connected in the background from here on.
+    /// The fleet's Redis, with `[fleet]`.
     #[cfg(feature = "fleet")]
     pub fn fleet(&self) -> Option<&Arc<fleet::Fleet>> {
         self.fleet.as_ref()
+    }
+
+    /// The replica is shutting down: calls held for approval end now for their clients to
+    /// retry (see [`approval::Desk::release`]).
+    pub fn release_held(&self) {
+        if let Some(desk) = &self.desk {
+            desk.release();
+        }
+    }
+
+    /// Joins the fleet (`[fleet]`; else nothing): connects to its Redis in the background
+    /// (never waited for) and shares this gate's approvals with the other replicas.
+    pub fn join_fleet(&self) {
+        #[cfg(feature = "fleet")]
+        if let Some(f) = &self.fleet {
+            f.connect();
+            if let Some(desk) = &self.desk {
+                f.share_approvals(desk);
+            }
+        }
     }
 }
 

@@ -52,6 +52,9 @@ label_enum! {
         ApprovalExpired => "approval_expired",
         /// 503: `[fleet] on-failure = "refuse"` and Redis did not answer in time.
         FleetUnavailable => "fleet_unavailable",
+        /// -32010: the replica is shutting down; a held call, never sent, is ended for its
+        /// client to retry elsewhere.
+        ShuttingDown => "shutting_down",
     }
 }
 
@@ -71,6 +74,7 @@ impl RefusalReason {
                 | Self::ApprovalDenied
                 | Self::ApprovalExpired
                 | Self::FleetUnavailable
+                | Self::ShuttingDown
         )
     }
 }

@@ -123,3 +123,9 @@ pub fn with(mut claims: Value, key: &str, value: Value) -> Value {
     claims[key] = value;
     claims
 }
+
+/// A token from the gate's JWKS with the approver scope (`approve`).
+pub fn approver(sub: &str) -> String {
+    let c = with(claims(sub), "scope", serde_json::json!("approve"));
+    sign(Algorithm::ES256, "es", &keys().es, &c)
+}

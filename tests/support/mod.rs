@@ -1,7 +1,9 @@
 //! Test helpers: dev PKIs, a reflect server on 127.0.0.1 with a request counter, clients.
 #![allow(dead_code)] // Each test binary uses a different subset.
 
+pub mod admin;
 pub mod jwt;
+pub mod openssl;
 pub mod process;
 pub mod python;
 pub mod sidecar;

@@ -75,6 +75,24 @@ pub fn gate_client_with(
     calls: &[(&str, Value)],
     extra: &[&str],
 ) -> Value {
+    let out = gate_client_output(python, url, protocol, lists, calls, extra);
+    assert!(
+        out.status.success(),
+        "gate_client.py {url} ({protocol}) failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// As [`gate_client_with`], whatever the run came to (for a client whose server goes away).
+pub fn gate_client_output(
+    python: &Path,
+    url: &str,
+    protocol: &str,
+    lists: u32,
+    calls: &[(&str, Value)],
+    extra: &[&str],
+) -> std::process::Output {
     let mut cmd = Command::new(python);
     cmd.arg(repo().join("tests/mcp/gate_client.py"))
         .arg(url)
@@ -83,10 +101,33 @@ pub fn gate_client_with(
     for (name, arguments) in calls {
         cmd.arg("--call").arg(name).arg(arguments.to_string());
     }
-    let out = cmd.output().unwrap();
+    cmd.output().unwrap()
+}
+
+/// gate_client.py in a thread, as the agent (`--bearer`), making one call that a rule holds
+/// until the test decides it: its run.
+pub fn held_call_in_background(
+    python: &Path,
+    url: String,
+    protocol: &'static str,
+    tool: &'static str,
+    arguments: Value,
+    extra: &'static [&'static str],
+) -> std::thread::JoinHandle<std::process::Output> {
+    let python = python.to_owned();
+    std::thread::spawn(move || {
+        let agent = super::jwt::token("agent");
+        let mut flags = vec!["--bearer", &agent, "--timeout", "60"];
+        flags.extend_from_slice(extra);
+        gate_client_output(&python, &url, protocol, 1, &[(tool, arguments)], &flags)
+    })
+}
+
+/// A finished gate_client.py run's report (it must have succeeded).
+pub fn report(out: std::process::Output) -> Value {
     assert!(
         out.status.success(),
-        "gate_client.py {url} ({protocol}) failed: {}",
+        "gate_client.py failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
