@@ -310,7 +310,8 @@ impl GateConfig {
         let tools = s.tools.map(tools).transpose()?;
         let approvals = approvals(s.approvals)?;
         #[cfg(feature = "fleet")]
-        let holds = rules.iter().any(|r| r.approval.is_some());
+        let holds = rules.iter().any(|r| r.approval.is_some())
+            || tools.as_ref().is_some_and(|t| t.trust_on_first_use);
         #[cfg(feature = "fleet")]
         let fleet = s.fleet.map(|f| fleet(f, &limits, holds)).transpose()?;
         Ok(Some(Self {
@@ -581,7 +582,7 @@ fn fleet(
     if limits.is_empty() && !holds {
         return Err(field(
             "fleet",
-            "the fleet shares rate limits and approvals: add a [[rate-limit]] or a require-approval rule, or remove [fleet]",
+            "the fleet shares rate limits, approvals and first-use tool pins: add a [[rate-limit]], a require-approval rule or [tools] trust-on-first-use, or remove [fleet]",
         ));
     }
     let timeout = f.timeout.map_or(super::fleet::DEFAULT_TIMEOUT, |d| d.0);
@@ -944,7 +945,7 @@ mod tests {
             ),
             (
                 "[fleet]\nredis = \"redis://127.0.0.1:6379\"\n".to_owned(),
-                "fleet: the fleet shares rate limits and approvals: add a [[rate-limit]]",
+                "fleet: the fleet shares rate limits, approvals and first-use tool pins",
             ),
             (
                 format!("[fleet]\nredis = \"redis://127.0.0.1:6379\"\ntimeout = \"10s\"\n{limit}"),

@@ -31,8 +31,10 @@ use super::tools::Digest;
 use crate::throttle::LogThrottle;
 
 mod approvals;
+mod pins;
 
 pub(super) use self::approvals::FleetLedger;
+pub(super) use self::pins::FleetPins;
 
 /// `timeout` when `[fleet]` does not set it: what a charge may take in Redis.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
@@ -231,6 +233,7 @@ impl Fleet {
         let fallback = match (self.settings.on_failure, op) {
             (OnFailure::Local, "rate-limit") => "charging this replica's own rate limits",
             (OnFailure::Refuse, "rate-limit") => "refusing rate-limited requests (503)",
+            (_, "pins") => "keeping this replica's own tool pins until Redis answers",
             (OnFailure::Local, _) => "holding and deciding approvals on this replica alone",
             (OnFailure::Refuse, _) => "refusing calls that need approval (503)",
         };
@@ -256,7 +259,7 @@ impl Fleet {
             let emission_us = 60_000_000 / u64::from(limit.per_minute.max(1));
             let bucket = Digest::of(format!("{}\u{0}{key}", limit.name).as_bytes());
             invocation
-                .key(format!("{}:rl:{bucket}", self.settings.key_prefix))
+                .key(self.key(&format!("rl:{bucket}")))
                 .arg(emission_us * u64::from(*tokens))
                 .arg(emission_us * u64::from(limit.burst));
         }
@@ -275,6 +278,11 @@ impl Fleet {
             }
             None => Charged::Failed,
         }
+    }
+
+    /// A key of this fleet's: `PREFIX:rest`.
+    fn key(&self, rest: &str) -> String {
+        format!("{}:{rest}", self.settings.key_prefix)
     }
 
     /// The connection, if made; else a connection is started and the failure said.
@@ -327,6 +335,12 @@ impl Fleet {
                 None
             }
         }
+    }
+
+    /// Agrees `registry`'s first-use pins with the fleet (`trust-on-first-use`; else
+    /// nothing).
+    pub fn share_pins(self: &Arc<Self>, registry: &Arc<super::tools::Registry>) {
+        registry.share_pins(Arc::new(FleetPins(self.clone())));
     }
 
     /// Shares `desk`'s held calls with the fleet: from here on, decisions taken through any

@@ -690,13 +690,17 @@ impl Gate {
     }
 
     /// Joins the fleet (`[fleet]`; else nothing): connects to its Redis in the background
-    /// (never waited for) and shares this gate's approvals with the other replicas.
+    /// (never waited for) and shares this gate's approvals and first-use tool pins with the
+    /// other replicas.
     pub fn join_fleet(&self) {
         #[cfg(feature = "fleet")]
         if let Some(f) = &self.fleet {
             f.connect();
             if let Some(desk) = &self.desk {
                 f.share_approvals(desk);
+            }
+            if let Some(tools) = &self.tools {
+                f.share_pins(tools);
             }
         }
     }

@@ -23,7 +23,7 @@ pub use self::fetch::{
 };
 pub use self::listing::{Answers, Judge, Listing, MAX_EVENT_BYTES};
 pub use self::registry::{
-    CallRefused, Observation, OnChange, PinsError, Registry, ToolsSettings, UnknownTools,
+    CallRefused, Observation, OnChange, PinBoard, PinsError, Registry, ToolsSettings, UnknownTools,
 };
 pub use self::schema::{
     ArgumentSchema, InvalidArguments, SchemaError, MAX_PATTERNS, MAX_PATTERN_BYTES,

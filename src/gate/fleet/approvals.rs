@@ -150,10 +150,6 @@ pub(super) fn replica_name() -> String {
 pub(in crate::gate) struct FleetLedger(pub(in crate::gate) Arc<Fleet>);
 
 impl Fleet {
-    fn key(&self, rest: &str) -> String {
-        format!("{}:{rest}", self.settings.key_prefix)
-    }
-
     fn record(&self, id: &str) -> String {
         self.key(&format!("ap:{id}"))
     }

@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 use serde_json::Value;
 
@@ -183,6 +183,16 @@ struct State {
     reported: HashSet<(String, &'static str, Option<Digest>)>,
 }
 
+/// Where pins made on first use are agreed with other replicas (`[fleet]`): the first
+/// replica's pins are the fleet's, and the others adopt them ([`Registry::adopt`]) rather than
+/// each trusting whatever it was shown first.
+pub trait PinBoard: Send + Sync + std::fmt::Debug {
+    /// Agrees `pins` (`None`: none yet; adopt the fleet's when there are) with the fleet, in
+    /// the background; the fleet's pins, when they differ, come back through
+    /// [`Registry::adopt`].
+    fn propose(&self, registry: Arc<Registry>, pins: Option<PinFile>);
+}
+
 /// Compiled schemas kept at most.
 const MAX_CACHED_SCHEMAS: usize = 256;
 /// Digests of listed tools remembered at most.
@@ -199,6 +209,8 @@ pub struct Registry {
     digests: Mutex<HashMap<String, Digest>>,
     /// Serialises pin-file writes (each writes the latest pins).
     writing: Mutex<()>,
+    /// `[fleet]` with `trust-on-first-use`: where first-use pins are agreed.
+    board: OnceLock<Arc<dyn PinBoard>>,
 }
 
 impl Registry {
@@ -210,6 +222,7 @@ impl Registry {
             schemas: Mutex::default(),
             digests: Mutex::default(),
             writing: Mutex::new(()),
+            board: OnceLock::new(),
         };
         registry.reload()?;
         Ok(registry)
@@ -218,6 +231,49 @@ impl Registry {
     /// The settings.
     pub fn settings(&self) -> &ToolsSettings {
         &self.settings
+    }
+
+    /// Agrees first-use pins on `board` from here on (only with `trust-on-first-use`: pins
+    /// from a file the operator wrote are never replaced), starting with the pins held now.
+    pub fn share_pins(self: &Arc<Self>, board: Arc<dyn PinBoard>) {
+        if !self.settings.trust_on_first_use || self.board.set(board.clone()).is_err() {
+            return;
+        }
+        let held = {
+            let state = self.read();
+            (!state.first_use).then(|| state.pins.clone()).flatten()
+        };
+        board.propose(self.clone(), held);
+    }
+
+    /// Whether no listing has been pinned yet (`trust-on-first-use`, no pin file).
+    pub fn is_first_use(&self) -> bool {
+        self.read().first_use
+    }
+
+    /// Replaces the pins with the fleet's (the first replica's to pin on first use), judges
+    /// the listed tools against them and writes them to `pin-file`.
+    pub fn adopt(self: &Arc<Self>, pins: PinFile) {
+        let mut state = self.write();
+        if state.pins.as_ref() == Some(&pins) && !state.first_use {
+            return;
+        }
+        let had = state.pins.as_ref().is_some_and(|p| !p.tools.is_empty());
+        let count = pins.tools.len();
+        state.pins = Some(pins);
+        state.first_use = false;
+        state.reported.clear();
+        let State { pins, listed, .. } = &mut *state;
+        for known in listed.values_mut() {
+            known.change = judge(pins.as_ref(), &known.tool, known.digest);
+        }
+        drop(state);
+        if had {
+            tracing::warn!(tools = count, "This replica's first-use pins differ from the fleet's: the fleet's are adopted (a listing that differs from them is a change)");
+        } else {
+            tracing::info!(tools = count, "Tools pinned by the fleet adopted");
+        }
+        self.write_pins();
     }
 
     /// How many tools are pinned (`None`: no pin file).
@@ -366,14 +422,21 @@ impl Registry {
             }
         }
         let write_pins = obs.pinned > 0;
-        if state.first_use && last_page {
+        let first_use_ended = state.first_use && last_page;
+        if first_use_ended {
             state.first_use = false;
         }
+        let proposed = first_use_ended
+            .then(|| self.board.get().map(|b| (b.clone(), state.pins.clone())))
+            .flatten();
         drop(state);
         let mut kept = keep.into_iter();
         tools.retain(|_| kept.next().unwrap_or(true));
         if write_pins {
             self.write_pins();
+        }
+        if let Some((board, pins)) = proposed {
+            board.propose(self.clone(), pins);
         }
         obs
     }
