@@ -86,6 +86,7 @@ const MINIMUM_CHECKED: &[(&str, &str, usize)] = &[
     ("docs/probe.md", "probe-report", 1),
     ("docs/interop.md", "command", 2),
     ("docs/performance.md", "command", 7),
+    ("docs/deploy.md", "command", 1),
 ];
 
 // ---------------------------------------------------------------------------------------

@@ -712,6 +712,7 @@ impl Desk {
     }
 
     /// The ids of the calls held here, pending.
+    #[cfg_attr(not(feature = "fleet"), allow(dead_code))]
     pub(super) fn pending_ids(&self) -> Vec<String> {
         self.lock().pending.keys().cloned().collect()
     }

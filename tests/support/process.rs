@@ -97,10 +97,16 @@ impl Proc {
     }
 
     pub fn spawn(args: &[&str]) -> Self {
+        let mut cmd = bin();
+        cmd.args(args);
+        Self::spawn_command(cmd)
+    }
+
+    /// As [`Proc::spawn`], for a sidecar that is not the binary under test (an installed
+    /// package's, run as its user): `cmd` holds the program and its arguments.
+    pub fn spawn_command(mut cmd: Command) -> Self {
         let mut child = KillOnDrop(
-            bin()
-                .args(args)
-                .env("RUST_LOG", "info")
+            cmd.env("RUST_LOG", "info")
                 .env("NO_COLOR", "1")
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
