@@ -132,6 +132,8 @@ impl std::fmt::Debug for Fleet {
 /// buckets; ARGV: per bucket, the emission interval times the tokens taken, and the
 /// tolerance (emission interval times burst), in microseconds. Returns `{0, 0}`, or the
 /// 1-based index of the first short bucket and the microseconds until it has room.
+/// Timestamps are written with `%.0f`: Lua's `tostring` keeps 14 digits, and a microsecond
+/// clock has 16, so it would round a bucket's time by up to 50 µs, sometimes into the future.
 const GCRA: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -148,7 +150,7 @@ for i, key in ipairs(KEYS) do
   tats[i] = new_tat
 end
 for i, key in ipairs(KEYS) do
-  redis.call('SET', key, tostring(tats[i]), 'PX', math.floor((tats[i] - now) / 1000) + 1000)
+  redis.call('SET', key, string.format('%.0f', tats[i]), 'PX', math.floor((tats[i] - now) / 1000) + 1000)
 end
 return {0, 0}
 "#;
@@ -252,24 +254,27 @@ impl Fleet {
         charges: &[(usize, &str, u32)],
     ) -> Charged {
         let mut invocation = self.script.prepare_invoke();
+        // The limits charged, in the script's KEYS order (its answer names one by index).
+        let mut charged = Vec::with_capacity(charges.len());
         for (class, key, tokens) in charges {
             let Some(limit) = limits.get(*class) else {
                 continue;
             };
+            // At least 1 µs a token: a rate beyond 60,000,000 a minute is not limited.
             let emission_us = 60_000_000 / u64::from(limit.per_minute.max(1));
             let bucket = Digest::of(format!("{}\u{0}{key}", limit.name).as_bytes());
             invocation
                 .key(self.key(&format!("rl:{bucket}")))
                 .arg(emission_us * u64::from(*tokens))
                 .arg(emission_us * u64::from(limit.burst));
+            charged.push(limit);
         }
         match self.invoke::<(i64, i64)>("rate-limit", &invocation).await {
             Some((0, _)) => Charged::Allowed,
             Some((i, wait_us)) => {
                 let name = usize::try_from(i - 1)
                     .ok()
-                    .and_then(|i| charges.get(i))
-                    .and_then(|(class, _, _)| limits.get(*class))
+                    .and_then(|i| charged.get(i))
                     .map_or_else(String::new, |l| l.name.clone());
                 Charged::Limited(RateLimited {
                     limit: name,

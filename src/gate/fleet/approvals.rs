@@ -42,7 +42,8 @@ const ALIVE_FOR_MS: u64 = 5_000;
 const MAX_LISTED: usize = 1_000;
 
 /// The clock every script reads: Redis's, in milliseconds.
-const NOW: &str = "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n";
+/// Numbers are written with `%.0f` (`int`), never as Lua's 14-digit `tostring`.
+const NOW: &str = "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\nlocal function int(x) return string.format('%.0f', x) end\n";
 
 /// KEYS: record, index, holder. ARGV: call JSON, timeout ms, remember ms, id.
 static SHARE: LazyLock<redis::Script> = LazyLock::new(|| {
@@ -50,8 +51,8 @@ static SHARE: LazyLock<redis::Script> = LazyLock::new(|| {
         "{NOW}{}",
         r#"
 local expires = now + tonumber(ARGV[2])
-redis.call('HSET', KEYS[1], 'call', ARGV[1], 'state', 'pending', 'created_at', now,
-  'expires_at', expires, 'holder', KEYS[3])
+redis.call('HSET', KEYS[1], 'call', ARGV[1], 'state', 'pending', 'created_at', int(now),
+  'expires_at', int(expires), 'holder', KEYS[3])
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) + tonumber(ARGV[3]))
 redis.call('ZADD', KEYS[2], expires, ARGV[4])
 return expires
@@ -66,7 +67,7 @@ static LIST: LazyLock<redis::Script> = LazyLock::new(|| {
         "{NOW}{}",
         r#"
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local out = {tostring(now)}
+local out = {int(now)}
 for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)) do
   local r = redis.call('HMGET', ARGV[1] .. ':ap:' .. id, 'call', 'state', 'created_at', 'expires_at', 'holder')
   if r[2] == 'pending' and redis.call('EXISTS', r[5]) == 1 then
@@ -87,7 +88,7 @@ static GET: LazyLock<redis::Script> = LazyLock::new(|| {
 local r = redis.call('HMGET', KEYS[1], 'state', 'by', 'call', 'created_at', 'expires_at', 'holder')
 if not r[1] then return {} end
 local alive = r[6] and redis.call('EXISTS', r[6]) or 0
-return {tostring(now), r[1], r[2] or '', r[3], r[4], r[5], tostring(alive)}
+return {int(now), r[1], r[2] or '', r[3], r[4], r[5], tostring(alive)}
 "#
     ))
 });
