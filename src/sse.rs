@@ -220,12 +220,17 @@ impl EventParser {
     }
 }
 
-/// Whether a response's `Content-Type` is `text/event-stream`.
-pub(crate) fn is_event_stream(headers: &HeaderMap) -> bool {
+/// Whether a response is a Server-Sent Events stream: its `Content-Type` media type is
+/// `text/event-stream` (any case, any parameters).
+pub fn is_event_stream(headers: &HeaderMap) -> bool {
     headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t.starts_with("text/event-stream"))
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/event-stream"))
+        })
 }
 
 #[cfg(test)]

@@ -35,6 +35,7 @@ pub use self::metrics::{
 };
 pub use self::pool::{DEFAULT_STREAMS_PER_CONNECTION, POOL_IDLE_TIMEOUT};
 pub use self::upstream::{Upstream, UpstreamConnector, UpstreamError};
+pub use crate::sse::is_event_stream;
 
 use self::body::{BodyState, Holding, RequestBody, RequestLog, Tracked};
 use self::pool::{H2Pool, PoolError};
@@ -685,18 +686,6 @@ where
             ),
         )
     }
-}
-
-/// Whether a response is a Server-Sent Events stream.
-pub fn is_event_stream(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/event-stream"))
-        })
 }
 
 /// A response made here rather than upstream: a status and a one-line reason.
