@@ -228,7 +228,7 @@ fn the_gate_reference_lists_every_key_of_each_section() {
         ("[audit]", "## `[audit]`: one record per message"),
         (
             "[fleet]",
-            "## `[fleet]`: rate limits shared by the replicas",
+            "## `[fleet]`: rate limits, approvals and pins shared by the replicas",
         ),
     ] {
         let known = known_section_keys(&work, header);

@@ -166,7 +166,8 @@ pub struct SidecarConfig {
     pub tools: Option<ToolsSection>,
     /// Server: `[approvals]`, how many calls may wait for approval.
     pub approvals: Option<ApprovalsSection>,
-    /// Server: `[fleet]`, the rate limits shared by the replicas on Redis.
+    /// Server: `[fleet]`, the rate limits, approvals and first-use pins shared by the
+    /// replicas on Redis.
     pub fleet: Option<FleetSection>,
 }
 
