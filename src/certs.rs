@@ -81,21 +81,11 @@ impl CertInfo {
     }
 }
 
-/// The permission bits of a key file that group or others may read, if any may. A key that
-/// others can read is as good as published; it still loads (refusing would break a working
-/// deployment on upgrade), but loudly.
+/// The permission bits of a key file that others may read (see [`crate::secret_file`]), if
+/// any may. A key that others can read is as good as published; it still loads (refusing
+/// would break a working deployment on upgrade), but loudly.
 fn loose_key_mode(path: &Path) -> Option<u32> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
-        (mode & 0o044 != 0).then_some(mode)
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = path;
-        None
-    }
+    crate::secret_file::exposed_mode(path).ok().flatten()
 }
 
 /// The identities a certificate names for policy and logs: SAN URIs (SPIFFE IDs) first,
@@ -522,15 +512,17 @@ mod tests {
 
     #[cfg(unix)]
     #[test]
-    fn a_key_file_readable_by_group_or_others_is_flagged() {
+    fn a_key_file_others_may_read_is_flagged() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("k.key");
         std::fs::write(&key, "x").unwrap();
+        // 0640 under the process's own group is private (a Kubernetes Secret with fsGroup).
         for (mode, flagged) in [
             (0o600, None),
             (0o400, None),
-            (0o640, Some(0o640)),
+            (0o640, None),
+            (0o660, Some(0o660)),
             (0o604, Some(0o604)),
         ] {
             std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();

@@ -89,6 +89,7 @@ mod label;
 pub mod metrics;
 pub mod policy;
 mod reflect;
+mod secret_file;
 mod serve;
 pub mod source;
 pub mod throttle;

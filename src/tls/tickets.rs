@@ -271,32 +271,13 @@ fn parse(path: &Path, text: &str) -> Result<Vec<RawKey>, TicketKeyError> {
 }
 
 fn private(path: &Path) -> Result<(), TicketKeyError> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        let meta = std::fs::metadata(path).map_err(io(path))?;
-        let mode = meta.permissions().mode() & 0o777;
-        // Group-readable is private when the group is this process's own: a Kubernetes
-        // Secret mounted with `fsGroup` is 0440 under the pod's group (run with
-        // `runAsGroup` = `fsGroup`), and no one else is in it.
-        let own_group = mode & 0o070 == 0o040 && own_gid() == Some(meta.gid());
-        if mode & 0o007 != 0 || (mode & 0o070 != 0 && !own_group) {
-            return Err(TicketKeyError::NotPrivate {
-                path: path.to_owned(),
-                mode,
-            });
-        }
+    match crate::secret_file::exposed_mode(path).map_err(io(path))? {
+        Some(mode) => Err(TicketKeyError::NotPrivate {
+            path: path.to_owned(),
+            mode,
+        }),
+        None => Ok(()),
     }
-    Ok(())
-}
-
-/// This process's effective group id, from `/proc/self/status` (Linux; `None` elsewhere,
-/// where only 0600 passes). Read there rather than through a libc binding for one number.
-#[cfg(unix)]
-fn own_gid() -> Option<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("Gid:"))?;
-    line.split_whitespace().nth(2)?.parse().ok()
 }
 
 fn read(path: &Path) -> Result<Vec<TicketKey>, TicketKeyError> {
