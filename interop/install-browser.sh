@@ -25,6 +25,8 @@ want="playwright-core@$PLAYWRIGHT_VERSION"
 
 log() { echo "install-browser: $*" >&2; }
 die() { echo "install-browser: ERROR: $*" >&2; exit 1; }
+# shellcheck source=interop/apt.sh
+source "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
 
 mkdir -p "$(dirname "$prefix")"
 exec 9>"$prefix.lock"
@@ -32,14 +34,7 @@ flock 9
 
 if [ ! -x "$chromium" ]; then
   [ "$(id -u)" = 0 ] || die "$chromium is missing: run 'sudo apt-get install -y chromium' (or set MCP_PQTLS_CHROMIUM)"
-  # Several installers may share apt: wait for its own lock rather than fail.
-  log "installing Debian's chromium with apt-get"
-  if ! DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=-1 install -y -q --no-install-recommends chromium >&2; then
-    log "apt-get install failed; refreshing the package lists and trying again"
-    apt-get -o DPkg::Lock::Timeout=-1 -q update >&2
-    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=-1 install -y -q --no-install-recommends chromium >&2 ||
-      die "apt-get install chromium failed (are this machine's apt sources reachable?)"
-  fi
+  apt_install chromium
 fi
 "$chromium" --version >&2 || die "$chromium does not run"
 

@@ -18,6 +18,8 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 root="${MCP_PQTLS_DEB_ROOT:-$repo/target/cargo-deb}"
 log() { echo "install-deb: $*" >&2; }
 die() { echo "install-deb: ERROR: $*" >&2; exit 1; }
+# shellcheck source=interop/apt.sh
+source "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
 
 mkdir -p "$root"
 exec 9>"$root/.lock"
@@ -27,14 +29,7 @@ missing=()
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v dpkg-deb >/dev/null 2>&1 || missing+=(dpkg)
 if [ "${#missing[@]}" -gt 0 ]; then
-  [ "$(id -u)" = 0 ] || die "missing ${missing[*]}: run 'sudo apt-get install -y ${missing[*]}'"
-  log "installing ${missing[*]} with apt-get"
-  if ! DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=-1 install -y -q --no-install-recommends "${missing[@]}" >&2; then
-    log "apt-get install failed; refreshing the package lists and trying again"
-    apt-get -o DPkg::Lock::Timeout=-1 -q update >&2
-    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=-1 install -y -q --no-install-recommends "${missing[@]}" >&2 ||
-      die "apt-get install ${missing[*]} failed (are this machine's apt sources reachable?)"
-  fi
+  apt_install "${missing[@]}"
 fi
 
 bin="$root/bin/cargo-deb"

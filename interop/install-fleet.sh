@@ -13,6 +13,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dir="${MCP_PQTLS_FLEET_DIR:-$root/target/fleet-bin}"
 log() { echo "install-fleet: $*" >&2; }
 die() { echo "install-fleet: ERROR: $*" >&2; exit 1; }
+# shellcheck source=interop/apt.sh
+source "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
 
 mkdir -p "$(dirname "$dir")"
 exec 9>"$dir.lock"
@@ -25,14 +27,7 @@ for pkg in redis-server haproxy; do
   [ -n "$(find_bin "$pkg")" ] || missing+=("$pkg")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
-  [ "$(id -u)" = 0 ] || die "missing ${missing[*]}: run 'sudo apt-get install -y ${missing[*]}'"
-  log "installing ${missing[*]} with apt-get"
-  if ! DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=-1 install -y -q --no-install-recommends "${missing[@]}" >&2; then
-    log "apt-get install failed; refreshing the package lists and trying again"
-    apt-get -o DPkg::Lock::Timeout=-1 -q update >&2
-    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=-1 install -y -q --no-install-recommends "${missing[@]}" >&2 ||
-      die "apt-get install ${missing[*]} failed (are this machine's apt sources reachable?)"
-  fi
+  apt_install "${missing[@]}"
   # Debian starts the packaged services; the tests run their own on free ports.
   for svc in redis-server haproxy; do
     if command -v systemctl >/dev/null 2>&1; then systemctl stop "$svc" >/dev/null 2>&1 || true; fi

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use mcp_pqtls::certs::KeyAlg;
 use serde_json::{json, Value};
 use support::admin::http;
-use support::jwt::{approver, jwks, keys, token, AUDIENCE, ISSUER};
+use support::jwt::{approval_rule, approver, auth_section, token};
 use support::process::{bin, install_or_skip, Proc};
 use support::python::{
     gate_client_with, held_call_in_background, python, python_server, repo, report,
@@ -46,29 +46,9 @@ impl Held {
     /// As [`Held::start`], the upstream serving `transport` (`sse`: legacy HTTP+SSE).
     fn start_on(python: &Path, transport: &'static str, timeout: &str, approvals: &str) -> Self {
         Self::with(python, transport, |pki| {
-            let k = keys();
-            let jwks_path = pki.path("jwks.json");
-            std::fs::write(&jwks_path, jwks(&[&k.es_jwk])).unwrap();
-            let gate = format!(
-                r#"
-[auth]
-jwks-file = {jwks_path:?}
-issuer = "{ISSUER}"
-audience = "{AUDIENCE}"
-required-scopes = ["mcp"]
-
-[[rules]]
-name = "approve-deletes"
-tool = "delete_*"
-require-approval = true
-approvers = ["scope:approve"]
-approval-timeout = "{timeout}"
-
-[approvals]
-keepalive = "1s"
-{approvals}
-"#
-            );
+            let auth = auth_section(&pki.path("jwks.json"));
+            let rule = approval_rule(timeout);
+            let gate = format!("{auth}\n{rule}{approvals}\n");
             (gate, false)
         })
     }

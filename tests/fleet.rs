@@ -21,7 +21,7 @@ use mcp_pqtls::certs::KeyAlg;
 use mcp_pqtls::{Group, PolicyMode};
 use serde_json::{json, Value};
 use support::admin::http;
-use support::jwt::{approver, jwks, keys, token, AUDIENCE, ISSUER};
+use support::jwt::{approval_rule, approver, auth_section, token};
 use support::openssl::openssl;
 use support::process::{install_or_skip, Proc};
 use support::python::{
@@ -144,15 +144,7 @@ async fn three_replicas_share_one_rate_limit_on_redis_and_fall_back_loudly_witho
         ),
     )
     .unwrap();
-    let replicas: Vec<Proc> = (0..3)
-        .map(|_| {
-            Proc::server_sidecar(
-                pki.dir.path(),
-                &upstream.url(),
-                &["--config", config.to_str().unwrap()],
-            )
-        })
-        .collect();
+    let replicas = start_replicas(&pki, &upstream.url(), &config);
     for r in &replicas {
         r.wait_log(&["Fleet state on Redis: connected"]);
     }
@@ -220,15 +212,7 @@ async fn three_replicas_share_one_rate_limit_on_redis_and_fall_back_loudly_witho
         format!("[[rate-limit]]\nname = \"calls\"\nmethod = \"tools/call\"\nkey = \"address\"\nper-minute = 6\nburst = {BURST}\n"),
     )
     .unwrap();
-    let alone: Vec<Proc> = (0..3)
-        .map(|_| {
-            Proc::server_sidecar(
-                pki.dir.path(),
-                &upstream.url(),
-                &["--config", local.to_str().unwrap()],
-            )
-        })
-        .collect();
+    let alone = start_replicas(&pki, &upstream.url(), &local);
     let lb2 = free_port();
     let ports: Vec<u16> = alone.iter().map(|r| r.port).collect();
     let _lb2 = haproxy(&bin, &pki.path("alone"), lb2, &ports);
@@ -238,6 +222,19 @@ async fn three_replicas_share_one_rate_limit_on_redis_and_fall_back_loudly_witho
         3 * BURST,
         "without [fleet] each replica has its own burst"
     );
+}
+
+/// Three server-sidecar replicas with `config` in front of `upstream`.
+fn start_replicas(pki: &Pki, upstream: &str, config: &Path) -> Vec<Proc> {
+    (0..3)
+        .map(|_| {
+            Proc::server_sidecar(
+                pki.dir.path(),
+                upstream,
+                &["--config", config.to_str().unwrap()],
+            )
+        })
+        .collect()
 }
 
 /// `n` calls that need no approval, each from a new SDK client: all answered.
@@ -287,8 +284,6 @@ impl Fleet {
         let redis_port = free_port();
         let store = redis(bin, redis_port);
         let (upstream, up_port) = python_server(python, "streamable-http");
-        let jwks_path = pki.path("jwks.json");
-        std::fs::write(&jwks_path, jwks(&[&keys().es_jwk])).unwrap();
         let tickets = pki.path("ticket.keys");
         let out = support::process::bin()
             .args(["ticket-keys", "rotate", tickets.to_str().unwrap()])
@@ -299,43 +294,14 @@ impl Fleet {
         std::fs::write(
             &config,
             format!(
-                r#"groups = ["X25519MLKEM768"]
-policy = "pq-required"
-ticket-keys = {tickets:?}
-
-[auth]
-jwks-file = {jwks_path:?}
-issuer = "{ISSUER}"
-audience = "{AUDIENCE}"
-required-scopes = ["mcp"]
-
-[[rules]]
-name = "approve-deletes"
-tool = "delete_*"
-require-approval = true
-approvers = ["scope:approve"]
-approval-timeout = "5m"
-
-[approvals]
-keepalive = "1s"
-
-[fleet]
-redis = "redis://127.0.0.1:{redis_port}"
-timeout = "200ms"
-"#
+                "groups = [\"X25519MLKEM768\"]\npolicy = \"pq-required\"\nticket-keys = {tickets:?}\n\n{}\n{}\n[fleet]\nredis = \"redis://127.0.0.1:{redis_port}\"\ntimeout = \"200ms\"\n",
+                auth_section(&pki.path("jwks.json")),
+                approval_rule("5m"),
             ),
         )
         .unwrap();
         let upstream_url = format!("http://127.0.0.1:{up_port}");
-        let replicas: Vec<Proc> = (0..3)
-            .map(|_| {
-                Proc::server_sidecar(
-                    pki.dir.path(),
-                    &upstream_url,
-                    &["--config", config.to_str().unwrap()],
-                )
-            })
-            .collect();
+        let replicas = start_replicas(&pki, &upstream_url, &config);
         for r in &replicas {
             r.wait_log(&["Fleet state on Redis: connected"]);
         }

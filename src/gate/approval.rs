@@ -350,7 +350,8 @@ pub(super) struct Verdict {
 }
 
 impl Verdict {
-    fn outcome(&self) -> Outcome {
+    /// `approved` or `denied`.
+    pub(super) fn outcome(&self) -> Outcome {
         if self.approve {
             Outcome::Approved
         } else {

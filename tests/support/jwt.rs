@@ -129,3 +129,20 @@ pub fn approver(sub: &str) -> String {
     let c = with(claims(sub), "scope", serde_json::json!("approve"));
     sign(Algorithm::ES256, "es", &keys().es, &c)
 }
+
+/// `[auth]` for tokens signed by [`keys`]' ES256 key (its JWKS written to `jwks_path`), with
+/// the `mcp` scope required.
+pub fn auth_section(jwks_path: &std::path::Path) -> String {
+    std::fs::write(jwks_path, jwks(&[&keys().es_jwk])).unwrap();
+    format!(
+        "[auth]\njwks-file = {jwks_path:?}\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\nrequired-scopes = [\"mcp\"]\n"
+    )
+}
+
+/// A rule holding `delete_*` calls for approvers with the `approve` scope for `timeout`, and
+/// `[approvals]` with a 1 s keep-alive.
+pub fn approval_rule(timeout: &str) -> String {
+    format!(
+        "[[rules]]\nname = \"approve-deletes\"\ntool = \"delete_*\"\nrequire-approval = true\napprovers = [\"scope:approve\"]\napproval-timeout = \"{timeout}\"\n\n[approvals]\nkeepalive = \"1s\"\n"
+    )
+}

@@ -75,13 +75,9 @@ pub fn gate_client_with(
     calls: &[(&str, Value)],
     extra: &[&str],
 ) -> Value {
-    let out = gate_client_output(python, url, protocol, lists, calls, extra);
-    assert!(
-        out.status.success(),
-        "gate_client.py {url} ({protocol}) failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    report(gate_client_output(
+        python, url, protocol, lists, calls, extra,
+    ))
 }
 
 /// As [`gate_client_with`], whatever the run came to (for a client whose server goes away).

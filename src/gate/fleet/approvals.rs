@@ -216,6 +216,19 @@ fn closed(id: &str, state: &str, by: &str) -> DecideError {
     }
 }
 
+impl FleetLedger {
+    /// One script call; `Unreachable` (said loudly by the fleet) if Redis does not answer.
+    async fn call<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, Unreachable> {
+        self.0
+            .invoke("approval", invocation)
+            .await
+            .ok_or(Unreachable)
+    }
+}
+
 impl Ledger for FleetLedger {
     fn share<'a>(&'a self, call: &'a HeldCall, timeout: Duration) -> Later<'a, ()> {
         Box::pin(async move {
@@ -230,11 +243,7 @@ impl Ledger for FleetLedger {
                 .arg(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX))
                 .arg(REMEMBER_MS)
                 .arg(&call.id);
-            fleet
-                .invoke::<u64>("approval", &invocation)
-                .await
-                .map(drop)
-                .ok_or(Unreachable)
+            self.call::<u64>(&invocation).await.map(drop)
         })
     }
 
@@ -246,10 +255,7 @@ impl Ledger for FleetLedger {
                 .key(fleet.index())
                 .arg(&fleet.settings.key_prefix)
                 .arg(MAX_LISTED);
-            let out: Vec<String> = fleet
-                .invoke("approval", &invocation)
-                .await
-                .ok_or(Unreachable)?;
+            let out: Vec<String> = self.call(&invocation).await?;
             let Some((now, rest)) = out.split_first() else {
                 return Ok(Vec::new());
             };
@@ -270,10 +276,7 @@ impl Ledger for FleetLedger {
             let fleet = &self.0;
             let mut invocation = GET.prepare_invoke();
             invocation.key(fleet.record(id));
-            let r: Vec<String> = fleet
-                .invoke("approval", &invocation)
-                .await
-                .ok_or(Unreachable)?;
+            let r: Vec<String> = self.call(&invocation).await?;
             let [now, state, by, call, created, expires, alive] = r.as_slice() else {
                 return Ok(Err(unknown()));
             };
@@ -305,11 +308,7 @@ impl Ledger for FleetLedger {
                 verdict: verdict.clone(),
             })
             .map_err(|_| Unreachable)?;
-            let state = if verdict.approve {
-                Outcome::Approved
-            } else {
-                Outcome::Denied
-            };
+            let state = verdict.outcome();
             let mut invocation = DECIDE.prepare_invoke();
             invocation
                 .key(fleet.record(id))
@@ -320,10 +319,7 @@ impl Ledger for FleetLedger {
                 .arg(fleet.channel())
                 .arg(message)
                 .arg(id);
-            let r: Vec<String> = fleet
-                .invoke("approval", &invocation)
-                .await
-                .ok_or(Unreachable)?;
+            let r: Vec<String> = self.call(&invocation).await?;
             Ok(match r.as_slice() {
                 [ok] if ok == "ok" => Ok(()),
                 [c, state, by] if c == "closed" => Err(closed(id, state, by)),
@@ -341,10 +337,7 @@ impl Ledger for FleetLedger {
                 .key(fleet.index())
                 .arg(outcome.label())
                 .arg(id);
-            let r: Vec<String> = fleet
-                .invoke("approval", &invocation)
-                .await
-                .ok_or(Unreachable)?;
+            let r: Vec<String> = self.call(&invocation).await?;
             Ok(match r.as_slice() {
                 [state, by, reason] => verdict_of(state, by, reason),
                 _ => None,
