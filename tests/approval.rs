@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use mcp_pqtls::certs::KeyAlg;
 use serde_json::{json, Value};
-use support::admin::http;
+use support::admin::{api, http, wait_pending};
 use support::jwt::{approval_rule, approver, auth_section, token};
 use support::process::{bin, install_or_skip, Proc};
 use support::python::{
@@ -111,36 +111,12 @@ impl Held {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let (status, text) = http(
-            self.server.admin.unwrap(),
-            method,
-            path,
-            token,
-            body.map(|b| ("application/json", b.to_string())),
-        );
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        api(self.server.admin.unwrap(), method, path, token, body)
     }
 
     /// Waits until `n` calls are held (as an approver sees them), and returns them.
     fn wait_pending(&self, n: usize) -> Vec<Value> {
-        let deadline = Instant::now() + GUARD;
-        loop {
-            let (status, body) = self.api("GET", "/approvals", Some(&approver("alice")), None);
-            assert_eq!(status, 200, "{body}");
-            let calls = body["approvals"].as_array().unwrap().clone();
-            if calls.len() == n {
-                return calls;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} held, not {n}: {body}",
-                calls.len()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_pending(self.server.admin.unwrap(), &approver("alice"), n)
     }
 
     fn records(&self) -> Vec<Value> {

@@ -20,7 +20,7 @@ use http_body_util::Full;
 use mcp_pqtls::certs::KeyAlg;
 use mcp_pqtls::{Group, PolicyMode};
 use serde_json::{json, Value};
-use support::admin::http;
+use support::admin::{api, wait_pending};
 use support::jwt::{approval_rule, approver, auth_section, token};
 use support::openssl::openssl;
 use support::process::{install_or_skip, Proc};
@@ -308,17 +308,8 @@ impl Fleet {
         let lb_port = free_port();
         let ports: Vec<u16> = replicas.iter().map(|r| r.port).collect();
         let lb = haproxy(bin, pki.dir.path(), lb_port, &ports);
-        let ca = pki.path("ca.pem");
-        let lb_url = format!("https://localhost:{lb_port}");
-        let client = Proc::spawn(&[
-            "client",
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &lb_url,
-            "--ca",
-            ca.to_str().unwrap(),
-        ]);
+        let client =
+            Proc::client_sidecar(&pki.path("ca.pem"), &format!("https://localhost:{lb_port}"));
         Self {
             _store: store,
             _upstream: upstream,
@@ -356,36 +347,36 @@ impl Fleet {
         token: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let (status, text) = http(
+        api(
             self.replicas[r].admin.unwrap(),
             method,
             path,
             Some(token),
-            body.map(|b| ("application/json", b.to_string())),
-        );
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            body,
         )
     }
 
     /// The held calls replica `r` lists, once there are `n`.
     fn pending(&self, r: usize, n: usize) -> Vec<Value> {
-        let deadline = Instant::now() + GUARD;
-        loop {
-            let (status, body) = self.api(r, "GET", "/approvals", &approver("alice"), None);
-            assert_eq!(status, 200, "{body}");
-            let calls = body["approvals"].as_array().unwrap().clone();
-            if calls.len() == n {
-                return calls;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "replica {r} lists {} held calls, not {n}: {body}",
-                calls.len()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_pending(self.replicas[r].admin.unwrap(), &approver("alice"), n)
+    }
+
+    /// Call `id` is gone from replica `r`'s listing and cannot be approved there: its
+    /// replica ended it or is dead.
+    fn gone(&self, r: usize, id: &str) {
+        self.pending(r, 0);
+        let (status, body) = self.api(
+            r,
+            "POST",
+            &format!("/approvals/{id}/approve"),
+            &approver("alice"),
+            Some(json!({})),
+        );
+        assert_eq!(status, 409, "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("cancelled"),
+            "{body}"
+        );
     }
 
     /// The one call held in the fleet, and the replica holding it (its log says so).
@@ -604,7 +595,6 @@ async fn a_stopped_replica_ends_its_held_calls_a_killed_one_drops_out_and_no_cal
     };
     let Some(python) = python() else { return };
     let mut fleet = Fleet::start(&bin, python);
-    let alice = approver("alice");
     let url = fleet.mcp_url();
     let echo_all = |n| echo_all(python, &url, n);
     echo_all(3);
@@ -623,19 +613,8 @@ async fn a_stopped_replica_ends_its_held_calls_a_killed_one_drops_out_and_no_cal
     );
     fleet.replicas[holder].wait_log(&["Shutting down: calls held for approval are ended"]);
     let alive: Vec<usize> = (0..3).filter(|&r| r != holder).collect();
-    fleet.pending(alive[0], 0);
-    let (status, body) = fleet.api(
-        alive[1],
-        "POST",
-        &format!("/approvals/{id}/approve"),
-        &alice,
-        Some(json!({})),
-    );
-    assert_eq!(status, 409, "{body}");
-    assert!(
-        body["error"].as_str().unwrap().contains("cancelled"),
-        "{body}"
-    );
+    fleet.gone(alive[0], &id);
+    fleet.gone(alive[1], &id);
     let exited = wait_exit(&mut fleet.replicas[holder]);
     assert!(exited.success(), "SIGTERM is a clean exit: {exited:?}");
     // Calls after it went: none lost (the balancer sends them to the others).
@@ -662,19 +641,7 @@ async fn a_stopped_replica_ends_its_held_calls_a_killed_one_drops_out_and_no_cal
         );
     }
     let survivor = (0..3).find(|&r| r != holder && r != victim).unwrap();
-    fleet.pending(survivor, 0);
-    let (status, body) = fleet.api(
-        survivor,
-        "POST",
-        &format!("/approvals/{id}/approve"),
-        &alice,
-        Some(json!({})),
-    );
-    assert_eq!(status, 409, "{body}");
-    assert!(
-        body["error"].as_str().unwrap().contains("cancelled"),
-        "{body}"
-    );
+    fleet.gone(survivor, &id);
     // And still no call lost, on the one replica left.
     echo_all(3);
     assert!(fleet.replicas[survivor].admin.is_some());
@@ -718,17 +685,10 @@ fn first_use_pins_are_the_fleets_not_each_replicas() {
             &format!("http://127.0.0.1:{upstream}"),
             &["--config", config.to_str().unwrap()],
         );
-        let upstream = format!("https://localhost:{}", server.port);
-        let ca = pki.path("ca.pem");
-        let client = Proc::spawn(&[
-            "client",
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &upstream,
-            "--ca",
-            ca.to_str().unwrap(),
-        ]);
+        let client = Proc::client_sidecar(
+            &pki.path("ca.pem"),
+            &format!("https://localhost:{}", server.port),
+        );
         (server, client, pins)
     };
     let list = |client: &Proc| {

@@ -46,17 +46,10 @@ fn server_sidecar(pki: &Pki, upstream_port: u16, extra: &[&str]) -> Proc {
 }
 
 fn client_sidecar(pki: &Pki, server: &Proc) -> Proc {
-    let upstream = format!("https://localhost:{}", server.port);
-    let ca = pki.path("ca.pem");
-    Proc::spawn(&[
-        "client",
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        &upstream,
-        "--ca",
-        ca.to_str().unwrap(),
-    ])
+    Proc::client_sidecar(
+        &pki.path("ca.pem"),
+        &format!("https://localhost:{}", server.port),
+    )
 }
 
 /// The MCP scenario went through whole: tools, echo, and progress notifications that

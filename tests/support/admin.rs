@@ -36,3 +36,42 @@ pub fn http(
         .unwrap_or_default();
     (status, text)
 }
+
+/// One JSON request to the admin listener on `port`: status and JSON body (a body that is
+/// not JSON comes back as a string).
+pub fn api(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let (status, text) = http(
+        port,
+        method,
+        path,
+        token,
+        body.map(|b| ("application/json", b.to_string())),
+    );
+    let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    (status, json)
+}
+
+/// The held calls the admin listener on `port` lists to `token`, once there are `n`.
+pub fn wait_pending(port: u16, token: &str, n: usize) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + GUARD;
+    loop {
+        let (status, body) = api(port, "GET", "/approvals", Some(token), None);
+        assert_eq!(status, 200, "{body}");
+        let calls = body["approvals"].as_array().unwrap().clone();
+        if calls.len() == n {
+            return calls;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the admin listener on {port} lists {} held calls, not {n}: {body}",
+            calls.len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

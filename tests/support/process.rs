@@ -96,6 +96,20 @@ impl Proc {
         Self::spawn(&args)
     }
 
+    /// The client sidecar on 127.0.0.1 (a free port) in front of `upstream` (an `https://`
+    /// URL), trusting the CA in `ca`.
+    pub fn client_sidecar(ca: &Path, upstream: &str) -> Self {
+        Self::spawn(&[
+            "client",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            upstream,
+            "--ca",
+            ca.to_str().unwrap(),
+        ])
+    }
+
     pub fn spawn(args: &[&str]) -> Self {
         let mut cmd = bin();
         cmd.args(args);
