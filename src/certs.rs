@@ -517,11 +517,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("k.key");
         std::fs::write(&key, "x").unwrap();
-        // 0640 under the process's own group is private (a Kubernetes Secret with fsGroup).
+        // Group-readable under the process's own group: see `secret_file`'s test.
         for (mode, flagged) in [
             (0o600, None),
             (0o400, None),
-            (0o640, None),
             (0o660, Some(0o660)),
             (0o604, Some(0o604)),
         ] {

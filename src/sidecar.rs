@@ -248,7 +248,7 @@ impl Sidecar {
                     shutdown.await;
                     // Held calls do not wait out the drain: they were never sent.
                     if let Some(g) = releasing {
-                        g.release_held();
+                        g.release_held().await;
                     }
                 };
                 let result = serve(

@@ -361,9 +361,9 @@ impl Fleet {
         wait_pending(self.replicas[r].admin.unwrap(), &approver("alice"), n)
     }
 
-    /// Call `id` is gone from replica `r`'s listing and cannot be approved there: its
-    /// replica ended it or is dead.
-    fn gone(&self, r: usize, id: &str) {
+    /// Call `id` is gone from replica `r`'s listing and cannot be approved there (409 saying
+    /// `why`): its replica ended it or is dead.
+    fn gone(&self, r: usize, id: &str, why: &str) {
         self.pending(r, 0);
         let (status, body) = self.api(
             r,
@@ -373,10 +373,7 @@ impl Fleet {
             Some(json!({})),
         );
         assert_eq!(status, 409, "{body}");
-        assert!(
-            body["error"].as_str().unwrap().contains("cancelled"),
-            "{body}"
-        );
+        assert!(body["error"].as_str().unwrap().contains(why), "{body}");
     }
 
     /// The one call held in the fleet, and the replica holding it (its log says so).
@@ -531,6 +528,32 @@ async fn a_call_held_on_one_replica_is_decided_through_another_once_and_sessions
         "{denied}"
     );
 
+    // Approved through the holder itself: the store takes it and the holder sends it, and the
+    // approver is told so (the holder hears its own announcement too, and must not refuse).
+    let client = fleet.delete("/srv/c");
+    let (id, holder) = fleet.held();
+    let (status, body) = fleet.api(
+        holder,
+        "POST",
+        &format!("/approvals/{id}/approve"),
+        &alice,
+        Some(json!({})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let approved = report(client.join().unwrap());
+    assert_eq!(
+        approved["calls"][0]["result"], "deleted /srv/c",
+        "{approved}"
+    );
+    let (status, body) = fleet.api(
+        (holder + 1) % 3,
+        "POST",
+        &format!("/approvals/{id}/deny"),
+        &alice,
+        Some(json!({})),
+    );
+    assert_eq!(status, 409, "once, fleet-wide: {body}");
+
     // Resumption across replicas through the balancer: OpenSSL's session from one replica is
     // resumed by the next (round robin), over the pq group.
     let openssl = openssl();
@@ -613,8 +636,8 @@ async fn a_stopped_replica_ends_its_held_calls_a_killed_one_drops_out_and_no_cal
     );
     fleet.replicas[holder].wait_log(&["Shutting down: calls held for approval are ended"]);
     let alive: Vec<usize> = (0..3).filter(|&r| r != holder).collect();
-    fleet.gone(alive[0], &id);
-    fleet.gone(alive[1], &id);
+    fleet.gone(alive[0], &id, "closed: cancelled");
+    fleet.gone(alive[1], &id, "closed: cancelled");
     let exited = wait_exit(&mut fleet.replicas[holder]);
     assert!(exited.success(), "SIGTERM is a clean exit: {exited:?}");
     // Calls after it went: none lost (the balancer sends them to the others).
@@ -622,7 +645,8 @@ async fn a_stopped_replica_ends_its_held_calls_a_killed_one_drops_out_and_no_cal
 
     // SIGKILL the replica holding the next call: its client's stream breaks (no hang), and
     // the survivor stops listing the call once the dead replica's liveness lapses; it cannot
-    // be approved, since nobody is there to send it.
+    // be approved, since nobody is there to send it (it is not written off: a replica cut
+    // off for a moment gets its calls back).
     let client = fleet.delete("/srv/k");
     let (id, victim) = fleet.held();
     assert_ne!(victim, holder);
@@ -641,7 +665,7 @@ async fn a_stopped_replica_ends_its_held_calls_a_killed_one_drops_out_and_no_cal
         );
     }
     let survivor = (0..3).find(|&r| r != holder && r != victim).unwrap();
-    fleet.gone(survivor, &id);
+    fleet.gone(survivor, &id, "is not alive");
     // And still no call lost, on the one replica left.
     echo_all(3);
     assert!(fleet.replicas[survivor].admin.is_some());

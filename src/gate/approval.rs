@@ -14,7 +14,7 @@
 //! them. Closed ids are remembered (the last [`REMEMBERED`]) so that a replayed decision is
 //! told what became of its call (409) rather than "unknown".
 //!
-//! In a fleet (`[fleet]`), a [`Ledger`] shares the desk: each held call is also written to the
+//! In a fleet (`[fleet]`), a `Ledger` shares the desk: each held call is also written to the
 //! fleet's store, where any replica lists it and decides it, once (single use and expiry are
 //! the store's, not the replica's), and the holding replica is woken by the store. The desk
 //! stays the truth for the calls its own clients wait on; when the store does not answer, it
@@ -316,9 +316,14 @@ pub enum DecideError {
     /// The decider made the call: nobody approves their own.
     #[error("{0} made this call: an approver may not decide their own call")]
     OwnCall(String),
-    /// The call is held on another replica and the fleet's store does not answer.
-    #[error("no call is waiting for approval under id `{0}` on this replica, and the fleet's Redis does not answer to say whether another holds it; retry shortly")]
+    /// The fleet's store did not answer (in time) for a call this replica does not hold:
+    /// whether it exists, or whether the decision was taken, is not known.
+    #[error("approval `{0}` is not held on this replica and the fleet's Redis did not answer in time (the decision may or may not have been taken): retry shortly")]
     Unreachable(String),
+    /// The replica holding the call is not alive in the fleet's store (stopped, killed, or
+    /// cut off from Redis): nobody is there to send it now.
+    #[error("the replica holding approval `{0}` is not alive (stopped, or cut off from the fleet's Redis): it cannot be decided now")]
+    HolderGone(String),
     /// The decision names other arguments than the held call's.
     #[error("the decision is for arguments {given}, the call held under this id has {held}: reload and decide what is held")]
     DigestMismatch {
@@ -334,7 +339,9 @@ impl DecideError {
     pub fn status(&self) -> http::StatusCode {
         match self {
             Self::Unknown(_) => http::StatusCode::NOT_FOUND,
-            Self::Closed { .. } | Self::DigestMismatch { .. } => http::StatusCode::CONFLICT,
+            Self::Closed { .. } | Self::DigestMismatch { .. } | Self::HolderGone(_) => {
+                http::StatusCode::CONFLICT
+            }
             Self::NotApprover { .. } | Self::OwnCall(_) => http::StatusCode::FORBIDDEN,
             Self::Unreachable(_) => http::StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -387,6 +394,9 @@ pub(super) trait Ledger: Send + Sync + fmt::Debug {
     /// Closes `id` from its holder's side (expired, cancelled) unless a decision got there
     /// first, which is then returned.
     fn close<'a>(&'a self, id: &'a str, outcome: Outcome) -> Later<'a, Option<Verdict>>;
+    /// This replica is stopping: it is no longer alive in the store, so that no decision is
+    /// taken there for a call it is about to end.
+    fn leave(&self) -> Later<'_, ()>;
     /// Whether a call must not be held now: the store is down and the fleet is configured to
     /// refuse rather than hold calls only this replica can see.
     fn refuses_alone(&self) -> bool;
@@ -652,17 +662,22 @@ impl Desk {
         }
         match found {
             Found::Here(call, _) => {
-                if !self.apply(id, verdict) {
-                    // Closed between our look and the decision (its deadline, its client
-                    // leaving): say what became of it.
-                    let s = self.lock();
-                    return Err(refused(
+                let (outcome, by) = (verdict.outcome(), verdict.approver.clone());
+                if self.apply(id, verdict) {
+                    return Ok(call);
+                }
+                // Closed between our look and here. By this very decision, announced by the
+                // fleet's store and applied by its subscriber first: taken. Otherwise (its
+                // deadline, its client leaving) say what became of it.
+                let s = self.lock();
+                match s.closed.get(id) {
+                    Some((o, b)) if *o == outcome && b.as_deref() == Some(by.as_str()) => Ok(call),
+                    _ => Err(refused(
                         open_entry(&s, id)
                             .err()
                             .unwrap_or_else(|| DecideError::Unknown(id.to_owned())),
-                    ));
+                    )),
                 }
-                Ok(call)
             }
             Found::Elsewhere(call, _) => {
                 info!(approval.id = %id, decision = verdict.outcome().label(), approver = %verdict.approver,
@@ -696,8 +711,13 @@ impl Desk {
     /// The replica is shutting down: every held call ends now, undecided and never sent, so
     /// that its client hears so at once and retries (on another replica, behind a balancer)
     /// instead of waiting out the drain; no new call is held.
-    pub fn release(&self) {
+    pub async fn release(&self) {
         self.releasing.store(true, Relaxed);
+        // First out of the fleet's sight: a decision another replica would take from here on
+        // would be for a call never sent.
+        if let Some(ledger) = &self.ledger {
+            let _ = ledger.leave().await;
+        }
         let mut s = self.lock();
         let ids: Vec<String> = s.pending.keys().cloned().collect();
         if !ids.is_empty() {
@@ -874,10 +894,17 @@ impl Hold {
         decided
     }
 
-    /// Closes the call in the fleet's store; the decision it had, if one got in first.
+    /// Closes the call in the fleet's store; the decision it had, if one got in first. Tried
+    /// three times (each within the fleet's `timeout`): an approver told that a decision was
+    /// taken must not find the call expired because one answer was slow.
     async fn ledger_close(&self, outcome: Outcome) -> Option<Verdict> {
         let ledger = self.desk.ledger.as_ref()?;
-        ledger.close(&self.id, outcome).await.ok().flatten()
+        for _ in 0..3 {
+            if let Ok(v) = ledger.close(&self.id, outcome).await {
+                return v;
+            }
+        }
+        None
     }
 
     fn decided_by(&self, v: Verdict) -> Decided {

@@ -1,7 +1,7 @@
 //! A fleet of server sidecars sharing their state on Redis (`[fleet] redis = "..."`): with
 //! three replicas behind a balancer, a limit of 60 a minute holds for the fleet, not 3 × 60,
 //! and a call held for approval on one replica is listed and decided through any (see
-//! [`approvals`]).
+//! `approvals`).
 //!
 //! Each charge is one round trip: a Lua script (GCRA, the token bucket's arithmetic as one
 //! timestamp per bucket) that reads Redis's own clock (`TIME`, not the replicas': their
@@ -70,7 +70,8 @@ impl OnFailure {
 pub struct FleetSettings {
     /// `redis`: `redis://[user:password@]host:port[/db]`.
     pub redis: String,
-    /// `timeout`: what one charge may take.
+    /// `timeout`: what one call to Redis may take (a charge; a held call written, listed or
+    /// decided; the pins agreed).
     pub timeout: Duration,
     /// `on-failure`.
     pub on_failure: OnFailure,
@@ -108,6 +109,10 @@ pub struct Fleet {
     client: redis::Client,
     conn: Mutex<Option<ConnectionManager>>,
     connecting: AtomicBool,
+    /// Ever connected: until then, "not connected" is the first connection being made.
+    connected: AtomicBool,
+    /// Stopping: no longer kept alive in the store (see `approvals`).
+    leaving: AtomicBool,
     last_attempt: Mutex<Option<Instant>>,
     script: redis::Script,
     up: AtomicBool,
@@ -168,6 +173,8 @@ impl Fleet {
             client,
             conn: Mutex::new(None),
             connecting: AtomicBool::new(false),
+            connected: AtomicBool::new(false),
+            leaving: AtomicBool::new(false),
             last_attempt: Mutex::new(None),
             script: redis::Script::new(GCRA),
             up: AtomicBool::new(false),
@@ -220,6 +227,7 @@ impl Fleet {
                 Ok(conn) => {
                     *fleet.conn.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn);
                     info!(redis = %fleet.settings.shown(), "Fleet state on Redis: connected");
+                    fleet.connected.store(true, Relaxed);
                     fleet.back_up();
                 }
                 Err(e) => fleet.failed("connect", &e.to_string()),
@@ -299,7 +307,11 @@ impl Fleet {
             .clone();
         if conn.is_none() {
             self.connect();
-            self.failed(op, "not connected");
+            // The first connection still being made is not a failure (a failed one is said
+            // by `connect`); the caller falls back for these few milliseconds.
+            if self.connected.load(Relaxed) || !self.connecting.load(Relaxed) {
+                self.failed(op, "not connected");
+            }
         }
         conn
     }

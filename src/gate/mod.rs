@@ -683,15 +683,17 @@ impl Gate {
 
     /// The replica is shutting down: calls held for approval end now for their clients to
     /// retry (see [`approval::Desk::release`]).
-    pub fn release_held(&self) {
+    pub async fn release_held(&self) {
         if let Some(desk) = &self.desk {
-            desk.release();
+            desk.release().await;
         }
     }
 
     /// Joins the fleet (`[fleet]`; else nothing): connects to its Redis in the background
     /// (never waited for) and shares this gate's approvals and first-use tool pins with the
-    /// other replicas.
+    /// other replicas. Call it once, inside the runtime, before serving: the sidecar does; a
+    /// server built on [`GateLayer`] must too, or its held calls are never woken by decisions
+    /// taken through other replicas.
     pub fn join_fleet(&self) {
         #[cfg(feature = "fleet")]
         if let Some(f) = &self.fleet {

@@ -13,9 +13,10 @@
 //! under), so that a ticket made under one policy never resumes under another, on any
 //! replica, as a reload of the policy on one box already guarantees there.
 //!
-//! Key material is never logged (`Debug` shows names only). The file must be private: not
-//! readable or writable by group or others (0600), or it is refused. Reloaded like the
-//! certificate; a reload that fails keeps the keys in use.
+//! Key material is never logged (`Debug` shows names only). The file must be private (see
+//! `crate::secret_file`: 0600, or group-readable under the sidecar's own group, as a
+//! Kubernetes Secret with `fsGroup` is), or it is refused. Reloaded like the certificate; a
+//! reload that fails keeps the keys in use.
 
 use std::fmt;
 use std::io::Write;
@@ -113,7 +114,7 @@ impl fmt::Debug for TicketKeys {
 }
 
 impl TicketKeys {
-    /// Reads `path` (it must be 0600 or stricter).
+    /// Reads `path` (it must be private: 0600, or 0440 under this process's own group).
     pub fn load(path: &Path) -> Result<Arc<Self>, TicketKeyError> {
         Ok(Arc::new(Self {
             path: path.to_owned(),
@@ -321,6 +322,10 @@ pub fn rotate(path: &Path, keep: usize) -> Result<Rotated, TicketKeyError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(io(path)(e)),
     };
+    // The new file keeps the old one's owner, group and mode (a root-run rotation of a
+    // `root:mcp-pqtls 0440` file must stay readable by the sidecar).
+    #[cfg(unix)]
+    let kept = std::fs::metadata(path).ok();
     let mut name = [0u8; NAME_LEN];
     let mut key = [0u8; KEY_LEN];
     aws_lc_rs::rand::fill(&mut name).map_err(|_| TicketKeyError::Random)?;
@@ -350,6 +355,12 @@ pub fn rotate(path: &Path, keep: usize) -> Result<Rotated, TicketKeyError> {
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let mut f = options.open(&tmp)?;
+        #[cfg(unix)]
+        if let Some(old) = &kept {
+            use std::os::unix::fs::{MetadataExt, PermissionsExt};
+            std::os::unix::fs::fchown(&f, Some(old.uid()), Some(old.gid()))?;
+            f.set_permissions(std::fs::Permissions::from_mode(old.mode() & 0o777))?;
+        }
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
@@ -428,6 +439,11 @@ mod tests {
         // 0440 under this process's own group (a Secret mounted with fsGroup): private.
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o440)).unwrap();
         TicketKeys::load(&path).unwrap();
+        // A rotation keeps the file's mode (and owner and group).
+        rotate(&path, 2).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o440, "{mode:o}");
+        assert_eq!(TicketKeys::load(&path).unwrap().names().len(), 2);
         // Group-writable is not.
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o460)).unwrap();
         assert!(TicketKeys::load(&path).is_err());

@@ -12,13 +12,15 @@
 //! call held here once subscribed again, and at the deadline, which asks Redis first.
 //!
 //! Each replica keeps `PREFIX:replica:NAME` alive (a few seconds' expiry, refreshed every
-//! second): the calls of a replica that died (SIGKILL) are no longer listed and cannot be
-//! approved, since nobody is there to send them.
+//! second) and deletes it as it stops: the calls of a replica that stopped or died (SIGKILL)
+//! are no longer listed and cannot be approved, since nobody is there to send them. A holder
+//! cut off from Redis for a moment is not written off: its calls come back when it does.
 //!
 //! Whoever can write to the fleet's Redis can approve calls: it is part of the gate's trust
 //! base (a password or an ACL user, a private network). The scripts touch keys they compute
 //! from the prefix, so this needs one Redis (or a Sentinel-managed primary), not a Cluster.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -38,6 +40,9 @@ const REMEMBER_MS: u64 = 60 * 60 * 1000;
 const ALIVE_EVERY: Duration = Duration::from_secs(1);
 const ALIVE_FOR_MS: u64 = 5_000;
 
+/// Every how many liveness ticks the held calls' states are read back.
+const READ_BACK_EVERY: u64 = 5;
+
 /// At most this many held calls are listed (the desks' `max-pending` bound each replica).
 const MAX_LISTED: usize = 1_000;
 
@@ -51,6 +56,7 @@ static SHARE: LazyLock<redis::Script> = LazyLock::new(|| {
         "{NOW}{}",
         r#"
 local expires = now + tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 redis.call('HSET', KEYS[1], 'call', ARGV[1], 'state', 'pending', 'created_at', int(now),
   'expires_at', int(expires), 'holder', KEYS[3])
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) + tonumber(ARGV[3]))
@@ -94,7 +100,8 @@ return {int(now), r[1], r[2] or '', r[3], r[4], r[5], tostring(alive)}
 });
 
 /// KEYS: record, index. ARGV: state (`approved`/`denied`), by, reason, channel, message, id.
-/// Returns {'ok'}, {'unknown'}, or {'closed', state, by}.
+/// Returns {'ok'}, {'unknown'}, {'gone'} (its holder is not alive: nothing changes, so that
+/// a holder cut off for a moment decides it when back), or {'closed', state, by}.
 static DECIDE: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(&format!(
         "{NOW}{}",
@@ -107,11 +114,7 @@ if now >= tonumber(r[2]) then
   redis.call('ZREM', KEYS[2], ARGV[6])
   return {'closed', 'expired', ''}
 end
-if redis.call('EXISTS', r[4]) == 0 then
-  redis.call('HSET', KEYS[1], 'state', 'cancelled')
-  redis.call('ZREM', KEYS[2], ARGV[6])
-  return {'closed', 'cancelled', ''}
-end
+if redis.call('EXISTS', r[4]) == 0 then return {'gone'} end
 redis.call('HSET', KEYS[1], 'state', ARGV[1], 'by', ARGV[2], 'reason', ARGV[3])
 redis.call('ZREM', KEYS[2], ARGV[6])
 redis.call('PUBLISH', ARGV[4], ARGV[5])
@@ -285,7 +288,7 @@ impl Ledger for FleetLedger {
             }
             let now: u64 = now.parse().unwrap_or(0);
             Ok(match shared_call(call, now, created, expires) {
-                Some(_) if alive != "1" => Err(closed(id, "cancelled", "")),
+                Some(_) if alive != "1" => Err(DecideError::HolderGone(id.to_owned())),
                 Some(call) if call.expires_in_ms > 0 => Ok(call),
                 Some(_) => Err(closed(id, "expired", "")),
                 None => Err(unknown()),
@@ -322,6 +325,7 @@ impl Ledger for FleetLedger {
             let r: Vec<String> = self.call(&invocation).await?;
             Ok(match r.as_slice() {
                 [ok] if ok == "ok" => Ok(()),
+                [gone] if gone == "gone" => Err(DecideError::HolderGone(id.to_owned())),
                 [c, state, by] if c == "closed" => Err(closed(id, state, by)),
                 _ => Err(DecideError::Unknown(id.to_owned())),
             })
@@ -345,20 +349,40 @@ impl Ledger for FleetLedger {
         })
     }
 
+    fn leave(&self) -> Later<'_, ()> {
+        Box::pin(async move {
+            let fleet = &self.0;
+            fleet.leaving.store(true, Relaxed);
+            let mut conn = fleet.conn("approval").ok_or(Unreachable)?;
+            let mut del = redis::cmd("DEL");
+            del.arg(fleet.alive_key());
+            let called =
+                tokio::time::timeout(fleet.settings.timeout, del.query_async::<()>(&mut conn))
+                    .await;
+            fleet.answered("approval", called).ok_or(Unreachable)
+        })
+    }
+
     fn refuses_alone(&self) -> bool {
         self.0.settings.on_failure == super::OnFailure::Refuse && !self.0.is_up()
     }
 }
 
 /// Keeps this replica alive in the store and wakes its held calls on decisions announced
-/// by any replica; reconnects by itself.
+/// by any replica; reconnects by itself. Every [`READ_BACK_EVERY`] it also reads back the
+/// state of the calls it holds, so that a decision whose message was lost (a subscription
+/// that broke or stalled unseen) still reaches its call.
 pub(super) fn watch(fleet: Arc<Fleet>, desk: Arc<Desk>) {
     let alive = fleet.clone();
+    let held = desk.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(ALIVE_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        for n in 0u64.. {
             tick.tick().await;
+            if alive.leaving.load(Relaxed) {
+                return;
+            }
             let Some(mut conn) = alive.conn("approval") else {
                 continue;
             };
@@ -371,6 +395,9 @@ pub(super) fn watch(fleet: Arc<Fleet>, desk: Arc<Desk>) {
                 tokio::time::timeout(alive.settings.timeout, set.query_async::<()>(&mut conn))
                     .await;
             alive.answered("approval", called);
+            if n % READ_BACK_EVERY == 0 {
+                read_back(&alive, &held).await;
+            }
         }
     });
     tokio::spawn(async move {
@@ -383,14 +410,11 @@ pub(super) fn watch(fleet: Arc<Fleet>, desk: Arc<Desk>) {
     });
 }
 
-/// One subscription, until it breaks.
-async fn listen(fleet: &Arc<Fleet>, desk: &Desk) -> redis::RedisResult<()> {
-    let mut pubsub = fleet.client.get_async_pubsub().await?;
-    pubsub.subscribe(fleet.channel()).await?;
-    // Decisions announced while this replica was not listening: read back.
+/// Reads back every held call's state in the store, and gives each a decision found there.
+async fn read_back(fleet: &Arc<Fleet>, desk: &Desk) {
     for id in desk.pending_ids() {
         let Some(mut conn) = fleet.conn("approval") else {
-            break;
+            return;
         };
         let mut read = redis::cmd("HMGET");
         read.arg(fleet.record(&id))
@@ -406,6 +430,24 @@ async fn listen(fleet: &Arc<Fleet>, desk: &Desk) -> redis::RedisResult<()> {
             }
         }
     }
+}
+
+/// One subscription, until it breaks.
+async fn listen(fleet: &Arc<Fleet>, desk: &Desk) -> redis::RedisResult<()> {
+    let connect = async {
+        let mut pubsub = fleet.client.get_async_pubsub().await?;
+        pubsub.subscribe(fleet.channel()).await?;
+        Ok::<_, redis::RedisError>(pubsub)
+    };
+    let wait = fleet.settings.timeout.max(Duration::from_millis(500));
+    let mut pubsub = tokio::time::timeout(wait, connect).await.map_err(|_| {
+        redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "no subscription to the fleet's decisions within the timeout",
+        ))
+    })??;
+    // Decisions announced while this replica was not listening.
+    read_back(fleet, desk).await;
     let mut messages = pubsub.on_message();
     while let Some(msg) = messages.next().await {
         let Ok(payload) = msg.get_payload::<String>() else {

@@ -5,8 +5,10 @@
 //! each replica differently, a rug pull between two first uses) then sees a change, not a
 //! new truth.
 //!
-//! Only first-use pins take part: a pin file the operator wrote is never replaced. When Redis
-//! does not answer, the replica keeps its own pins and asks again every second until it does.
+//! Only first-use pins take part: pins read from a file (the operator's, or an earlier first
+//! use's) are never proposed or replaced, nor are pins reloaded from the file while a proposal
+//! was out, and an empty first listing is not proposed. When Redis does not answer, the
+//! replica keeps its own pins and asks again every second until it does.
 
 use std::sync::{Arc, LazyLock};
 
@@ -47,7 +49,7 @@ impl PinBoard for FleetPins {
                     Some(Some(text)) if text == ours => return,
                     Some(Some(text)) => {
                         match PinFile::parse(&text) {
-                            Ok(theirs) => registry.adopt(theirs),
+                            Ok(theirs) => registry.adopt(theirs, pins.as_ref()),
                             Err(e) => error!(key = %key, error = %e,
                                 "The fleet's pins in Redis are not a pin file; this replica keeps its own"),
                         }

@@ -233,17 +233,17 @@ impl Registry {
         &self.settings
     }
 
-    /// Agrees first-use pins on `board` from here on (only with `trust-on-first-use`: pins
-    /// from a file the operator wrote are never replaced), starting with the pins held now.
+    /// Agrees first-use pins on `board` from here on (only with `trust-on-first-use`): while
+    /// this replica has pinned nothing, it adopts the fleet's pins as soon as there are; once
+    /// it pins a listing, it proposes it. Pins it read from its file are never proposed or
+    /// replaced: they are the operator's (or an earlier first use's, already agreed).
     pub fn share_pins(self: &Arc<Self>, board: Arc<dyn PinBoard>) {
         if !self.settings.trust_on_first_use || self.board.set(board.clone()).is_err() {
             return;
         }
-        let held = {
-            let state = self.read();
-            (!state.first_use).then(|| state.pins.clone()).flatten()
-        };
-        board.propose(self.clone(), held);
+        if self.is_first_use() {
+            board.propose(self.clone(), None);
+        }
     }
 
     /// Whether no listing has been pinned yet (`trust-on-first-use`, no pin file).
@@ -252,10 +252,13 @@ impl Registry {
     }
 
     /// Replaces the pins with the fleet's (the first replica's to pin on first use), judges
-    /// the listed tools against them and writes them to `pin-file`.
-    pub fn adopt(self: &Arc<Self>, pins: PinFile) {
+    /// the listed tools against them and writes them to `pin-file`; only while this replica
+    /// is still in first use, or still holds exactly the first-use pins it `proposed` (a
+    /// reload of the file meanwhile is the operator's word, and stands).
+    pub fn adopt(self: &Arc<Self>, pins: PinFile, proposed: Option<&PinFile>) {
         let mut state = self.write();
-        if state.pins.as_ref() == Some(&pins) && !state.first_use {
+        let ours = state.first_use || (proposed.is_some() && state.pins.as_ref() == proposed);
+        if !ours || state.pins.as_ref() == Some(&pins) {
             return;
         }
         let had = state.pins.as_ref().is_some_and(|p| !p.tools.is_empty());
@@ -426,9 +429,12 @@ impl Registry {
         if first_use_ended {
             state.first_use = false;
         }
+        // An empty first listing (an upstream still starting) is not offered to the fleet,
+        // which would then hide every tool on every replica.
         let proposed = first_use_ended
-            .then(|| self.board.get().map(|b| (b.clone(), state.pins.clone())))
-            .flatten();
+            .then(|| self.board.get().cloned())
+            .flatten()
+            .zip(state.pins.clone().filter(|p| !p.tools.is_empty()));
         drop(state);
         let mut kept = keep.into_iter();
         tools.retain(|_| kept.next().unwrap_or(true));
@@ -436,7 +442,7 @@ impl Registry {
             self.write_pins();
         }
         if let Some((board, pins)) = proposed {
-            board.propose(self.clone(), pins);
+            board.propose(self.clone(), Some(pins));
         }
         obs
     }
