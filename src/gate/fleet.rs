@@ -109,8 +109,6 @@ pub struct Fleet {
     client: redis::Client,
     conn: Mutex<Option<ConnectionManager>>,
     connecting: AtomicBool,
-    /// Ever connected: until then, "not connected" is the first connection being made.
-    connected: AtomicBool,
     /// Stopping: no longer kept alive in the store (see `approvals`).
     leaving: AtomicBool,
     last_attempt: Mutex<Option<Instant>>,
@@ -173,7 +171,6 @@ impl Fleet {
             client,
             conn: Mutex::new(None),
             connecting: AtomicBool::new(false),
-            connected: AtomicBool::new(false),
             leaving: AtomicBool::new(false),
             last_attempt: Mutex::new(None),
             script: redis::Script::new(GCRA),
@@ -227,7 +224,6 @@ impl Fleet {
                 Ok(conn) => {
                     *fleet.conn.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn);
                     info!(redis = %fleet.settings.shown(), "Fleet state on Redis: connected");
-                    fleet.connected.store(true, Relaxed);
                     fleet.back_up();
                 }
                 Err(e) => fleet.failed("connect", &e.to_string()),
@@ -307,9 +303,9 @@ impl Fleet {
             .clone();
         if conn.is_none() {
             self.connect();
-            // The first connection still being made is not a failure (a failed one is said
+            // No connection yet: one still being made is not a failure (a failed one is said
             // by `connect`); the caller falls back for these few milliseconds.
-            if self.connected.load(Relaxed) || !self.connecting.load(Relaxed) {
+            if !self.connecting.load(Relaxed) {
                 self.failed(op, "not connected");
             }
         }

@@ -464,16 +464,9 @@ async fn listen(fleet: &Arc<Fleet>, desk: &Desk) -> redis::RedisResult<()> {
 }
 
 fn woken(desk: &Desk, id: &str, verdict: Verdict) {
-    let (outcome, approver) = (
-        if verdict.approve {
-            "approved"
-        } else {
-            "denied"
-        },
-        verdict.approver.clone(),
-    );
+    let (outcome, approver) = (verdict.outcome(), verdict.approver.clone());
     if desk.apply(id, verdict) {
-        info!(approval.id = %id, decision = outcome, approver = %approver,
+        info!(approval.id = %id, decision = outcome.label(), approver = %approver,
             "Approval decided through another replica");
     }
 }
